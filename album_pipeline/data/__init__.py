@@ -1,0 +1,1 @@
+"""Data: content-addressed image storage, validation, manifests and packed training arrays."""

@@ -1,0 +1,1 @@
+"""Loopback emulators of the real services, serving a deterministic synthetic cover set."""

@@ -1,0 +1,1 @@
+"""Model: the AC-GAN networks, sampling and checkpoints."""

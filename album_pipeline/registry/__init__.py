@@ -1,0 +1,1 @@
+"""Registry: MLflow tracking and model registration with the ``champion`` alias."""

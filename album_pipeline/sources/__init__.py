@@ -1,0 +1,1 @@
+"""Sources: HTTP clients for the real services (Napster, archive.org's OMACIR item, MusicBrainz + CAA)."""

@@ -42,6 +42,17 @@ class HomeLayout:
     def unlabeled_failures(self) -> Path:
         return self.manifests_dir / "unlabeled_failures.parquet"
 
+    # Raw per-source crawl tables; the labelled manifest is built from all of them.
+    @property
+    def crawls_dir(self) -> Path:
+        return self.root / "crawls"
+
+    def crawl_table(self, source: str) -> Path:
+        return self.crawls_dir / f"{source}.parquet"
+
+    def crawl_failures(self, source: str) -> Path:
+        return self.crawls_dir / f"{source}_failures.parquet"
+
     @property
     def downloads_dir(self) -> Path:
         return self.root / "downloads"

@@ -138,7 +138,9 @@ def generate_covers(
             batch = genres[start : start + batch_size]
             latent, noise = sample_inputs(generator.arch, batch, generator=rng)
             images = generator(batch.to(device), latent.to(device), noise.to(device)).float()
-            chunks.append(((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
+            chunks.append(
+                ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+            )
     finally:
         generator.train(was_training)
     if not chunks:

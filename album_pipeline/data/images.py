@@ -1,0 +1,116 @@
+"""Image validation: is this byte string a complete, sensibly sized picture worth storing?
+
+Every image is fully decoded with Pillow before it is stored, so truncated or corrupt files are caught at
+ingest rather than halfway through packing training data. The stored bytes keep their original format
+(JPEG/PNG/GIF/WebP); conversion to RGB happens when training data is packed.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_MIN_SIDE = 32
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_ASPECT_RATIO = 3.0
+
+# Pillow format name -> file extension used in storage. MPO is how Pillow names multi-picture camera JPEGs.
+_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}
+_STORED_FORMAT = {"MPO": "JPEG"}
+
+_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",  # PNG
+    b"GIF87a",
+    b"GIF89a",
+)
+
+
+class InvalidImage(ValueError):
+    """The bytes are not an image the pipeline accepts; ``reason`` is a short stable code for manifests."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str  # Pillow format name: JPEG, PNG, GIF, WEBP
+    extension: str  # without the dot: jpg, png, gif, webp
+
+
+def _has_known_magic(data: bytes) -> bool:
+    return data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def validate_image(
+    data: bytes,
+    *,
+    min_side: int = DEFAULT_MIN_SIDE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+) -> ImageInfo:
+    """Check, fully decode and measure an image; raise InvalidImage with a reason code when it is unusable.
+
+    Reasons: ``empty``, ``not_an_image``, ``unsupported_format``, ``decompression_bomb``, ``truncated``,
+    ``corrupt``, ``too_small``, ``aspect_ratio``.
+    """
+    if not data:
+        raise InvalidImage("empty", "no bytes")
+    if not _has_known_magic(data):
+        raise InvalidImage(_classify_unknown(data), f"starts with {data[:8]!r}")
+    try:
+        # Pillow warns past MAX_IMAGE_PIXELS and raises past twice that; both count as a bomb here, and
+        # max_pixels (checked below before decoding) is our own, usually stricter, limit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise InvalidImage("decompression_bomb", f"{width}x{height} exceeds {max_pixels} pixels")
+                image_format = image.format or ""
+                image.load()
+    except InvalidImage:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise InvalidImage("decompression_bomb", str(error)) from None
+    except UnidentifiedImageError:
+        # The magic bytes said image, but Pillow cannot even read the header.
+        raise InvalidImage("corrupt", "header cannot be parsed") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        # Pillow reports early end of data as OSError("image file is truncated ...") or
+        # "broken data stream"; anything else during decoding is a damaged file.
+        message = str(error)
+        lowered = message.lower()
+        reason = "truncated" if ("truncated" in lowered or "broken data stream" in lowered) else "corrupt"
+        raise InvalidImage(reason, message) from None
+    if image_format not in _EXTENSIONS:
+        raise InvalidImage(
+            "unsupported_format", f"format {image_format or 'unknown'} is not JPEG/PNG/GIF/WebP"
+        )
+    if min(width, height) < min_side:
+        raise InvalidImage("too_small", f"{width}x{height} has a side under {min_side} pixels")
+    if max(width, height) / min(width, height) > max_aspect_ratio:
+        raise InvalidImage("aspect_ratio", f"{width}x{height} is more elongated than {max_aspect_ratio}:1")
+    return ImageInfo(
+        width=width,
+        height=height,
+        format=_STORED_FORMAT.get(image_format, image_format),
+        extension=_EXTENSIONS[image_format],
+    )
+
+
+def _classify_unknown(data: bytes) -> str:
+    """``unsupported_format`` for images Pillow recognises (BMP, TIFF, ...), else ``not_an_image``."""
+    try:
+        with Image.open(io.BytesIO(data)):
+            return "unsupported_format"
+    except Exception:  # anything Pillow cannot even identify is simply not an image
+        return "not_an_image"

@@ -1,0 +1,94 @@
+"""Content-addressed image storage shared by every source: ``images/{id[:2]}/{id}.{ext}`` under the home.
+
+The id is the SHA-256 of the bytes, so the same picture fetched twice (or from two sources) is stored once,
+and a file's name proves its content. Files are written to a temporary name in the same folder and renamed
+into place, so a crash never leaves a half-written image under a valid name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from album_pipeline.layout import HomeLayout
+
+IMAGES_FOLDER = "images"
+_EXTENSION = re.compile(r"^[a-z0-9]{1,5}$")
+_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    image_id: str
+    path: str  # relative to the pipeline home, forward slashes (as written in manifests)
+    written: bool = False  # False when the same bytes were already stored
+
+
+def image_id_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ImageStore:
+    """Images under ``root/images``, where ``root`` is the pipeline home (``HomeLayout.root``)."""
+
+    def __init__(self, root: Path | HomeLayout) -> None:
+        self.root = (root.root if isinstance(root, HomeLayout) else Path(root)).expanduser().resolve()
+        self.images_dir = self.root / IMAGES_FOLDER
+
+    def __repr__(self) -> str:
+        return f"ImageStore(root={str(self.root)!r})"
+
+    def relative_path(self, image_id: str, extension: str) -> str:
+        return f"{IMAGES_FOLDER}/{image_id[:2]}/{image_id}.{extension}"
+
+    def put(self, data: bytes, extension: str) -> StoredImage:
+        """Store ``data`` under its SHA-256 (skipped when already present) and return where it lives."""
+        extension = extension.lower().lstrip(".")
+        if not _EXTENSION.match(extension):
+            raise ValueError(
+                f"image extension {extension!r} must be 1-5 lower-case letters or digits, e.g. 'jpg'"
+            )
+        if not data:
+            raise ValueError("refusing to store an empty image")
+        image_id = image_id_of(data)
+        relative = self.relative_path(image_id, extension)
+        target = self.root / relative
+        if target.exists():
+            return StoredImage(image_id=image_id, path=relative, written=False)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{image_id[:16]}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(temp_name, 0o644)  # mkstemp creates 0600; images are meant to be readable like any data
+            os.replace(temp_name, target)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return StoredImage(image_id=image_id, path=relative, written=True)
+
+    def find(self, image_id: str) -> str | None:
+        """The relative path of a stored image with this id, whatever its extension, or None."""
+        if not _IMAGE_ID.match(image_id):
+            raise ValueError(f"{image_id!r} is not a SHA-256 hex image id")
+        folder = self.images_dir / image_id[:2]
+        if not folder.is_dir():
+            return None
+        for candidate in folder.glob(f"{image_id}.*"):
+            if candidate.suffix != ".tmp":
+                return candidate.relative_to(self.root).as_posix()
+        return None
+
+    def contains(self, image_id: str) -> bool:
+        return self.find(image_id) is not None
+
+    def absolute(self, relative_path: str) -> Path:
+        """The absolute path of a manifest path, refusing paths that would leave the store's home."""
+        path = (self.root / relative_path).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"manifest path {relative_path!r} points outside the pipeline home {self.root}")
+        return path

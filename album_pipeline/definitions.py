@@ -1,0 +1,34 @@
+"""The Dagster entry point: ``dagster dev`` (via workspace.yaml) loads ``defs`` from here."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from album_pipeline.defs import evaluation, ingest, training
+from album_pipeline.defs.resources import build_resources
+from album_pipeline.profiles import PROFILES
+from album_pipeline.settings import Settings
+
+all_assets = [*ingest.assets, *training.assets, *evaluation.assets]
+
+
+def profile_job_name(profile: str) -> str:
+    return f"{profile}_pipeline"
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """The whole asset graph, with resources configured from ``settings`` (default: the environment)."""
+    settings = settings or Settings.from_environ()
+    profile_jobs = [
+        dg.define_asset_job(
+            profile_job_name(name),
+            selection=dg.AssetSelection.all(),
+            config=run_config,
+            description=f"The whole pipeline with the `{name}` profile (album_pipeline.profiles).",
+        )
+        for name, run_config in PROFILES.items()
+    ]
+    return dg.Definitions(assets=all_assets, resources=build_resources(settings), jobs=profile_jobs)
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""The Dagster shell: assets, resources and jobs that wire the core together. Only this package imports Dagster."""

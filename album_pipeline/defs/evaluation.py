@@ -1,0 +1,206 @@
+"""Evaluation assets: an independent genre classifier, the generator's evaluation, and its registration."""
+
+import json
+import os
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from album_pipeline.data.training_data import load_packed
+from album_pipeline.defs.metadata import counts_table, png_markdown
+from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
+from album_pipeline.defs.training import finetuned_generator, labeled_training_data
+from album_pipeline.metrics.evaluate import EvaluationConfig, evaluate_generator
+from album_pipeline.metrics.frechet import classifier_feature_extractor, inception_feature_extractor
+from album_pipeline.metrics.genre_classifier import (
+    ClassifierConfig,
+    accuracy,
+    load_classifier,
+    save_classifier,
+    train_genre_classifier,
+)
+from album_pipeline.model.checkpoint import load_checkpoint, load_generator
+from album_pipeline.registry.mlflow_registry import log_and_register
+from album_pipeline.settings import INCEPTION_WEIGHTS_VAR
+
+
+class GenreClassifierConfig(dg.Config):
+    epochs: int = 15
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+class GeneratorEvaluationConfig(dg.Config):
+    samples_per_genre: int = Field(
+        2_000, description="Generated covers per genre for accuracy and distances."
+    )
+    feature_extractor: Literal["inception", "genre_classifier"] = Field(
+        "inception",
+        description="Features for the Frechet/kernel distances: 'inception' reports FID/KID (needs clean-fid's "
+        "Inception weights, see ALBUM_PIPELINE_INCEPTION_WEIGHTS); 'genre_classifier' reports "
+        "fd_genre_classifier/kd_genre_classifier from the independent classifier's features.",
+    )
+    inception_weights: str | None = Field(
+        None, description="Path to inception-2015-12-05.pt; default $ALBUM_PIPELINE_INCEPTION_WEIGHTS."
+    )
+    seed: int = 0
+    grid_columns: int = 8
+
+
+class RegistrationConfig(dg.Config):
+    champion_metric: str = Field("genre_accuracy", description="Metric deciding which version is `champion`.")
+    greater_is_better: bool = True
+
+
+def _classifier_path(layout):
+    return layout.checkpoint_dir("genre_classifier") / "classifier.pt"
+
+
+@dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[labeled_training_data])
+def genre_classifier(
+    context: dg.AssetExecutionContext,
+    config: GenreClassifierConfig,
+    home: PipelineHome,
+    genres: GenreTaxonomy,
+) -> dg.MaterializeResult:
+    """An independent CNN trained on the real labelled train split: the judge of generated covers' genres."""
+    layout = home.layout
+    data = load_packed(layout.training_data("labeled"))
+    train, val, test = data.subset("train"), data.subset("val"), data.subset("test")
+    trained = train_genre_classifier(
+        train.images,
+        train.labels,
+        genres.genres,
+        ClassifierConfig(
+            epochs=config.epochs, batch_size=config.batch_size, lr=config.learning_rate, seed=config.seed
+        ),
+        val_images=val.images if len(val) else None,
+        val_labels=val.labels if len(val) else None,
+    )
+    save_classifier(_classifier_path(layout), trained.model, genres.genres)
+    test_accuracy = accuracy(trained.model, test.images, test.labels) if len(test) else float("nan")
+    context.log.info(f"genre classifier accuracy on {len(test)} real test covers: {test_accuracy:.3f}")
+    return dg.MaterializeResult(
+        metadata={
+            "real_test_accuracy": float(test_accuracy),
+            "train_images": len(train),
+            "test_images": len(test),
+            "checkpoint": dg.MetadataValue.path(str(_classifier_path(layout))),
+        }
+    )
+
+
+def _feature_extractor(config: GeneratorEvaluationConfig, classifier):
+    if config.feature_extractor == "genre_classifier":
+        return classifier_feature_extractor(classifier)
+    weights = config.inception_weights or os.environ.get(INCEPTION_WEIGHTS_VAR)
+    return inception_feature_extractor(weights)
+
+
+@dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[finetuned_generator, genre_classifier])
+def generator_evaluation(
+    context: dg.AssetExecutionContext,
+    config: GeneratorEvaluationConfig,
+    home: PipelineHome,
+    genres: GenreTaxonomy,
+) -> dg.MaterializeResult:
+    """Genre accuracy of generated covers (independent judge), distances to real test covers, and a grid."""
+    layout = home.layout
+    classifier, classifier_genres = load_classifier(_classifier_path(layout))
+    if tuple(classifier_genres) != genres.genres:
+        raise ValueError(
+            f"the genre classifier was trained on {classifier_genres}, the pipeline now uses {genres.genres}: "
+            "rematerialize genre_classifier"
+        )
+    extractor = _feature_extractor(config, classifier)
+    generator = load_generator(layout.checkpoint_dir("finetuned") / "final.pt")
+    test = load_packed(layout.training_data("labeled")).subset("test")
+    report = evaluate_generator(
+        generator,
+        classifier,
+        genres.genres,
+        test.images,
+        test.labels,
+        extractor,
+        layout.evaluation_dir,
+        EvaluationConfig(
+            samples_per_genre=config.samples_per_genre, seed=config.seed, grid_columns=config.grid_columns
+        ),
+    )
+    context.log.info(json.dumps(report.metrics, indent=1))
+    per_genre = {
+        name: f"{value:.3f}" for name, value in report.metrics.items() if name.startswith("accuracy_")
+    }
+    return dg.MaterializeResult(
+        metadata={
+            **{name: float(value) for name, value in report.metrics.items()},
+            "per_genre_accuracy": counts_table(per_genre, "genre", "accuracy") if per_genre else "",
+            "grid": png_markdown(report.grid_path, "one row per genre"),
+            "metrics_file": dg.MetadataValue.path(str(report.metrics_path)),
+        }
+    )
+
+
+@dg.asset(group_name="evaluation", kinds={"mlflow"}, deps=[generator_evaluation])
+def registered_generator(
+    context: dg.AssetExecutionContext,
+    config: RegistrationConfig,
+    home: PipelineHome,
+    mlflow: MlflowTracking,
+    genres: GenreTaxonomy,
+) -> dg.MaterializeResult:
+    """The finetuned generator logged to MLflow; alias `champion` moves to it only if it beats the champion."""
+    layout = home.layout
+    metrics = json.loads((layout.evaluation_dir / "metrics.json").read_text())
+    flat_metrics = {
+        key: float(value)
+        for key, value in metrics.get("metrics", metrics).items()
+        if isinstance(value, int | float)
+    }
+    params = _training_params(layout)
+    result = log_and_register(
+        tracking_uri=mlflow.tracking_uri,
+        experiment_name=mlflow.experiment_name,
+        artifact_location=layout.mlflow_artifacts_dir,
+        model_name=mlflow.registered_model_name,
+        generator=load_generator(layout.checkpoint_dir("finetuned") / "final.pt"),
+        genres=genres.genres,
+        params=params,
+        metrics=flat_metrics,
+        artifacts=[layout.evaluation_dir / "grid.png", layout.evaluation_dir / "metrics.json"],
+        champion_metric=config.champion_metric,
+        greater_is_better=config.greater_is_better,
+        tags={"dagster_run_id": context.run_id},
+    )
+    context.log.info(
+        f"registered {mlflow.registered_model_name} v{result.model_version}; champion: "
+        f"v{result.champion_version}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "model_uri": result.model_uri,
+            "model_version": str(result.model_version),
+            "is_champion": result.is_champion,
+            "champion_version": str(result.champion_version),
+            "champion_uri": f"models:/{mlflow.registered_model_name}@champion",
+            "mlflow_run_id": result.run_id,
+        }
+    )
+
+
+def _training_params(layout) -> dict[str, object]:
+    """The settings that produced the generator, flattened for MLflow (stage.name=value)."""
+    params: dict[str, object] = {}
+    for stage in ("pretrained", "finetuned"):
+        payload = load_checkpoint(layout.checkpoint_dir(stage) / "final.pt")
+        for group in ("arch", "config"):
+            for name, value in (payload.get(group) or {}).items():
+                params[f"{stage}.{name}"] = value
+    for name in ("labeled", "unlabeled"):
+        params[f"data.{name}_images"] = len(load_packed(layout.training_data(name)))
+    return params
+
+
+assets = [genre_classifier, generator_evaluation, registered_generator]

@@ -1,0 +1,200 @@
+"""Ingest assets: crawl labelled covers, download OMACIR, and write both manifests."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from album_pipeline.data.ingest import crawl_labeled_covers, ingest_omacir
+from album_pipeline.data.manifest import (
+    DEFAULT_SPLIT_FRACTIONS,
+    FAILURES_SCHEMA,
+    LABELED_SCHEMA,
+    UNLABELED_SCHEMA,
+    assign_split,
+    read_manifest,
+    write_table,
+)
+from album_pipeline.data.storage import ImageStore
+from album_pipeline.defs.metadata import counts_table, preview
+from album_pipeline.defs.resources import GenreTaxonomy, NapsterApi, OmacirArchive, PipelineHome
+
+LABELED_SOURCES = ("napster",)
+
+
+class NapsterCrawlConfig(dg.Config):
+    albums_per_genre: int = Field(
+        1000, description="Distinct top albums to collect per genre (seed: ~1,000)."
+    )
+    min_image_side: int = Field(
+        200, description="Choose the smallest image at least this size, else the largest."
+    )
+    page_size: int = Field(200, description="Albums per page of /albums/top (the API allows at most 200).")
+    download_workers: int = Field(8, description="Concurrent image downloads over pooled connections.")
+
+
+class SplitConfig(dg.Config):
+    train: float = DEFAULT_SPLIT_FRACTIONS["train"]
+    val: float = DEFAULT_SPLIT_FRACTIONS["val"]
+    test: float = DEFAULT_SPLIT_FRACTIONS["test"]
+
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+class OmacirArchivesConfig(dg.Config):
+    archives: list[str] = Field(
+        default_factory=list,
+        description="Archive file names (album_covers_s.tar) or letters (s); empty: in listed order until "
+        "max_images is covered at about estimated_bytes_per_image.",
+    )
+    max_images: int = Field(250_000, description="Unlabelled images wanted (seed: 250,000).")
+    estimated_bytes_per_image: int = Field(150_000, description="OMACIR averages ~148 GB / 1M images.")
+
+
+class UnlabeledManifestConfig(dg.Config):
+    max_images: int = Field(
+        250_000, description="Stop once this many clean images are stored (seed: 250,000)."
+    )
+    placeholder_min_repeats: int = Field(3, description="Identical bytes seen this often are a placeholder.")
+
+
+@dg.asset(group_name="labeled", kinds={"python"})
+def napster_covers(
+    context: dg.AssetExecutionContext,
+    config: NapsterCrawlConfig,
+    home: PipelineHome,
+    napster: NapsterApi,
+    genres: GenreTaxonomy,
+) -> dg.MaterializeResult:
+    """Genre-labelled covers crawled from the Napster API's top albums, validated and stored by content."""
+    layout = home.layout
+    client = napster.client()
+    client.check()  # a missing key or unreachable API fails here, before any work
+    result = crawl_labeled_covers(
+        client,
+        ImageStore(layout.root),
+        genres.genres,
+        albums_per_genre=config.albums_per_genre,
+        min_side=config.min_image_side,
+        page_size=config.page_size,
+        download_workers=config.download_workers,
+        log=context.log.info,
+    )
+    write_table(result.rows, layout.crawl_table("napster"), LABELED_SCHEMA)
+    write_table(result.failures, layout.crawl_failures("napster"), FAILURES_SCHEMA)
+    return dg.MaterializeResult(
+        metadata={
+            "covers": len(result.rows),
+            "failures": len(result.failures),
+            "per_genre": counts_table(result.rows["genre"].value_counts(), "genre"),
+            "failure_reasons": counts_table(result.failures["reason"].value_counts(), "reason", "items"),
+            "crawl_table": dg.MetadataValue.path(str(layout.crawl_table("napster"))),
+        }
+    )
+
+
+@dg.asset(group_name="labeled", kinds={"parquet"}, deps=[napster_covers])
+def labeled_manifest(config: SplitConfig, home: PipelineHome) -> dg.MaterializeResult:
+    """One row per (stored image, source album) from every labelled source, with a content-derived split."""
+    layout = home.layout
+    tables = [read_manifest(layout.crawl_table(source)) for source in LABELED_SOURCES]
+    manifest = pd.concat(tables, ignore_index=True).drop_duplicates(["image_id", "source", "source_id"])
+    fractions = config.fractions()
+    manifest["split"] = [assign_split(image_id, fractions) for image_id in manifest["image_id"]]
+    manifest = manifest.sort_values(["genre", "image_id", "source", "source_id"], ignore_index=True)
+    write_table(manifest, layout.labeled_manifest, LABELED_SCHEMA)
+    return dg.MaterializeResult(metadata=_manifest_metadata(manifest, layout.labeled_manifest))
+
+
+@dg.asset(group_name="unlabeled", kinds={"python"})
+def omacir_archives(
+    context: dg.AssetExecutionContext, config: OmacirArchivesConfig, home: PipelineHome, omacir: OmacirArchive
+) -> dg.MaterializeResult:
+    """OMACIR tar archives downloaded (resumably) and verified against archive.org's md5 checksums."""
+    layout = home.layout
+    client = omacir.client()
+    available = client.list_archives()
+    chosen = _choose_archives(available, config)
+    download_dir = layout.omacir_downloads_dir
+    downloaded = []
+    for archive in chosen:
+        context.log.info(f"downloading {archive.name} ({archive.size / 1e6:,.1f} MB)")
+        path = client.download(archive, download_dir)
+        downloaded.append({"name": archive.name, "size": archive.size, "md5": archive.md5, "path": str(path)})
+    listing = download_dir / "archives.json"
+    listing.write_text(json.dumps(downloaded, indent=2))
+    return dg.MaterializeResult(
+        metadata={
+            "archives": len(downloaded),
+            "bytes": sum(item["size"] for item in downloaded),
+            "names": ", ".join(item["name"] for item in downloaded),
+            "available_archives": len(available),
+        }
+    )
+
+
+def _choose_archives(available: list, config: OmacirArchivesConfig) -> list:
+    if config.archives:
+        wanted = [name if name.endswith(".tar") else f"album_covers_{name}.tar" for name in config.archives]
+        by_name = {archive.name: archive for archive in available}
+        unknown = [name for name in wanted if name not in by_name]
+        if unknown:
+            raise ValueError(
+                f"OMACIR archives {unknown} are not in the item; available: {sorted(by_name)[:40]}"
+            )
+        return [by_name[name] for name in wanted]
+    chosen, covered = [], 0
+    for archive in available:
+        if covered >= config.max_images:
+            break
+        chosen.append(archive)
+        covered += max(1, archive.size // config.estimated_bytes_per_image)
+    return chosen
+
+
+@dg.asset(group_name="unlabeled", kinds={"parquet"}, deps=[omacir_archives])
+def unlabeled_manifest(
+    context: dg.AssetExecutionContext,
+    config: UnlabeledManifestConfig,
+    home: PipelineHome,
+    omacir: OmacirArchive,
+) -> dg.MaterializeResult:
+    """Clean unlabelled covers extracted from the downloaded archives: one row per kept image."""
+    layout = home.layout
+    listing = layout.omacir_downloads_dir / "archives.json"
+    if not listing.exists():
+        raise FileNotFoundError(f"{listing} is missing: materialize omacir_archives first")
+    archive_names = [item["name"] for item in json.loads(listing.read_text())]
+    result = ingest_omacir(
+        omacir.client(),
+        ImageStore(layout.root),
+        layout.omacir_downloads_dir,
+        archives=archive_names,
+        max_images=config.max_images,
+        placeholder_min_repeats=config.placeholder_min_repeats,
+        log=context.log.info,
+    )
+    write_table(result.rows, layout.unlabeled_manifest, UNLABELED_SCHEMA)
+    write_table(result.failures, layout.unlabeled_failures, FAILURES_SCHEMA)
+    metadata = _manifest_metadata(result.rows, layout.unlabeled_manifest)
+    metadata["dropped"] = len(result.failures)
+    metadata["drop_reasons"] = counts_table(result.failures["reason"].value_counts(), "reason", "items")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _manifest_metadata(manifest: pd.DataFrame, path) -> dict:
+    return {
+        "dagster/row_count": len(manifest),
+        "per_genre": counts_table(manifest["genre"].fillna("(unlabelled)").value_counts(), "genre"),
+        "per_source": counts_table(manifest["source"].value_counts(), "source"),
+        "per_split": counts_table(manifest["split"].value_counts(), "split"),
+        "preview": preview(
+            manifest[["image_id", "path", "source", "source_id", "genre", "width", "height", "split"]]
+        ),
+        "path": dg.MetadataValue.path(str(path)),
+    }
+
+
+assets = [napster_covers, labeled_manifest, omacir_archives, unlabeled_manifest]

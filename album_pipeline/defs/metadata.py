@@ -1,0 +1,25 @@
+"""Small helpers that turn core results into Dagster metadata (tables and pictures as markdown)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+
+def counts_table(counts: Mapping[str, int] | pd.Series, key: str, value: str = "images") -> dg.MetadataValue:
+    rows = "\n".join(f"| {name} | {count:,} |" for name, count in dict(counts).items())
+    return dg.MetadataValue.md(f"| {key} | {value} |\n|---|---:|\n{rows}\n")
+
+
+def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False) if len(frame) else "(empty)")
+
+
+def png_markdown(path: Path, caption: str) -> dg.MetadataValue:
+    # Dagster has no image metadata type; an inline data URI renders in the UI's markdown view.
+    encoded = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(f"![{caption}](data:image/png;base64,{encoded})")

@@ -1,0 +1,84 @@
+"""Dagster resources: where the data lives and how to reach each source. Secrets come from ``EnvVar``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from album_pipeline.genres import DEFAULT_GENRES, genre_index
+from album_pipeline.layout import HomeLayout
+from album_pipeline.settings import NAPSTER_KEY_VAR, ConfigurationError, Settings
+
+
+class PipelineHome(dg.ConfigurableResource):
+    """The root folder of every output (``ALBUM_PIPELINE_HOME``)."""
+
+    root: str = Field(
+        description="Folder holding images, manifests, checkpoints, evaluations and MLflow data."
+    )
+
+    @property
+    def layout(self) -> HomeLayout:
+        return HomeLayout(Path(self.root))
+
+
+class NapsterApi(dg.ConfigurableResource):
+    """The Napster API v2.2 (or a mirror or emulator speaking it)."""
+
+    api_url: str = Field(description="Base URL, `NAPSTER_API_URL`.")
+    api_key: str | None = Field(default=None, description="API key, from the `NAPSTER_API_KEY` variable.")
+    request_timeout_s: float = 30.0
+
+    def client(self):
+        from album_pipeline.sources.napster import NapsterClient
+
+        if not self.api_key:
+            raise ConfigurationError(
+                f"{NAPSTER_KEY_VAR} is not set: export {NAPSTER_KEY_VAR}=<your key> (Napster no longer issues "
+                "keys; `album-pipeline demo` runs against the bundled emulator instead)"
+            )
+        return NapsterClient(self.api_url, self.api_key, timeout=self.request_timeout_s)
+
+
+class OmacirArchive(dg.ConfigurableResource):
+    """archive.org's `audio-covers` item, a mirror, an emulator or a local folder of the tar files."""
+
+    url: str = Field(description="`OMACIR_URL`: https://archive.org, a mirror, or a local folder of tars.")
+    request_timeout_s: float = 60.0
+
+    def client(self):
+        from album_pipeline.sources.omacir import OmacirClient
+
+        return OmacirClient(self.url, timeout=self.request_timeout_s)
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """Where runs are tracked and the generator is registered."""
+
+    tracking_uri: str = Field(description="`MLFLOW_TRACKING_URI`; default sqlite in the pipeline home.")
+    experiment_name: str = "album_pipeline"
+    registered_model_name: str = "album_cover_generator"
+
+
+class GenreTaxonomy(dg.ConfigurableResource):
+    """The target genre classes, in class-index order, shared by every asset so labels always agree."""
+
+    names: list[str] = Field(default_factory=lambda: list(DEFAULT_GENRES))
+
+    @property
+    def genres(self) -> tuple[str, ...]:
+        genre_index(self.names)  # refuses duplicates with a clear message
+        return tuple(self.names)
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Resources for a Definitions object, from environment settings; the key stays an unresolved EnvVar."""
+    return {
+        "home": PipelineHome(root=str(settings.home)),
+        "napster": NapsterApi(api_url=settings.napster_api_url, api_key=dg.EnvVar(NAPSTER_KEY_VAR)),
+        "omacir": OmacirArchive(url=settings.omacir_url),
+        "mlflow": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri),
+        "genres": GenreTaxonomy(),
+    }

@@ -1,0 +1,183 @@
+"""Training assets: packed training data, GAN pretraining on unlabelled covers, finetuning on labelled ones."""
+
+import dagster as dg
+from pydantic import Field
+
+from album_pipeline.data.manifest import read_manifest
+from album_pipeline.data.training_data import load_packed, pack_training_data
+from album_pipeline.defs.ingest import labeled_manifest, unlabeled_manifest
+from album_pipeline.defs.metadata import counts_table
+from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
+from album_pipeline.model.checkpoint import load_checkpoint
+from album_pipeline.model.networks import GanArchitecture
+from album_pipeline.training.loop import TrainingConfig, train_gan
+
+
+class TrainingDataConfig(dg.Config):
+    resolution: int = Field(64, description="Side of the square training images (the seed's 64).")
+    workers: int | None = Field(None, description="Decode processes; default: all cores.")
+
+
+class GanTrainingConfig(dg.Config):
+    """The seed's optimisation settings; each stage overrides what it needs."""
+
+    steps: int = Field(20_000, description="Optimiser steps.")
+    batch_size: int = 128
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 1e-5
+    beta1: float = 0.5
+    beta2: float = 0.999
+    real_label: float = Field(0.9, description="One-sided label smoothing for real images.")
+    genre_loss_weight: float = 10.0
+    latent_loss_weight: float = 1.0
+    instance_noise: float = Field(0.1, description="Initial std of noise on D's inputs, decaying to 0.")
+    precision: str = Field("auto", description="auto | bf16 | fp32 (auto: bf16 autocast where supported).")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+    def training_config(self) -> TrainingConfig:
+        return TrainingConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr_generator=self.lr_generator,
+            lr_discriminator=self.lr_discriminator,
+            betas=(self.beta1, self.beta2),
+            real_label=self.real_label,
+            genre_loss_weight=self.genre_loss_weight,
+            latent_loss_weight=self.latent_loss_weight,
+            instance_noise=self.instance_noise,
+            precision=self.precision,
+            device=self.device,
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+            log_every=self.log_every,
+        )
+
+
+class PretrainConfig(GanTrainingConfig):
+    generator_width: int = Field(512, description="Channels after the generator's dense layer (seed: 512).")
+    discriminator_width: int = Field(64, description="Channels of the discriminator's first conv (seed: 64).")
+    noise_dim: int = 100
+    latent_dim: int = 2
+    genre_embedding_dim: int = 10
+    dropout: float = 0.3
+
+
+class FinetuneConfig(GanTrainingConfig):
+    steps: int = Field(5_000, description="Optimiser steps on the labelled train split.")
+
+
+def _pack(context, layout, name: str, genres, config: TrainingDataConfig) -> dg.MaterializeResult:
+    manifest_path = layout.labeled_manifest if name == "labeled" else layout.unlabeled_manifest
+    out_dir = layout.training_data(name)
+    packed = pack_training_data(
+        read_manifest(manifest_path),
+        layout.root,
+        out_dir,
+        genres,
+        resolution=config.resolution,
+        workers=config.workers,
+    )
+    labelled = packed.labels >= 0
+    per_genre = {genres[index]: int((packed.labels == index).sum()) for index in range(len(genres))}
+    if labelled.any():
+        per_genre["(unlabelled)"] = int((~labelled).sum())
+    context.log.info(f"packed {len(packed):,} images into {out_dir}")
+    return dg.MaterializeResult(
+        metadata={
+            "images": len(packed),
+            "resolution": config.resolution,
+            "per_genre": counts_table(per_genre, "genre"),
+            "path": dg.MetadataValue.path(str(out_dir)),
+        }
+    )
+
+
+@dg.asset(group_name="training", kinds={"numpy"}, deps=[unlabeled_manifest])
+def unlabeled_training_data(
+    context: dg.AssetExecutionContext, config: TrainingDataConfig, home: PipelineHome, genres: GenreTaxonomy
+) -> dg.MaterializeResult:
+    """Unlabelled covers decoded, fitted to the training resolution and packed as memory-mappable uint8."""
+    return _pack(context, home.layout, "unlabeled", genres.genres, config)
+
+
+@dg.asset(group_name="training", kinds={"numpy"}, deps=[labeled_manifest])
+def labeled_training_data(
+    context: dg.AssetExecutionContext, config: TrainingDataConfig, home: PipelineHome, genres: GenreTaxonomy
+) -> dg.MaterializeResult:
+    """Labelled covers packed like the unlabelled ones, with class labels and train/val/test splits."""
+    return _pack(context, home.layout, "labeled", genres.genres, config)
+
+
+def _training_metadata(summary) -> dict:
+    return {
+        "checkpoint": dg.MetadataValue.path(str(summary.checkpoint_path)),
+        "steps": summary.steps,
+        "images_per_second": round(summary.images_per_second, 1),
+        "device": summary.device,
+        "precision": summary.precision,
+        **{f"final_{name}": round(float(value), 4) for name, value in summary.final_losses.items()},
+    }
+
+
+def _log_progress(context):
+    def log(record: dict) -> None:
+        context.log.info(
+            " ".join(
+                f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                for key, value in record.items()
+            )
+        )
+
+    return log
+
+
+@dg.asset(group_name="training", kinds={"pytorch"}, deps=[unlabeled_training_data])
+def pretrained_generator(
+    context: dg.AssetExecutionContext, config: PretrainConfig, home: PipelineHome, genres: GenreTaxonomy
+) -> dg.MaterializeResult:
+    """The AC-GAN pretrained on unlabelled covers; the genre acts as a categorical code until finetuning."""
+    layout = home.layout
+    arch = GanArchitecture(
+        num_genres=len(genres.genres),
+        noise_dim=config.noise_dim,
+        latent_dim=config.latent_dim,
+        genre_embedding_dim=config.genre_embedding_dim,
+        generator_width=config.generator_width,
+        discriminator_width=config.discriminator_width,
+        dropout=config.dropout,
+    )
+    summary = train_gan(
+        load_packed(layout.training_data("unlabeled")),
+        arch,
+        config.training_config(),
+        layout.checkpoint_dir("pretrained"),
+        use_labels=False,
+        log=_log_progress(context),
+    )
+    return dg.MaterializeResult(metadata=_training_metadata(summary))
+
+
+@dg.asset(group_name="training", kinds={"pytorch"}, deps=[pretrained_generator, labeled_training_data])
+def finetuned_generator(
+    context: dg.AssetExecutionContext, config: FinetuneConfig, home: PipelineHome
+) -> dg.MaterializeResult:
+    """The pretrained AC-GAN finetuned on the labelled train split, now conditioned on real genres."""
+    layout = home.layout
+    pretrained = layout.checkpoint_dir("pretrained") / "final.pt"
+    arch = GanArchitecture(**load_checkpoint(pretrained)["arch"])
+    summary = train_gan(
+        load_packed(layout.training_data("labeled")).subset("train"),
+        arch,
+        config.training_config(),
+        layout.checkpoint_dir("finetuned"),
+        use_labels=True,
+        init_checkpoint=pretrained,
+        log=_log_progress(context),
+    )
+    return dg.MaterializeResult(metadata=_training_metadata(summary))
+
+
+assets = [unlabeled_training_data, labeled_training_data, pretrained_generator, finetuned_generator]

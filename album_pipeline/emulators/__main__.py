@@ -1,0 +1,95 @@
+"""``python -m album_pipeline.emulators``: serve the Napster and archive.org emulators until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import tempfile
+import threading
+from pathlib import Path
+
+from album_pipeline.emulators.server import running_emulators
+from album_pipeline.genres import DEFAULT_GENRES
+
+DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "album_pipeline_emulators"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m album_pipeline.emulators",
+        description="Serve loopback emulators of the Napster API v2.2 and archive.org's OMACIR item.",
+    )
+    parser.add_argument(
+        "--napster-port", type=int, default=0, help="port for the Napster emulator (0: any free)"
+    )
+    parser.add_argument(
+        "--archive-port", type=int, default=0, help="port for the archive.org emulator (0: any free)"
+    )
+    parser.add_argument(
+        "--albums-per-genre", type=int, default=200, help="synthetic albums per genre (default 200)"
+    )
+    parser.add_argument(
+        "--genres",
+        default=",".join(DEFAULT_GENRES),
+        help="comma-separated genre shortcuts (default: all five)",
+    )
+    parser.add_argument(
+        "--letters", default="a,b", help="comma-separated OMACIR archive letters (default a,b)"
+    )
+    parser.add_argument(
+        "--images-per-archive", type=int, default=500, help="images in each tar (default 500)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic catalogue and archives")
+    parser.add_argument("--api-key", default="demo-key", help="the API key the Napster emulator accepts")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help=f"where the tars are built (default {DEFAULT_CACHE_DIR})",
+    )
+    return parser
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> int:
+    """Serve until Ctrl-C (or until ``stop`` is set, which lets tests run this in a thread)."""
+    args = build_parser().parse_args(argv)
+    print(
+        f"building the synthetic OMACIR archives under {args.cache_dir} (reused when unchanged) ...",
+        flush=True,
+    )
+    try:
+        context = running_emulators(
+            args.cache_dir,
+            albums_per_genre=args.albums_per_genre,
+            genres=_split(args.genres),
+            archive_letters=_split(args.letters),
+            images_per_archive=args.images_per_archive,
+            seed=args.seed,
+            api_key=args.api_key,
+            napster_port=args.napster_port,
+            archive_port=args.archive_port,
+        )
+        with context as emulators:
+            print("emulators running; export these to point the pipeline at them:", flush=True)
+            for name, value in emulators.environment().items():
+                print(f"export {name}={shlex.quote(value)}", flush=True)
+            print("press Ctrl-C to stop", flush=True)
+            waiter = stop or threading.Event()
+            try:
+                # Short waits keep the main thread responsive to Ctrl-C.
+                while not waiter.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                print("stopping", flush=True)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,504 @@
+"""An emulator of the Napster API v2.2 catalogue calls the crawler uses, over a synthetic catalogue.
+
+Shapes follow /work/shared/reference/data-sources.md (section Napster): ``{"genres": [...]}``,
+``{"albums": [...], "meta": {...}}``, ``{"images": [...]}``, 200 with an empty list for unknown ids, 401
+without the API key, 404 ``ResourceNotFound`` for a bad path and, when a rate limit is set, 429
+``TooManyRequestsError``.
+Image URLs point at ``/img/{W}x{H}/...jpg`` on the emulator itself, shaped like Napster's static image host.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from album_pipeline.emulators.server import LOOPBACK_HOST, Handler, LoopbackServer, Request, Response
+from album_pipeline.emulators.synthetic import draw_cover, encode_image
+from album_pipeline.genres import DEFAULT_GENRES
+
+REAL_API_URL = "https://api.napster.com"
+RANGES: tuple[str, ...] = ("day", "week", "month", "year", "life")
+DEFAULT_RANGE = "week"  # what the emulator assumes when a request names none
+DEFAULT_PAGE_LIMIT = 20
+MAX_PAGE_LIMIT = 200
+IMAGE_SIZES: tuple[int, ...] = (70, 170, 200, 300, 500, 600)
+LARGEST_IMAGE_SHARE = 0.91  # share of albums that also have a 600x600 image
+SECOND_GENRE_SHARE = 0.04  # share of albums that carry a second genre id
+RANGE_MEMBERSHIP = 0.75  # chance an album is in a given range's top list (ranges overlap heavily)
+MISSING_RELEASE_DATE_SHARE = 0.03
+
+# (id, shortcut, display name) of the genres known from the real service.
+KNOWN_GENRES: tuple[tuple[str, str, str], ...] = (
+    ("g.5", "rock", "Rock"),
+    ("g.115", "pop", "Pop"),
+    ("g.299", "jazz", "Jazz"),
+    ("g.146", "rap-hip-hop", "Rap/Hip-Hop"),
+    ("g.21", "classical", "Classical"),
+    ("g.407", "country", "Country"),
+    ("g.383", "reggae", "Reggae"),
+    ("g.71", "electronica-dance", "Electronic"),
+    ("g.394", "metal", "Metal"),
+    ("g.33", "alt-punk", "Alternative/Punk"),
+    ("g.194", "soul-r-and-b", "Soul/R&B"),
+    ("g.446", "folk", "Folk"),
+    ("g.438", "blues", "Blues"),
+    ("g.510", "latin", "Latin"),
+)
+GENRE_ID_BY_SHORTCUT = {shortcut: genre_id for genre_id, shortcut, _ in KNOWN_GENRES}
+GENRE_SHORTCUT_BY_ID = {genre_id: shortcut for genre_id, shortcut, _ in KNOWN_GENRES}
+
+_ADJECTIVES = (
+    "Midnight", "Golden", "Electric", "Silent", "Broken", "Velvet", "Neon", "Distant", "Crimson", "Hollow",
+    "Endless", "Paper", "Northern", "Wild", "Blue", "Restless", "Quiet", "Burning", "Glass", "Lucky",
+)  # fmt: skip
+_NOUNS = (
+    "Rivers", "Hearts", "Skyline", "Echoes", "Summer", "Machines", "Avenue", "Dreams", "Fires", "Tides",
+    "Letters", "Mirrors", "Highway", "Garden", "Signals", "Horizon", "Stories", "Lights", "Shadows", "Season",
+)  # fmt: skip
+_ARTIST_FIRST = (
+    "The", "Lil", "DJ", "Miss", "Big", "Young", "Sister", "Uncle", "Saint", "Captain",
+)  # fmt: skip
+_LABELS = (
+    "Blue Door Records", "Northside Music", "Harbor Sound", "Eastbound Recordings", "Copper Label",
+    "Lantern Music Group", "Parallel Records", "Quarry Sound",
+)  # fmt: skip
+
+
+def _slug(text: str) -> str:
+    return "-".join("".join(ch for ch in word.lower() if ch.isalnum()) for word in text.split())
+
+
+@dataclass(frozen=True)
+class AlbumRecord:
+    """Everything the emulator knows about one album; JSON is rendered per request with the server's URL."""
+
+    id: str
+    number: int  # the digits of the id, also the cover's drawing seed
+    name: str
+    artist_name: str
+    artist_id: str
+    genre_ids: tuple[str, ...]  # primary first
+    upc: str
+    released: str
+    originally_released: str
+    label: str
+    disc_count: int
+    track_count: int
+    is_explicit: bool
+    is_streamable: bool
+    image_version: int
+    image_sizes: tuple[int, ...]
+
+    @property
+    def primary_genre(self) -> str:
+        return GENRE_SHORTCUT_BY_ID[self.genre_ids[0]]
+
+
+@dataclass
+class NapsterCatalog:
+    """A deterministic synthetic catalogue: ``albums_per_genre`` albums per genre and top lists per range."""
+
+    genres: tuple[str, ...] = DEFAULT_GENRES
+    albums_per_genre: int = 200
+    seed: int = 0
+    albums: dict[str, AlbumRecord] = field(init=False, repr=False)
+    top_lists: dict[tuple[str, str], list[str]] = field(init=False, repr=False)  # (genre id, range) -> ids
+
+    def __post_init__(self) -> None:
+        self.genres = tuple(self.genres)
+        unknown = [
+            genre for genre in self.genres if genre not in GENRE_ID_BY_SHORTCUT or genre not in DEFAULT_GENRES
+        ]
+        if unknown:
+            raise ValueError(
+                f"the Napster emulator cannot serve genres {unknown}: it knows the cover styles of "
+                f"{', '.join(DEFAULT_GENRES)} only"
+            )
+        if len(set(self.genres)) != len(self.genres):
+            raise ValueError(f"genre list has duplicates: {list(self.genres)}")
+        if not isinstance(self.albums_per_genre, int) or self.albums_per_genre < 1:
+            raise ValueError(f"albums_per_genre must be a positive integer, got {self.albums_per_genre!r}")
+        rng = random.Random(f"napster-catalog/{self.seed}/{self.albums_per_genre}/{','.join(self.genres)}")
+        self.albums = self._make_albums(rng)
+        self.top_lists = self._make_top_lists(rng)
+        self._render_image = functools.lru_cache(maxsize=2048)(self._draw_image_bytes)
+
+    # --- building -------------------------------------------------------------------------------------
+    def _make_albums(self, rng: random.Random) -> dict[str, AlbumRecord]:
+        albums: dict[str, AlbumRecord] = {}
+        used_numbers: set[int] = set()
+        genre_ids = [GENRE_ID_BY_SHORTCUT[genre] for genre in self.genres]
+        for genre_id in genre_ids:
+            for _ in range(self.albums_per_genre):
+                number = rng.randrange(10**8, 10**9)
+                while number in used_numbers:
+                    number = rng.randrange(10**8, 10**9)
+                used_numbers.add(number)
+                album = self._make_album(rng, number, genre_id, genre_ids)
+                albums[album.id] = album
+        return albums
+
+    @staticmethod
+    def _make_album(rng: random.Random, number: int, genre_id: str, all_genre_ids: list[str]) -> AlbumRecord:
+        ids = [genre_id]
+        others = [other for other in all_genre_ids if other != genre_id]
+        if others and rng.random() < SECOND_GENRE_SHARE:
+            ids.append(rng.choice(others))
+        year = rng.randint(1962, 2023)
+        released = f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T07:00:00.000Z"
+        original_year = year - (rng.randint(1, 20) if rng.random() < 0.2 else 0)
+        originally_released = f"{max(1950, original_year)}{released[4:]}"
+        if rng.random() < MISSING_RELEASE_DATE_SHARE:
+            released = ""
+        track_count = rng.choice([1, 2, 3]) if rng.random() < 0.12 else rng.randint(6, 22)
+        artist = (
+            f"{rng.choice(_ARTIST_FIRST)} {rng.choice(_NOUNS)}"
+            if rng.random() < 0.5
+            else f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}"
+        )
+        sizes = IMAGE_SIZES if rng.random() < LARGEST_IMAGE_SHARE else IMAGE_SIZES[:-1]
+        return AlbumRecord(
+            id=f"alb.{number}",
+            number=number,
+            name=f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}",
+            artist_name=artist,
+            artist_id=f"art.{rng.randrange(10**6, 10**9)}",
+            genre_ids=tuple(ids),
+            upc=str(rng.randrange(10**11, 10**12)),
+            released=released,
+            originally_released=originally_released,
+            label=rng.choice(_LABELS),
+            disc_count=2 if rng.random() < 0.05 else 1,
+            track_count=track_count,
+            is_explicit=rng.random() < 0.2,
+            is_streamable=rng.random() < 0.97,
+            image_version=rng.randint(1, 3),
+            image_sizes=sizes,
+        )
+
+    def _make_top_lists(self, rng: random.Random) -> dict[tuple[str, str], list[str]]:
+        top_lists: dict[tuple[str, str], list[str]] = {}
+        for genre in self.genres:
+            genre_id = GENRE_ID_BY_SHORTCUT[genre]
+            members = [album.id for album in self.albums.values() if genre_id in album.genre_ids]
+            popularity = {album_id: rng.random() for album_id in members}
+            in_range: dict[str, list[str]] = {range_name: [] for range_name in RANGES}
+            for album_id in members:
+                chosen = [range_name for range_name in RANGES if rng.random() < RANGE_MEMBERSHIP]
+                for range_name in chosen or [rng.choice(RANGES)]:
+                    in_range[range_name].append(album_id)
+            for range_name in RANGES:
+                # Each range ranks by a shared popularity plus its own noise: similar, not identical, orders.
+                score = {
+                    album_id: popularity[album_id] + rng.gauss(0, 0.15) for album_id in in_range[range_name]
+                }
+                top_lists[(genre_id, range_name)] = sorted(in_range[range_name], key=lambda a: (-score[a], a))
+        return top_lists
+
+    # --- ground truth for tests ------------------------------------------------------------------------
+    def genre_id(self, genre: str) -> str:
+        """The Napster id of a genre given by shortcut or id (``rock`` or ``g.5``)."""
+        if genre in GENRE_SHORTCUT_BY_ID:
+            return genre
+        if genre in GENRE_ID_BY_SHORTCUT:
+            return GENRE_ID_BY_SHORTCUT[genre]
+        raise KeyError(f"unknown genre {genre!r}; known shortcuts: {', '.join(GENRE_ID_BY_SHORTCUT)}")
+
+    def top_album_ids(self, genre: str, range_name: str | None = None) -> set[str]:
+        """Album ids in a genre's top lists: one range, or the union over ranges (all the genre's albums)."""
+        genre_id = self.genre_id(genre)
+        names = RANGES if range_name is None else (range_name,)
+        return {album_id for name in names for album_id in self.top_lists.get((genre_id, name), [])}
+
+    def top_list(self, genre: str, range_name: str) -> list[str]:
+        """The ordered top list of one genre and range."""
+        if range_name not in RANGES:
+            raise ValueError(f"unknown range {range_name!r}; use one of {', '.join(RANGES)}")
+        return list(self.top_lists.get((self.genre_id(genre), range_name), []))
+
+    def album_genres(self, album_id: str) -> list[str]:
+        """The catalogue genre shortcuts an album belongs to, primary first."""
+        return [GENRE_SHORTCUT_BY_ID[genre_id] for genre_id in self._record(album_id).genre_ids]
+
+    def _record(self, album_id: str) -> AlbumRecord:
+        try:
+            return self.albums[album_id]
+        except KeyError:
+            raise KeyError(f"album {album_id!r} is not in the emulated catalogue") from None
+
+    def album(self, album_id: str, base_url: str = REAL_API_URL) -> dict:
+        """An album's JSON as the API returns it, with links under ``base_url``."""
+        record = self._record(album_id)
+        api = f"{base_url}/v2.2"
+        return {
+            "type": "album",
+            "id": record.id,
+            "upc": record.upc,
+            "shortcut": f"{_slug(record.artist_name)}/{_slug(record.name)}",
+            "href": f"{api}/albums/{record.id}",
+            "name": record.name,
+            "released": record.released,
+            "originallyReleased": record.originally_released,
+            "label": record.label,
+            "copyright": f"(P) {record.originally_released[:4]} {record.label}",
+            "tags": ["Explicit"] if record.is_explicit else [],
+            "discCount": record.disc_count,
+            "trackCount": record.track_count,
+            "isExplicit": record.is_explicit,
+            "isSingle": record.track_count <= 3,
+            "accountPartner": "Napster",
+            "artistName": record.artist_name,
+            "contributingArtists": {"primaryArtist": record.artist_id},
+            "discographies": {"main": [record.id]},
+            "links": {
+                "images": {"href": f"{api}/albums/{record.id}/images"},
+                "tracks": {"href": f"{api}/albums/{record.id}/tracks"},
+                "posts": {"href": f"{api}/albums/{record.id}/posts"},
+                "artists": {"ids": [record.artist_id], "href": f"{api}/artists/{record.artist_id}"},
+                "genres": {
+                    "ids": list(record.genre_ids),
+                    "href": f"{api}/genres/{','.join(record.genre_ids)}",
+                },
+            },
+            "isStreamable": record.is_streamable,
+        }
+
+    def image_path(self, album_id: str, width: int, height: int) -> str:
+        """The path of an album image on the static image host, without the host."""
+        number = self._record(album_id).number
+        # The static host shards by the last digits of the image number.
+        shards = "/".join(reversed(str(number)[-4:]))
+        return f"/img/{width}x{height}/{shards}/{number}_{width}x{height}.jpg"
+
+    def images(self, album_id: str, image_base_url: str) -> list[dict]:
+        """An album's image JSON objects, largest first as the API lists them."""
+        record = self._record(album_id)
+        return [
+            {
+                "type": "image",
+                "id": f"img.{record.number}",
+                "url": image_base_url + self.image_path(album_id, size, size),
+                "contentId": record.id,
+                "width": size,
+                "height": size,
+                "isDefault": True,
+                "version": record.image_version,
+                "imageType": "Album",
+            }
+            for size in sorted(record.image_sizes, reverse=True)
+        ]
+
+    def has_image(self, album_id: str, width: int, height: int) -> bool:
+        record = self.albums.get(album_id)
+        return record is not None and width == height and width in record.image_sizes
+
+    def image_bytes(self, album_id: str, width: int, height: int) -> bytes:
+        """The JPEG the image host serves: the album's primary-genre cover, seeded by its id (cached)."""
+        if not self.has_image(album_id, width, height):
+            raise KeyError(f"album {album_id!r} has no {width}x{height} image")
+        return self._render_image(album_id, width)
+
+    def _draw_image_bytes(self, album_id: str, size: int) -> bytes:
+        record = self.albums[album_id]
+        return encode_image(draw_cover(record.primary_genre, record.number, size))
+
+    def album_id_for_image_number(self, number: str) -> str:
+        return f"alb.{number}"
+
+    def genre_json(self, genre_id: str, base_url: str = REAL_API_URL) -> dict:
+        shortcut = GENRE_SHORTCUT_BY_ID[genre_id]
+        name = next(name for known_id, _, name in KNOWN_GENRES if known_id == genre_id)
+        api = f"{base_url}/v2.2"
+        return {
+            "type": "genre",
+            "id": genre_id,
+            "name": name,
+            "shortcut": shortcut,
+            "href": f"{api}/genres/{genre_id}",
+            "description": f"{name} albums and artists (emulated catalogue).",
+            "links": {
+                "childGenres": {"ids": []},
+                "parentGenres": {"ids": ["g.0"]},
+            },
+        }
+
+
+class _RateLimiter:
+    """At most ``per_second`` requests in any one-second window, shared by every connection."""
+
+    def __init__(self, per_second: float) -> None:
+        if per_second <= 0:
+            raise ValueError(f"rate limit must be positive requests per second, got {per_second}")
+        self.per_second = per_second
+        self._stamps: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            while self._stamps and now - self._stamps[0] >= 1.0:
+                self._stamps.popleft()
+            if len(self._stamps) >= self.per_second:
+                return False
+            self._stamps.append(now)
+            return True
+
+
+def _error(code: str, message: str, status: int) -> Response:
+    return Response.json({"code": code, "message": message}, status=status)
+
+
+class NapsterEmulator(LoopbackServer):
+    """The Napster API v2.2 on 127.0.0.1: genres, top albums, albums, album images, and the image host."""
+
+    name = "napster"
+
+    def __init__(
+        self,
+        catalog: NapsterCatalog | None = None,
+        api_key: str = "demo-key",
+        host: str = LOOPBACK_HOST,
+        port: int = 0,
+        *,
+        null_total_count: bool = False,
+        rate_limit_per_second: float | None = None,
+    ) -> None:
+        super().__init__(host, port)
+        if not api_key:
+            raise ValueError("the Napster emulator needs a non-empty api_key that clients must send")
+        self.catalog = catalog if catalog is not None else NapsterCatalog()
+        self.api_key = api_key
+        self.null_total_count = null_total_count
+        self._rate_limiter = _RateLimiter(rate_limit_per_second) if rate_limit_per_second else None
+        api = r"/v2\.2"
+        self.add_route("GET", rf"{api}/genres", self._api(self._all_genres))
+        self.add_route("GET", rf"{api}/genres/(?P<ids>[^/]+)", self._api(self._genres_by_id))
+        self.add_route("GET", rf"{api}/genres/(?P<genre>[^/]+)/albums/top", self._api(self._top_albums))
+        self.add_route(
+            "GET", rf"{api}/genres/(?P<genre>[^/]+)/albums/new", self._api(self._new_albums_in_genre)
+        )
+        self.add_route("GET", rf"{api}/albums/new", self._api(self._new_albums))
+        self.add_route("GET", rf"{api}/albums/(?P<ids>[^/]+)", self._api(self._albums_by_id))
+        self.add_route("GET", rf"{api}/albums/(?P<ids>[^/]+)/images", self._api(self._album_images))
+        # The static image host needs no key.
+        self.add_route(
+            ("GET", "HEAD"),
+            r"/img/(?P<width>\d+)x(?P<height>\d+)/(?:\d+/)*(?P<number>\d+)_\d+x\d+\.jpg",
+            self._image,
+        )
+
+    def not_found(self, path: str) -> Response:
+        return _error("ResourceNotFound", f"Resource {path} was not found", 404)
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+    def _api(self, handler: Handler) -> Handler:
+        """Wrap an API handler with the key check and the optional rate limit, as the real gateway does."""
+
+        def guarded(request: Request) -> Response:
+            key = request.header("apikey") or request.query.get("apikey")
+            if key != self.api_key:
+                return _error(
+                    "UnauthorizedError", "Invalid or missing API key: send it in the 'apikey' header", 401
+                )
+            if self._rate_limiter is not None and not self._rate_limiter.allow():
+                limit = self._rate_limiter.per_second
+                return _error(
+                    "TooManyRequestsError", f"Rate of {limit:g}/sec has been exceeded for this key", 429
+                )
+            return handler(request)
+
+        return guarded
+
+    def _split_ids(self, text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    # --- handlers ---------------------------------------------------------------------------------------
+    def _all_genres(self, request: Request) -> Response:
+        return Response.json(
+            {"genres": [self.catalog.genre_json(genre_id, self.url) for genre_id, _, _ in KNOWN_GENRES]}
+        )
+
+    def _genres_by_id(self, request: Request) -> Response:
+        genres = []
+        for requested in self._split_ids(request.match["ids"]):
+            genre_id = requested if requested in GENRE_SHORTCUT_BY_ID else GENRE_ID_BY_SHORTCUT.get(requested)
+            if genre_id is not None:
+                genres.append(self.catalog.genre_json(genre_id, self.url))
+        return Response.json({"genres": genres})
+
+    def _top_albums(self, request: Request) -> Response:
+        range_name = request.query.get("range", DEFAULT_RANGE)
+        if range_name not in RANGES:
+            return _error(
+                "BadRequestError", f"range must be one of {', '.join(RANGES)}, got {range_name!r}", 400
+            )
+        requested = request.match["genre"]
+        genre_id = requested if requested in GENRE_SHORTCUT_BY_ID else GENRE_ID_BY_SHORTCUT.get(requested)
+        ids = self.catalog.top_lists.get((genre_id, range_name), []) if genre_id else []
+        return self._album_page(request, ids)
+
+    def _new_albums_in_genre(self, request: Request) -> Response:
+        requested = request.match["genre"]
+        genre_id = requested if requested in GENRE_SHORTCUT_BY_ID else GENRE_ID_BY_SHORTCUT.get(requested)
+        records = [album for album in self.catalog.albums.values() if genre_id in album.genre_ids]
+        return self._album_page(request, _newest_first(records))
+
+    def _new_albums(self, request: Request) -> Response:
+        return self._album_page(request, _newest_first(self.catalog.albums.values()))
+
+    def _album_page(self, request: Request, ids: list[str]) -> Response:
+        try:
+            limit = int(request.query.get("limit", DEFAULT_PAGE_LIMIT))
+            offset = int(request.query.get("offset", 0))
+        except ValueError:
+            return _error("BadRequestError", "limit and offset must be integers", 400)
+        if limit < 0 or offset < 0:
+            return _error(
+                "BadRequestError", f"limit and offset must not be negative, got {limit} and {offset}", 400
+            )
+        limit = min(limit, MAX_PAGE_LIMIT)
+        page = ids[offset : offset + limit]
+        return Response.json(
+            {
+                "albums": [self.catalog.album(album_id, self.url) for album_id in page],
+                "meta": {
+                    "totalCount": None if self.null_total_count else len(ids),
+                    "returnedCount": len(page),
+                    "limit": limit,
+                    "offset": offset,
+                },
+            }
+        )
+
+    def _albums_by_id(self, request: Request) -> Response:
+        ids = [
+            album_id for album_id in self._split_ids(request.match["ids"]) if album_id in self.catalog.albums
+        ]
+        return Response.json({"albums": [self.catalog.album(album_id, self.url) for album_id in ids]})
+
+    def _album_images(self, request: Request) -> Response:
+        ids = [
+            album_id for album_id in self._split_ids(request.match["ids"]) if album_id in self.catalog.albums
+        ]
+        return Response.json(
+            {"images": [image for album_id in ids for image in self.catalog.images(album_id, self.url)]}
+        )
+
+    def _image(self, request: Request) -> Response:
+        album_id = self.catalog.album_id_for_image_number(request.match["number"])
+        width, height = int(request.match["width"]), int(request.match["height"])
+        if not self.catalog.has_image(album_id, width, height):
+            return self.not_found(request.path)
+        return Response.binary(self.catalog.image_bytes(album_id, width, height), "image/jpeg")
+
+
+def _newest_first(records: Iterable[AlbumRecord]) -> list[str]:
+    return [
+        album.id
+        for album in sorted(records, key=lambda a: (a.released or a.originally_released, a.id), reverse=True)
+    ]

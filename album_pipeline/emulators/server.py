@@ -1,0 +1,387 @@
+"""Loopback HTTP plumbing shared by the emulators, and ``running_emulators`` to start them all at once.
+
+An emulator subclasses ``LoopbackServer`` and registers routes: a method set, a path regex and a handler that
+turns a ``Request`` into a ``Response``. The base class owns the socket, the serving thread, error handling,
+streamed replies and the request log, so the emulators only describe their API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+if TYPE_CHECKING:
+    from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
+    from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
+
+LOOPBACK_HOST = "127.0.0.1"
+STREAM_CHUNK_BYTES = 64 * 1024
+
+# Query parameters whose values must never reach the request log.
+SECRET_QUERY_PARAMETERS = frozenset({"apikey", "api_key", "access_token", "key"})
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # without the query string
+    query: dict[str, str]  # last value wins for repeated parameters, as most web frameworks do
+    headers: dict[str, str]  # names lower-cased
+    match: re.Match[str]
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes | Iterable[bytes] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    # Needed when ``body`` is an iterable of chunks, so the client can tell a complete reply from a cut one.
+    content_length: int | None = None
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return cls(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+    @classmethod
+    def binary(cls, body: bytes, content_type: str, status: int = 200) -> Response:
+        return cls(status, body, {"Content-Type": content_type})
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One served request, as tests of a client see it. Secrets in the query are already removed."""
+
+    timestamp: float
+    method: str
+    path: str  # path plus the query without secret parameters
+    status: int
+    range: str | None  # the Range header, if the client sent one
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def redact_query(path_with_query: str) -> str:
+    """The path with secret query parameters dropped, safe to log."""
+    parts = urlsplit(path_with_query)
+    kept = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in SECRET_QUERY_PARAMETERS
+    ]
+    return parts.path + (f"?{urlencode(kept)}" if kept else "")
+
+
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 serving registered routes from a daemon thread."""
+
+    name = "loopback"
+
+    def __init__(self, host: str = LOOPBACK_HOST, port: int = 0) -> None:
+        if host not in {"127.0.0.1", "localhost"}:
+            raise ValueError(f"emulators only listen on loopback; got host {host!r}, use '127.0.0.1'")
+        self._host = host
+        self._requested_port = port
+        self._routes: list[Route] = []
+        self._log: list[RequestRecord] = []
+        self._log_lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._open_connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    # --- routes ---------------------------------------------------------------------------------------
+    def add_route(self, methods: str | Iterable[str], pattern: str, handler: Handler) -> None:
+        """Register ``handler`` for ``methods`` and a path regex matched in full (named groups reach it)."""
+        method_set = frozenset([methods] if isinstance(methods, str) else methods)
+        self._routes.append(Route(method_set, re.compile(pattern), handler))
+
+    def not_found(self, path: str) -> Response:
+        """The reply for a path no route matches; emulators override it with their service's error shape."""
+        return Response.json({"code": "NotFound", "message": f"no resource at {path}"}, status=404)
+
+    def method_not_allowed(self, method: str, path: str) -> Response:
+        return Response.json(
+            {"code": "MethodNotAllowed", "message": f"{method} is not allowed on {path}"}, 405
+        )
+
+    def internal_error(self, error: BaseException) -> Response:
+        return Response.json({"code": "InternalError", "message": f"{type(error).__name__}: {error}"}, 500)
+
+    def dispatch(self, method: str, raw_path: str, headers: dict[str, str]) -> Response:
+        parts = urlsplit(raw_path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        allowed_elsewhere = False
+        for route in self._routes:
+            match = route.pattern.fullmatch(parts.path)
+            if match is None:
+                continue
+            if method not in route.methods:
+                allowed_elsewhere = True
+                continue
+            try:
+                return route.handler(Request(method, parts.path, query, headers, match))
+            except Exception as error:  # a bug in an emulator must show up as a 500, not a hung client
+                return self.internal_error(error)
+        if allowed_elsewhere:
+            return self.method_not_allowed(method, parts.path)
+        return self.not_found(parts.path)
+
+    # --- request log -----------------------------------------------------------------------------------
+    def _record(self, record: RequestRecord) -> None:
+        with self._log_lock:
+            self._log.append(record)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A snapshot of every request served so far, oldest first."""
+        with self._log_lock:
+            return list(self._log)
+
+    def clear_requests(self) -> None:
+        with self._log_lock:
+            self._log.clear()
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError(
+                f"{self.name} emulator is not running; call start() or use it as a context manager"
+            )
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    def start(self) -> Self:
+        if self._httpd is not None:
+            return self
+        self._httpd = _EmulatorHTTPServer((self._host, self._requested_port), _EmulatorRequestHandler, self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"{self.name}-emulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        # Keep-alive connections would otherwise go on being served by their handler threads after stop().
+        with self._connections_lock:
+            for connection in list(self._open_connections):
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _EmulatorHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: LoopbackServer
+    ):
+        self.owner = owner
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up mid-request are routine in tests of retries and resumes: no traceback for them.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _EmulatorRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real services offer; every reply carries a length
+    # Headers and body go out in separate writes; with Nagle on, keep-alive replies would stall ~40 ms each.
+    disable_nagle_algorithm = True
+    server: _EmulatorHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        owner = self.server.owner
+        with owner._connections_lock:
+            owner._open_connections.add(self.connection)
+
+    def finish(self) -> None:
+        owner = self.server.owner
+        with owner._connections_lock:
+            owner._open_connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the structured request log replaces stderr lines."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_HEAD(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        owner = self.server.owner
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        response = owner.dispatch(self.command, self.path, headers)
+        owner._record(
+            RequestRecord(
+                time.time(), self.command, redact_query(self.path), response.status, headers.get("range")
+            )
+        )
+        try:
+            self._write(response)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-reply; nothing to report
+
+    def _write(self, response: Response) -> None:
+        if isinstance(response.body, bytes | bytearray):
+            length = len(response.body)
+            chunks: Iterator[bytes] = iter([bytes(response.body)])
+        else:
+            if response.content_length is None:
+                raise ValueError("a streamed response needs content_length")
+            length = response.content_length
+            chunks = iter(response.body)
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if self.command == "HEAD":
+            _close_chunks(chunks)
+            return
+        sent = 0
+        try:
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        finally:
+            _close_chunks(chunks)
+        if sent != length:
+            # A deliberately cut reply (fault injection): close so the client sees a short body.
+            self.close_connection = True
+
+
+def _close_chunks(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
+# --- all emulators at once ----------------------------------------------------------------------------------
+@dataclass
+class RunningEmulators:
+    """What a demo or an integration test needs to point the clients at the emulators."""
+
+    napster_url: str
+    napster_api_key: str
+    omacir_url: str
+    catalog: NapsterCatalog
+    item: OmacirItem
+    napster: NapsterEmulator
+    archive: ArchiveEmulator
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables the pipeline reads to find its sources."""
+        return {
+            "NAPSTER_API_URL": self.napster_url,
+            "NAPSTER_API_KEY": self.napster_api_key,
+            "OMACIR_URL": self.omacir_url,
+        }
+
+
+@contextmanager
+def running_emulators(
+    cache_dir: Path | None = None,
+    *,
+    albums_per_genre: int = 200,
+    genres: tuple[str, ...] | None = None,
+    archive_letters: tuple[str, ...] = ("a", "b"),
+    images_per_archive: int = 500,
+    seed: int = 0,
+    api_key: str = "demo-key",
+    napster_port: int = 0,
+    archive_port: int = 0,
+) -> Iterator[RunningEmulators]:
+    """Start the Napster and archive.org emulators; the OMACIR tars are built under ``cache_dir``.
+
+    Without ``cache_dir`` the tars go to a temporary folder removed on exit.
+    """
+    # Imported here: those modules import this one for LoopbackServer.
+    from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
+    from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
+    from album_pipeline.genres import DEFAULT_GENRES
+
+    with tempfile.TemporaryDirectory(prefix="omacir-emulator-") as scratch:
+        item = OmacirItem.build(
+            Path(cache_dir) if cache_dir is not None else Path(scratch),
+            letters=archive_letters,
+            images_per_archive=images_per_archive,
+            seed=seed,
+        )
+        catalog = NapsterCatalog(
+            genres=genres or DEFAULT_GENRES, albums_per_genre=albums_per_genre, seed=seed
+        )
+        with (
+            NapsterEmulator(catalog, api_key=api_key, port=napster_port) as napster,
+            ArchiveEmulator(item, port=archive_port) as archive,
+        ):
+            yield RunningEmulators(
+                napster_url=napster.url,
+                napster_api_key=api_key,
+                omacir_url=archive.url,
+                catalog=catalog,
+                item=item,
+                napster=napster,
+                archive=archive,
+            )

@@ -1,0 +1,64 @@
+"""Checks run before any work: every missing setting or unreachable source is reported at once, by name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from album_pipeline.settings import (
+    INCEPTION_WEIGHTS_VAR,
+    NAPSTER_KEY_VAR,
+    NAPSTER_URL_VAR,
+    OMACIR_URL_VAR,
+    ConfigurationError,
+    Settings,
+)
+
+NAPSTER_ASSETS = {"napster_covers"}
+OMACIR_ASSETS = {"omacir_archives", "unlabeled_manifest"}
+
+
+def preflight(
+    settings: Settings,
+    asset_names: Iterable[str],
+    *,
+    needs_inception: bool,
+    inception_weights: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Raise ConfigurationError listing every problem that would make the selected assets fail."""
+    from album_pipeline.sources.http import SourceError
+    from album_pipeline.sources.napster import NapsterClient
+    from album_pipeline.sources.omacir import OmacirClient
+
+    environ = os.environ if environ is None else environ
+    names = set(asset_names)
+    problems: list[str] = []
+    if names & NAPSTER_ASSETS:
+        key = environ.get(NAPSTER_KEY_VAR)
+        if not key:
+            problems.append(
+                f"{NAPSTER_KEY_VAR} is not set: export {NAPSTER_KEY_VAR}=<your key> for {NAPSTER_URL_VAR}="
+                f"{settings.napster_api_url} (or run `album-pipeline demo`, which uses the bundled emulator)"
+            )
+        else:
+            try:
+                NapsterClient(settings.napster_api_url, key, timeout=10).check()
+            except SourceError as error:
+                problems.append(f"Napster API at {NAPSTER_URL_VAR}={settings.napster_api_url}: {error}")
+    if names & OMACIR_ASSETS:
+        try:
+            OmacirClient(settings.omacir_url, timeout=10).list_archives()
+        except SourceError as error:
+            problems.append(f"OMACIR at {OMACIR_URL_VAR}={settings.omacir_url}: {error}")
+    if "generator_evaluation" in names and needs_inception:
+        weights = inception_weights or environ.get(INCEPTION_WEIGHTS_VAR)
+        from album_pipeline.metrics.frechet import InceptionWeightsMissing, inception_weights_path
+
+        try:
+            inception_weights_path(Path(weights) if weights else None)
+        except InceptionWeightsMissing as error:
+            problems.append(str(error))
+    if problems:
+        raise ConfigurationError("cannot start:\n- " + "\n- ".join(problems))

@@ -1,0 +1,53 @@
+"""Run-config presets: ``full`` is the seed's scale (the Config defaults), ``demo`` fits 2 CPU cores in minutes.
+
+A profile is plain Dagster run config (``{"ops": {asset_name: {"config": {...}}}}``) so the same dictionaries
+serve the CLI, the Dagster UI's launchpad and the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+
+# The demo's emulators serve this many albums per genre and these archives (see album_pipeline.emulators).
+DEMO_ALBUMS_PER_GENRE = 240
+DEMO_ARCHIVE_LETTERS = ("a", "b")
+DEMO_IMAGES_PER_ARCHIVE = 1500
+
+_DEMO_GAN = {
+    "batch_size": 64,
+    "lr_generator": 2e-4,
+    "lr_discriminator": 2e-4,
+    "checkpoint_every": 200,
+    "log_every": 50,
+}
+
+PROFILES: dict[str, dict] = {
+    # Every stage at its Config defaults: 5 genres x ~1,000 albums, 250k unlabelled images, 64x64, seed widths.
+    "full": {"ops": {}},
+    "demo": {
+        "ops": {
+            "napster_covers": {"config": {"albums_per_genre": DEMO_ALBUMS_PER_GENRE}},
+            "omacir_archives": {"config": {"archives": list(DEMO_ARCHIVE_LETTERS), "max_images": 3000}},
+            "unlabeled_manifest": {"config": {"max_images": 3000}},
+            "pretrained_generator": {
+                "config": {**_DEMO_GAN, "steps": 300, "generator_width": 128, "discriminator_width": 32}
+            },
+            "finetuned_generator": {"config": {**_DEMO_GAN, "steps": 400}},
+            "genre_classifier": {"config": {"epochs": 8}},
+            "generator_evaluation": {
+                "config": {"samples_per_genre": 200, "feature_extractor": "genre_classifier"}
+            },
+        }
+    },
+}
+
+
+def run_config_for(profile: str) -> dict:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    return copy.deepcopy(PROFILES[profile])
+
+
+def uses_inception(run_config: dict) -> bool:
+    evaluation = run_config.get("ops", {}).get("generator_evaluation", {}).get("config", {})
+    return evaluation.get("feature_extractor", "inception") == "inception"

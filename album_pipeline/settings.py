@@ -1,0 +1,51 @@
+"""Settings read from the environment, with defaults that point at the real services.
+
+Tests and the demo override the URLs to reach the loopback emulators. Secrets are not read here: the Napster
+key reaches the pipeline only through a Dagster ``EnvVar`` (see ``album_pipeline.defs.resources``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_VAR = "ALBUM_PIPELINE_HOME"
+NAPSTER_URL_VAR = "NAPSTER_API_URL"
+NAPSTER_KEY_VAR = "NAPSTER_API_KEY"
+OMACIR_URL_VAR = "OMACIR_URL"
+MLFLOW_URI_VAR = "MLFLOW_TRACKING_URI"
+INCEPTION_WEIGHTS_VAR = "ALBUM_PIPELINE_INCEPTION_WEIGHTS"
+
+DEFAULT_HOME = ".album_pipeline"
+DEFAULT_NAPSTER_URL = "https://api.napster.com"
+DEFAULT_OMACIR_URL = "https://archive.org"
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or wrong; the message names the variable to set."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    napster_api_url: str
+    omacir_url: str
+    mlflow_tracking_uri: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        home = Path(environ.get(HOME_VAR) or DEFAULT_HOME).expanduser().resolve()
+        return cls(
+            home=home,
+            napster_api_url=(environ.get(NAPSTER_URL_VAR) or DEFAULT_NAPSTER_URL).rstrip("/"),
+            omacir_url=(environ.get(OMACIR_URL_VAR) or DEFAULT_OMACIR_URL).rstrip("/"),
+            mlflow_tracking_uri=environ.get(MLFLOW_URI_VAR) or default_tracking_uri(home),
+        )
+
+
+def default_tracking_uri(home: Path) -> str:
+    # Four slashes: sqlite:/// followed by an absolute path.
+    return f"sqlite:///{Path(home).resolve().as_posix()}/mlflow.db"

@@ -1,0 +1,254 @@
+"""A client for the Napster API v2.2 catalogue: genres, top albums per genre, album images.
+
+The API key travels only in the ``apikey`` header of calls to the API host. It is never put in a URL, never
+sent to the image host, and never shown by ``repr`` or in an error message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from album_pipeline.sources.http import (
+    DEFAULT_TIMEOUT,
+    SourceError,
+    SourceResponseError,
+    error_for_status,
+    make_session,
+    redact_url,
+    scrub,
+    translate_request_error,
+)
+
+DEFAULT_NAPSTER_URL = "https://api.napster.com"
+NAPSTER_URL_ENV = "NAPSTER_API_URL"
+NAPSTER_KEY_ENV = "NAPSTER_API_KEY"
+TOP_RANGES = ("day", "week", "month", "year", "life")
+MAX_PAGE_SIZE = 200  # the API's documented maximum ``limit``
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+_SERVICE = "Napster API"
+
+
+class UnknownGenreError(SourceError, ValueError):
+    """The genre shortcut does not exist in the catalogue."""
+
+
+class _Secret:
+    """Holds a credential so that it cannot leak through ``repr``, ``str`` or a debugger's variable view."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+class NapsterClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        session: requests.Session | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"Napster base URL {redact_url(base_url or '')!r} must start with http:// or https://; "
+                f"set {NAPSTER_URL_ENV} (default {DEFAULT_NAPSTER_URL})"
+            )
+        if not api_key or not api_key.strip():
+            raise SourceError(f"no Napster API key given; set {NAPSTER_KEY_ENV}")
+        self.base_url = base_url.rstrip("/")
+        self._api_key = _Secret(api_key.strip())
+        self._session = session or make_session()
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"NapsterClient(base_url={redact_url(self.base_url)!r}, api_key=***)"
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    def _get_json(self, path: str, params: dict[str, Any] | None = None) -> dict:
+        url = f"{self.base_url}{path}"
+        secret = self._api_key.reveal()
+        try:
+            # No redirects: requests would forward the custom ``apikey`` header to any host it is sent to.
+            response = self._session.get(
+                url,
+                params=params,
+                headers={"apikey": secret, "Accept": "application/json"},
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as error:
+            raise translate_request_error(
+                error, service=_SERVICE, url=url, url_env_var=NAPSTER_URL_ENV, secrets=[secret]
+            ) from None
+        failure = error_for_status(
+            response,
+            service=_SERVICE,
+            url_env_var=NAPSTER_URL_ENV,
+            key_env_var=NAPSTER_KEY_ENV,
+            secrets=[secret],
+        )
+        if failure is not None:
+            raise failure
+        try:
+            payload = response.json()
+        except ValueError:
+            raise SourceResponseError(
+                f"{_SERVICE} answered {redact_url(response.url)} with a body that is not JSON; check that "
+                f"{NAPSTER_URL_ENV} points at the API, not a web page"
+            ) from None
+        if not isinstance(payload, dict):
+            raise SourceResponseError(f"{_SERVICE} answered {redact_url(response.url)} with unexpected JSON")
+        return payload
+
+    # -- catalogue ------------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """One cheap authenticated call, raising SourceAuthError / SourceUnavailableError before real work."""
+        self._get_json("/v2.2/genres", {"limit": 1})
+
+    def genres(self) -> list[dict]:
+        return list(self._get_json("/v2.2/genres").get("genres") or [])
+
+    def genre(self, shortcut: str) -> dict:
+        """The genre object for a shortcut such as ``rock`` (an unknown one is an UnknownGenreError)."""
+        if not shortcut or "/" in shortcut:
+            raise UnknownGenreError(f"{shortcut!r} is not a Napster genre shortcut (for example 'rock')")
+        found = self._get_json(f"/v2.2/genres/{quote(shortcut, safe='')}").get("genres") or []
+        # The API answers an unknown id or shortcut with 200 and an empty list rather than 404.
+        for candidate in found:
+            if shortcut.lower() in (
+                str(candidate.get("shortcut", "")).lower(),
+                str(candidate.get("id")).lower(),
+            ):
+                return candidate
+        try:
+            known = sorted(str(g.get("shortcut")) for g in self.genres() if g.get("shortcut"))
+        except SourceError:
+            known = []
+        hint = f"; known shortcuts: {', '.join(known)}" if known else ""
+        raise UnknownGenreError(f"Napster has no genre with shortcut {shortcut!r}{hint}")
+
+    def iter_top_albums(
+        self,
+        genre_id: str,
+        ranges: Sequence[str] = TOP_RANGES,
+        page_size: int = MAX_PAGE_SIZE,
+        max_albums_per_range: int | None = 1000,
+    ) -> Iterator[dict]:
+        """Distinct top albums of a genre, range after range, paging with limit/offset.
+
+        A range ends on a short or empty page (``totalCount`` may be null), once ``totalCount`` is reached, or
+        at ``max_albums_per_range``. An album already yielded for an earlier range is not yielded again.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        unknown = [name for name in ranges if name not in TOP_RANGES]
+        if unknown:
+            raise ValueError(f"unknown top-album ranges {unknown}; use some of {list(TOP_RANGES)}")
+        seen: set[str] = set()
+        for range_name in ranges:
+            for album in self._iter_range(genre_id, range_name, page_size, max_albums_per_range):
+                album_id = str(album.get("id", ""))
+                if album_id and album_id.lower() not in seen:
+                    seen.add(album_id.lower())
+                    yield album
+
+    def _iter_range(self, genre_id: str, range_name: str, page_size: int, cap: int | None) -> Iterator[dict]:
+        path = f"/v2.2/genres/{quote(genre_id, safe='')}/albums/top"
+        offset = 0
+        range_ids: set[str] = set()
+        while cap is None or offset < cap:
+            limit = page_size if cap is None else min(page_size, cap - offset)
+            payload = self._get_json(path, {"limit": limit, "offset": offset, "range": range_name})
+            page = payload.get("albums") or []
+            new_ids = {str(a.get("id", "")).lower() for a in page} - range_ids
+            yield from page
+            total = (payload.get("meta") or {}).get("totalCount")
+            offset += len(page)
+            # A page with nothing new means the server ignores ``offset``: stop rather than loop forever.
+            if len(page) < limit or not new_ids or (isinstance(total, int) and offset >= total):
+                return
+            range_ids |= new_ids
+
+    def album_images(self, album_ids: Iterable[str], batch_size: int = 20) -> dict[str, list[dict]]:
+        """Images of each album (every size offered), keyed by the album id as given; no images -> []."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        ids = list(dict.fromkeys(str(i) for i in album_ids))
+        result: dict[str, list[dict]] = {album_id: [] for album_id in ids}
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            by_lower = {album_id.lower(): album_id for album_id in batch}
+            joined = ",".join(quote(album_id, safe=".") for album_id in batch)
+            for image in self._get_json(f"/v2.2/albums/{joined}/images").get("images") or []:
+                # Images name their album in ``contentId``; ids come back in varying case (alb./Alb.).
+                owner = by_lower.get(str(image.get("contentId", "")).lower())
+                if owner is None and len(batch) == 1:
+                    owner = batch[0]
+                if owner is not None:
+                    result[owner].append(image)
+        return result
+
+    @staticmethod
+    def choose_image(images: Sequence[dict], min_side: int = 200) -> dict | None:
+        """The smallest image with both sides >= ``min_side``; failing that, the largest one; None if none."""
+        usable = [
+            image
+            for image in images
+            if image.get("url")
+            and isinstance(image.get("width"), int)
+            and isinstance(image.get("height"), int)
+        ]
+        if not usable:
+            return None
+        big_enough = [i for i in usable if i["width"] >= min_side and i["height"] >= min_side]
+        if big_enough:
+            return min(big_enough, key=lambda i: (i["width"] * i["height"], not i.get("isDefault", False)))
+        return max(usable, key=lambda i: (i["width"] * i["height"], i.get("isDefault", False)))
+
+    def fetch_image(self, url: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
+        """The bytes at an image URL (no API key is sent: images live on a separate static host)."""
+        if not url.startswith(("http://", "https://")):
+            raise SourceResponseError(f"image URL {redact_url(url)!r} is not http(s)")
+        secret = self._api_key.reveal()
+        try:
+            with self._session.get(url, timeout=self.timeout, stream=True) as response:
+                failure = error_for_status(
+                    response, service="Napster image host", url_env_var=NAPSTER_URL_ENV, secrets=[secret]
+                )
+                if failure is not None:
+                    raise failure
+                chunks: list[bytes] = []
+                received = 0
+                for chunk in response.iter_content(chunk_size=64 * 1024):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise SourceResponseError(
+                            f"image at {redact_url(url)} is larger than {max_bytes} bytes; refusing it"
+                        )
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except requests.RequestException as error:
+            raise translate_request_error(
+                error, service="Napster image host", url=url, url_env_var=NAPSTER_URL_ENV, secrets=[secret]
+            ) from None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key masked: for callers that format their own messages."""
+        return scrub(text, [self._api_key.reveal()])

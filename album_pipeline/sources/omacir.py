@@ -1,0 +1,335 @@
+"""OMACIR on archive.org: list the item's tar archives, download them resumably and verified, stream members.
+
+Tar members are read straight from the stream into memory and never extracted to disk, so a hostile archive
+cannot write outside its folder; members that are not plain files with plain relative names are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+
+from album_pipeline.sources.http import (
+    SourceError,
+    SourceResponseError,
+    error_for_status,
+    make_session,
+    redact_url,
+    translate_request_error,
+)
+
+DEFAULT_ARCHIVE_URL = "https://archive.org"
+OMACIR_URL_ENV = "OMACIR_URL"
+DEFAULT_ITEM = "audio-covers"
+ARCHIVE_NAME_PATTERN = re.compile(r"^album_covers_[^/\\]+\.tar$")
+DEFAULT_MAX_MEMBER_BYTES = 20 * 1024 * 1024
+_CHUNK = 1024 * 1024
+# Small network reads: bytes of a read cut short by a dropped connection are lost, so resume loses less.
+_DOWNLOAD_CHUNK = 64 * 1024
+_SERVICE = "archive.org"
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int | None], None]  # (bytes on disk so far, expected total)
+
+
+class ArchiveChecksumError(SourceError):
+    """A downloaded archive does not match the size or md5 published in the item's metadata."""
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    name: str
+    size: int | None
+    md5: str | None
+
+
+@dataclass(frozen=True)
+class TarMember:
+    name: str
+    data: bytes
+
+
+class OmacirClient:
+    """``base_url``: archive.org (or an emulator), or a local folder of tars (``file://`` URL or path)."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_ARCHIVE_URL,
+        *,
+        item: str = DEFAULT_ITEM,
+        session: requests.Session | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        if not item or "/" in item:
+            raise ValueError(f"archive.org item {item!r} must be a plain identifier such as {DEFAULT_ITEM!r}")
+        self.item = item
+        self.timeout = timeout
+        self.local_dir = _local_folder(base_url)
+        if self.local_dir is None:
+            self.base_url = base_url.rstrip("/")
+            self._session = session or make_session()
+        else:
+            if not self.local_dir.is_dir():
+                raise SourceError(
+                    f"OMACIR folder {self.local_dir} does not exist; set {OMACIR_URL_ENV} to a folder "
+                    "holding album_covers_*.tar files or to an archive.org mirror URL"
+                )
+            self.base_url = self.local_dir.as_uri()
+            self._session = session
+
+    def __repr__(self) -> str:
+        return f"OmacirClient(base_url={redact_url(self.base_url)!r}, item={self.item!r})"
+
+    # -- listing --------------------------------------------------------------------------------------------
+
+    def list_archives(self) -> list[ArchiveFile]:
+        """The item's ``album_covers_*.tar`` originals, sorted by name (derived files are not data)."""
+        if self.local_dir is not None:
+            local = [
+                ArchiveFile(name=p.name, size=p.stat().st_size, md5=None)
+                for p in sorted(self.local_dir.iterdir())
+                if p.is_file() and ARCHIVE_NAME_PATTERN.match(p.name)
+            ]
+            if not local:
+                raise SourceError(
+                    f"OMACIR folder {self.local_dir} holds no album_covers_*.tar files; put the archives "
+                    f"there or set {OMACIR_URL_ENV} to an archive.org mirror URL"
+                )
+            return local
+        url = f"{self.base_url}/metadata/{quote(self.item)}"
+        response = self._get(url)
+        try:
+            files = response.json().get("files") or []
+        except (ValueError, AttributeError):
+            raise SourceResponseError(
+                f"{_SERVICE} metadata at {redact_url(url)} is not the expected JSON object; check that "
+                f"{OMACIR_URL_ENV} points at archive.org or a mirror of it"
+            ) from None
+        archives = []
+        for entry in files:
+            name = str(entry.get("name", ""))
+            if not ARCHIVE_NAME_PATTERN.match(name) or entry.get("source", "original") != "original":
+                continue
+            archives.append(ArchiveFile(name=name, size=_parse_size(entry.get("size")), md5=entry.get("md5")))
+        if not archives:
+            raise SourceResponseError(
+                f"{_SERVICE} item {self.item!r} at {redact_url(url)} lists no album_covers_*.tar files; "
+                f"check the item name and {OMACIR_URL_ENV}"
+            )
+        return sorted(archives, key=lambda a: a.name)
+
+    # -- download -------------------------------------------------------------------------------------------
+
+    def download(
+        self, archive: ArchiveFile, dest_dir: Path, progress: Progress | None = None, *, max_attempts: int = 3
+    ) -> Path:
+        """The verified archive on disk: resumed from ``{name}.partial`` with a Range request when present.
+
+        A complete file that already verifies is not fetched again. A size or md5 mismatch deletes the bad
+        file and raises ArchiveChecksumError. In local-folder mode the archive is returned in place.
+        """
+        if not ARCHIVE_NAME_PATTERN.match(archive.name):
+            raise ValueError(f"{archive.name!r} is not an album_covers_*.tar archive name")
+        if self.local_dir is not None:
+            path = self.local_dir / archive.name
+            if not path.is_file():
+                raise SourceError(f"archive {path} does not exist; list the folder with list_archives()")
+            return path
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        final = dest_dir / archive.name
+        if final.exists():
+            if _matches(final, archive):
+                return final
+            logger.warning("%s does not match the published size/md5; downloading it again", final)
+            final.unlink()
+        partial = dest_dir / f"{archive.name}.partial"
+        url = f"{self.base_url}/download/{quote(self.item)}/{quote(archive.name)}"
+        for attempt in range(1, max_attempts + 1):
+            try:
+                self._fetch_to_partial(url, partial, archive, progress)
+                break
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as error:
+                # The bytes already on disk are kept: the next attempt resumes after them.
+                if attempt == max_attempts:
+                    raise translate_request_error(
+                        error, service=_SERVICE, url=url, url_env_var=OMACIR_URL_ENV
+                    ) from None
+                logger.warning("download of %s interrupted (%s); resuming", archive.name, error)
+        _verify_or_delete(partial, archive)
+        os.replace(partial, final)
+        return final
+
+    def _fetch_to_partial(
+        self, url: str, partial: Path, archive: ArchiveFile, progress: Progress | None
+    ) -> None:
+        offset = partial.stat().st_size if partial.exists() else 0
+        if archive.size is not None and offset > archive.size:
+            partial.unlink()
+            offset = 0
+        if archive.size is not None and offset == archive.size:
+            return  # complete already; verification decides whether it is good
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        with self._session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
+            if response.status_code == 416 and offset:
+                # The server thinks the partial file is already complete (or longer): start again cleanly.
+                partial.unlink()
+                return self._fetch_to_partial(url, partial, archive, progress)
+            failure = error_for_status(response, service=_SERVICE, url_env_var=OMACIR_URL_ENV)
+            if failure is not None:
+                raise failure
+            if offset and response.status_code != 206:
+                offset = 0  # the server ignored the Range header and sends the whole file
+            elif offset and not _content_range_starts_at(response.headers.get("Content-Range"), offset):
+                raise SourceResponseError(
+                    f"{_SERVICE} answered the resume of {archive.name} at byte {offset} with Content-Range "
+                    f"{response.headers.get('Content-Range')!r}; delete {partial} and run again"
+                )
+            done = offset
+            with open(partial, "ab" if offset else "wb") as handle:
+                for chunk in response.iter_content(chunk_size=_DOWNLOAD_CHUNK):
+                    handle.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, archive.size)
+        return None
+
+    def _get(self, url: str) -> requests.Response:
+        try:
+            response = self._session.get(url, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise translate_request_error(
+                error, service=_SERVICE, url=url, url_env_var=OMACIR_URL_ENV
+            ) from None
+        failure = error_for_status(response, service=_SERVICE, url_env_var=OMACIR_URL_ENV)
+        if failure is not None:
+            raise failure
+        return response
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def iter_tar_images(
+    tar_path: Path,
+    *,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    max_images: int | None = None,
+    on_refused: Callable[[str, str], None] | None = None,
+) -> Iterator[TarMember]:
+    """Regular-file members of a tar, read from the stream into memory (nothing is extracted to disk).
+
+    Members with absolute paths, ``..`` components, links, devices, FIFOs or sizes above ``max_member_bytes``
+    are skipped and reported through ``on_refused(name, reason)`` (and the module logger). Directories are
+    skipped silently. Stops after ``max_images`` members.
+    """
+    yielded = 0
+    if max_images is not None and max_images <= 0:
+        return
+    with tarfile.open(tar_path, mode="r|*") as archive:
+        for member in archive:
+            if member.isdir():
+                continue
+            reason = _refusal_reason(member, max_member_bytes)
+            if reason is not None:
+                logger.warning("refusing tar member %r of %s: %s", member.name, Path(tar_path).name, reason)
+                if on_refused is not None:
+                    on_refused(member.name, reason)
+                continue
+            handle = archive.extractfile(member)
+            if handle is None:  # cannot happen for regular files, but extractfile's contract allows it
+                continue
+            yield TarMember(name=member.name, data=handle.read())
+            yielded += 1
+            if max_images is not None and yielded >= max_images:
+                return
+
+
+def _refusal_reason(member: tarfile.TarInfo, max_member_bytes: int) -> str | None:
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hardlink"
+    if member.ischr() or member.isblk():
+        return "device"
+    if member.isfifo():
+        return "fifo"
+    if not member.isreg():
+        return "not_a_regular_file"
+    name = member.name
+    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or re.match(r"^[A-Za-z]:", name):
+        return "absolute_path"
+    if ".." in re.split(r"[/\\]", name):
+        return "parent_reference"
+    if member.size > max_member_bytes:
+        return "too_large"
+    return None
+
+
+def _local_folder(base_url: str) -> Path | None:
+    if base_url.startswith("file://"):
+        return Path(unquote(urlsplit(base_url).path))
+    if "://" in base_url:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"OMACIR location {redact_url(base_url)!r} must be an http(s) URL, a file:// URL or a "
+                f"folder; set {OMACIR_URL_ENV}"
+            )
+        return None
+    return Path(base_url).expanduser()
+
+
+def _parse_size(value: object) -> int | None:
+    # archive.org publishes sizes as strings.
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _content_range_starts_at(header: str | None, offset: int) -> bool:
+    match = re.match(r"^\s*bytes\s+(\d+)-", header or "")
+    return bool(match) and int(match.group(1)) == offset
+
+
+def _matches(path: Path, archive: ArchiveFile) -> bool:
+    if archive.size is not None and path.stat().st_size != archive.size:
+        return False
+    return archive.md5 is None or file_md5(path) == archive.md5.lower()
+
+
+def _verify_or_delete(path: Path, archive: ArchiveFile) -> None:
+    size = path.stat().st_size
+    if archive.size is not None and size != archive.size:
+        path.unlink()
+        raise ArchiveChecksumError(
+            f"{archive.name} downloaded as {size} bytes but archive.org lists {archive.size}; the bad file "
+            "was deleted, run again to download it afresh"
+        )
+    if archive.md5 is not None:
+        actual = file_md5(path)
+        if actual != archive.md5.lower():
+            path.unlink()
+            raise ArchiveChecksumError(
+                f"{archive.name} has md5 {actual} but archive.org lists {archive.md5}; the corrupt download "
+                "was deleted, run again to download it afresh"
+            )

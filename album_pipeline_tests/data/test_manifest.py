@@ -1,0 +1,121 @@
+"""The lead's manifest module: schema enforcement, atomic writes, deterministic splits."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from album_pipeline.data import manifest
+from album_pipeline.data.manifest import (
+    FAILURES_SCHEMA,
+    LABELED_SCHEMA,
+    UNLABELED_SCHEMA,
+    assign_split,
+    read_manifest,
+    write_table,
+)
+
+
+def _unlabeled_row(n: int) -> dict:
+    image_id = hashlib.sha256(str(n).encode()).hexdigest()
+    return {
+        "image_id": image_id,
+        "path": f"images/{image_id[:2]}/{image_id}.jpg",
+        "source": "omacir",
+        "source_id": f"album_covers_a.tar/{n}.jpg",
+        "genre": None,
+        "width": 300,
+        "height": 300,
+        "format": "JPEG",
+        "split": assign_split(image_id),
+        "archive": "album_covers_a.tar",
+        "member": f"{n}.jpg",
+    }
+
+
+def test_round_trip_keeps_schema(tmp_path: Path) -> None:
+    path = tmp_path / "manifests" / "unlabeled.parquet"
+    rows = [_unlabeled_row(n) for n in range(5)]
+    write_table(rows, path, UNLABELED_SCHEMA)
+    assert pq.read_schema(path).equals(UNLABELED_SCHEMA, check_metadata=False)
+    frame = read_manifest(path)
+    assert frame["image_id"].tolist() == [row["image_id"] for row in rows]
+    assert frame["genre"].isna().all()
+
+
+def test_labeled_rows_with_lists_and_timestamps(tmp_path: Path) -> None:
+    row = _unlabeled_row(1)
+    del row["archive"], row["member"]
+    row.update(
+        source="napster",
+        source_id="alb.1",
+        genre="rock",
+        album_name="A",
+        artist="B",
+        released="",
+        genres=["rock", "jazz"],
+        fetched_at=datetime.now(UTC),
+    )
+    table = write_table([row], tmp_path / "labeled.parquet", LABELED_SCHEMA)
+    assert table.column("genres").to_pylist() == [["rock", "jazz"]]
+
+
+def test_missing_columns_are_refused(tmp_path: Path) -> None:
+    row = _unlabeled_row(1)
+    del row["split"]
+    with pytest.raises(ValueError, match="split"):
+        write_table(pd.DataFrame([row]), tmp_path / "x.parquet", UNLABELED_SCHEMA)
+
+
+def test_nulls_in_required_columns_are_refused(tmp_path: Path) -> None:
+    row = _unlabeled_row(1)
+    row["image_id"] = None
+    with pytest.raises((ValueError, pa.ArrowInvalid, pa.ArrowTypeError)):
+        write_table([row], tmp_path / "manifests" / "x.parquet", UNLABELED_SCHEMA)
+    assert not (tmp_path / "manifests" / "x.parquet").exists()
+
+
+def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "manifests" / "failures.parquet"
+    write_table(
+        [{"source": "napster", "source_id": "alb.1", "url": None, "reason": "old"}], path, FAILURES_SCHEMA
+    )
+
+    def broken_write(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(manifest.pq, "write_table", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_table(
+            [{"source": "napster", "source_id": "alb.2", "url": None, "reason": "new"}], path, FAILURES_SCHEMA
+        )
+    assert read_manifest(path)["reason"].tolist() == ["old"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["failures.parquet"]  # no temp file left behind
+
+
+def test_read_missing_manifest_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="materialize"):
+        read_manifest(tmp_path / "nope.parquet")
+
+
+def test_split_is_deterministic_and_close_to_fractions() -> None:
+    ids = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(20_000)]
+    splits = [assign_split(image_id) for image_id in ids]
+    assert splits == [assign_split(image_id) for image_id in ids]
+    shares = {name: splits.count(name) / len(ids) for name in ("train", "val", "test")}
+    assert shares["train"] == pytest.approx(0.8, abs=0.015)
+    assert shares["val"] == pytest.approx(0.1, abs=0.01)
+    assert shares["test"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_split_fractions_are_normalised_and_validated() -> None:
+    ids = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(2_000)]
+    assert {assign_split(i, {"train": 2.0, "val": 0.0, "test": 0.0}) for i in ids} == {"train"}
+    with pytest.raises(ValueError, match="non-negative"):
+        assign_split(ids[0], {"train": 1.0, "val": -0.1, "test": 0.1})

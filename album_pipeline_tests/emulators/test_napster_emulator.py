@@ -1,0 +1,266 @@
+import io
+import re
+
+import pytest
+import requests
+from PIL import Image
+
+from album_pipeline.emulators.napster import (
+    GENRE_ID_BY_SHORTCUT,
+    IMAGE_SIZES,
+    RANGES,
+    NapsterCatalog,
+    NapsterEmulator,
+)
+from album_pipeline.genres import DEFAULT_GENRES
+
+KEY = "test-key-0123456789"
+ALBUM_FIELDS = {
+    "type", "id", "upc", "shortcut", "href", "name", "released", "originallyReleased", "label", "copyright",
+    "tags", "discCount", "trackCount", "isExplicit", "isSingle", "artistName", "contributingArtists", "links",
+    "isStreamable",
+}  # fmt: skip
+IMAGE_FIELDS = {"type", "id", "url", "contentId", "width", "height", "isDefault", "version", "imageType"}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return NapsterCatalog(albums_per_genre=100, seed=3)
+
+
+@pytest.fixture(scope="module")
+def emulator(catalog):
+    with NapsterEmulator(catalog, api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def session():
+    with requests.Session() as http:
+        http.headers["apikey"] = KEY
+        yield http
+
+
+def _get(session, emulator, path, **params):
+    response = session.get(emulator.url + path, params=params, timeout=10)
+    return response
+
+
+def _crawl_range(session, emulator, genre_id, range_name, limit):
+    """Page a top list to its first empty page, as a crawler without totalCount must."""
+    ids, offset = [], 0
+    while True:
+        page = _get(
+            session,
+            emulator,
+            f"/v2.2/genres/{genre_id}/albums/top",
+            limit=limit,
+            offset=offset,
+            range=range_name,
+        )
+        assert page.status_code == 200
+        body = page.json()
+        assert body["meta"]["returnedCount"] == len(body["albums"])
+        assert body["meta"]["offset"] == offset and body["meta"]["limit"] == limit
+        if not body["albums"]:
+            return ids
+        ids.extend(album["id"] for album in body["albums"])
+        offset += limit
+
+
+def test_genres_list_has_real_ids_and_fields(session, emulator):
+    response = _get(session, emulator, "/v2.2/genres")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    genres = response.json()["genres"]
+    by_shortcut = {genre["shortcut"]: genre for genre in genres}
+    assert {
+        "rock": "g.5",
+        "pop": "g.115",
+        "jazz": "g.299",
+        "rap-hip-hop": "g.146",
+        "classical": "g.21",
+    }.items() <= {shortcut: genre["id"] for shortcut, genre in by_shortcut.items()}.items()
+    for genre in genres:
+        assert genre["type"] == "genre"
+        assert {"id", "name", "shortcut", "href", "description", "links"} <= genre.keys()
+        assert isinstance(genre["links"]["childGenres"]["ids"], list)
+        assert isinstance(genre["links"]["parentGenres"]["ids"], list)
+
+
+def test_genres_by_id_or_shortcut_and_unknown_ones(session, emulator):
+    genres = _get(session, emulator, "/v2.2/genres/rock,g.299,no-such-genre").json()["genres"]
+    assert [genre["id"] for genre in genres] == ["g.5", "g.299"]
+    unknown = _get(session, emulator, "/v2.2/genres/g.999999")
+    assert unknown.status_code == 200 and unknown.json() == {"genres": []}
+
+
+def test_paging_every_range_recovers_each_genres_albums_after_deduplication(session, emulator, catalog):
+    for genre in DEFAULT_GENRES:
+        genre_id = GENRE_ID_BY_SHORTCUT[genre]
+        per_range = {name: _crawl_range(session, emulator, genre_id, name, limit=40) for name in RANGES}
+        for name, ids in per_range.items():
+            assert ids == catalog.top_list(genre, name)  # the order is stable and complete
+        union = set().union(*per_range.values())
+        assert union == catalog.top_album_ids(genre)
+        assert union == {
+            album_id for album_id, album in catalog.albums.items() if genre_id in album.genre_ids
+        }
+        # Ranges overlap heavily, so a crawler sees most albums several times.
+        assert sum(len(ids) for ids in per_range.values()) > 2.5 * len(union)
+
+
+def test_page_meta_default_and_maximum_limit(session, emulator, catalog):
+    default = _get(session, emulator, "/v2.2/genres/g.5/albums/top", range="life").json()
+    total = len(catalog.top_list("rock", "life"))
+    assert default["meta"] == {"totalCount": total, "returnedCount": 20, "limit": 20, "offset": 0}
+    clamped = _get(session, emulator, "/v2.2/genres/g.5/albums/top", range="life", limit=5000).json()
+    assert clamped["meta"]["limit"] == 200 and clamped["meta"]["returnedCount"] == min(200, total)
+    past_end = _get(
+        session, emulator, "/v2.2/genres/g.5/albums/top", range="life", limit=10, offset=10_000
+    ).json()
+    assert past_end["albums"] == [] and past_end["meta"]["totalCount"] == total
+
+
+def test_bad_paging_parameters_are_rejected(session, emulator):
+    assert _get(session, emulator, "/v2.2/genres/g.5/albums/top", range="decade").status_code == 400
+    assert _get(session, emulator, "/v2.2/genres/g.5/albums/top", limit="ten").status_code == 400
+    assert _get(session, emulator, "/v2.2/genres/g.5/albums/top", offset=-1).status_code == 400
+
+
+def test_top_list_of_a_genre_without_albums_is_empty(session, emulator):
+    body = _get(session, emulator, "/v2.2/genres/g.407/albums/top", range="week").json()
+    assert body["albums"] == [] and body["meta"]["totalCount"] == 0
+
+
+def test_some_albums_carry_two_genres_and_appear_in_both_top_lists(catalog):
+    two_genre = [album for album in catalog.albums.values() if len(album.genre_ids) == 2]
+    assert 0.01 <= len(two_genre) / len(catalog.albums) <= 0.1
+    for album in two_genre:
+        for genre in catalog.album_genres(album.id):
+            assert album.id in catalog.top_album_ids(genre)
+
+
+def test_album_json_has_the_real_fields(session, emulator, catalog):
+    album_id = catalog.top_list("jazz", "week")[0]
+    albums = _get(session, emulator, f"/v2.2/albums/{album_id}").json()["albums"]
+    assert len(albums) == 1
+    album = albums[0]
+    assert ALBUM_FIELDS <= album.keys()
+    assert album == catalog.album(album_id, emulator.url)
+    assert re.fullmatch(r"alb\.\d{9}", album["id"])
+    assert album["type"] == "album"
+    assert album["links"]["genres"]["ids"][0] == "g.299"
+    assert album["links"]["images"]["href"] == f"{emulator.url}/v2.2/albums/{album_id}/images"
+    assert album["contributingArtists"]["primaryArtist"] in album["links"]["artists"]["ids"]
+    released = [catalog.album(album_id)["released"] for album_id in catalog.albums]
+    assert 0 < released.count("") < 0.1 * len(released)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT.*Z", value) for value in released if value)
+
+
+def test_several_albums_at_once_skip_unknown_ids(session, emulator, catalog):
+    known = catalog.top_list("pop", "day")[:3]
+    response = _get(session, emulator, f"/v2.2/albums/{known[0]},alb.1,{known[1]},{known[2]}")
+    assert response.status_code == 200
+    assert [album["id"] for album in response.json()["albums"]] == known
+    unknown = _get(session, emulator, "/v2.2/albums/alb.404")
+    assert unknown.status_code == 200 and unknown.json() == {"albums": []}
+
+
+def test_images_list_sizes_and_serve_decodable_jpegs_without_a_key(session, emulator, catalog):
+    album_id = catalog.top_list("rock", "month")[1]
+    images = _get(session, emulator, f"/v2.2/albums/{album_id}/images").json()["images"]
+    sizes = {(image["width"], image["height"]) for image in images}
+    assert {(size, size) for size in IMAGE_SIZES[:-1]} <= sizes
+    image_300 = next(image for image in images if image["width"] == 300)
+    assert IMAGE_FIELDS <= image_300.keys()
+    assert image_300["type"] == "image" and image_300["contentId"] == album_id
+    assert image_300["url"].startswith(f"{emulator.url}/img/300x300/") and image_300["url"].endswith(".jpg")
+    fetched = requests.get(image_300["url"], timeout=10)  # the static host needs no key
+    assert fetched.status_code == 200 and fetched.headers["Content-Type"] == "image/jpeg"
+    assert fetched.content == catalog.image_bytes(album_id, 300, 300)
+    for image in images:
+        with Image.open(io.BytesIO(requests.get(image["url"], timeout=10).content)) as decoded:
+            assert decoded.format == "JPEG" and decoded.size == (image["width"], image["height"])
+
+
+def test_about_nine_in_ten_albums_have_a_600px_image_and_the_rest_404(session, emulator, catalog):
+    with_600 = [album_id for album_id, album in catalog.albums.items() if 600 in album.image_sizes]
+    assert 0.8 <= len(with_600) / len(catalog.albums) <= 0.98
+    without = next(album_id for album_id in catalog.albums if album_id not in with_600)
+    listed = _get(session, emulator, f"/v2.2/albums/{without}/images").json()["images"]
+    assert 600 not in {image["width"] for image in listed}
+    missing_url = emulator.url + catalog.image_path(without, 600, 600)
+    assert requests.get(missing_url, timeout=10).status_code == 404
+
+
+def test_images_of_several_albums_at_once(session, emulator, catalog):
+    first, second = catalog.top_list("classical", "year")[:2]
+    images = _get(session, emulator, f"/v2.2/albums/{first},alb.1,{second}/images").json()["images"]
+    assert {image["contentId"] for image in images} == {first, second}
+
+
+def test_api_key_is_required_and_never_logged(emulator):
+    emulator.clear_requests()
+    url = f"{emulator.url}/v2.2/genres"
+    missing = requests.get(url, timeout=10)
+    wrong = requests.get(url, headers={"apikey": "wrong"}, timeout=10)
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json()["code"] == wrong.json()["code"] == "UnauthorizedError"
+    assert requests.get(url, params={"apikey": KEY, "lang": "en"}, timeout=10).status_code == 200
+    assert requests.get(url, headers={"apikey": KEY}, timeout=10).status_code == 200
+    log = emulator.requests
+    assert [record.status for record in log] == [401, 401, 200, 200]
+    assert log[2].path == "/v2.2/genres?lang=en"
+    assert all(KEY not in repr(record) for record in log)
+
+
+def test_bad_path_is_resource_not_found(session, emulator):
+    response = _get(session, emulator, "/v2.2/nothing/here")
+    assert response.status_code == 404
+    assert response.json()["code"] == "ResourceNotFound"
+
+
+def test_null_total_count_flag(catalog):
+    with NapsterEmulator(catalog, api_key=KEY, null_total_count=True) as server:
+        meta = requests.get(
+            f"{server.url}/v2.2/genres/g.21/albums/top",
+            headers={"apikey": KEY},
+            params={"range": "day"},
+            timeout=10,
+        ).json()["meta"]
+    assert meta["totalCount"] is None and meta["returnedCount"] == 20
+
+
+def test_rate_limit_answers_429_too_many_requests(catalog):
+    with NapsterEmulator(catalog, api_key=KEY, rate_limit_per_second=3) as server:
+        statuses = [
+            requests.get(f"{server.url}/v2.2/genres", headers={"apikey": KEY}, timeout=10) for _ in range(6)
+        ]
+    assert [response.status_code for response in statuses[:3]] == [200, 200, 200]
+    assert statuses[-1].status_code == 429 and statuses[-1].json()["code"] == "TooManyRequestsError"
+
+
+def test_catalog_is_deterministic_and_seeded():
+    first, again = NapsterCatalog(albums_per_genre=20, seed=1), NapsterCatalog(albums_per_genre=20, seed=1)
+    other = NapsterCatalog(albums_per_genre=20, seed=2)
+    assert first.albums == again.albums and first.top_lists == again.top_lists
+    assert set(first.albums) != set(other.albums)
+    album_id = next(iter(first.albums))
+    assert first.image_bytes(album_id, 170, 170) == again.image_bytes(album_id, 170, 170)
+
+
+def test_catalog_refuses_genres_it_cannot_draw():
+    with pytest.raises(ValueError, match="cover styles"):
+        NapsterCatalog(genres=("rock", "polka"))
+    with pytest.raises(ValueError, match="positive"):
+        NapsterCatalog(albums_per_genre=0)
+
+
+def test_emulator_listens_on_loopback_only(catalog):
+    with pytest.raises(ValueError, match="loopback"):
+        NapsterEmulator(catalog, host="0.0.0.0")
+    with NapsterEmulator(catalog) as server:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.url)
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.url

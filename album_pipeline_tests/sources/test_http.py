@@ -1,0 +1,137 @@
+"""The retrying session and the error translation shared by every source client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from album_pipeline import __version__
+from album_pipeline.sources.http import (
+    DEFAULT_USER_AGENT,
+    SourceAuthError,
+    SourceUnavailableError,
+    error_for_status,
+    make_session,
+    redact_url,
+    translate_request_error,
+)
+
+
+class _Scripted:
+    """A loopback server answering each request with the next (status, headers) of a script."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str]]]) -> None:
+        self.script = list(script)
+        self.seen: list[dict[str, str]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                owner.seen.append({k.lower(): v for k, v in self.headers.items()})
+                status, headers = owner.script.pop(0) if len(owner.script) > 1 else owner.script[0]
+                body = b'{"ok": true}' if status == 200 else b'{"code": "Busy"}'
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[type[_Scripted]]:
+    servers: list[_Scripted] = []
+
+    def start(script: list[tuple[int, dict[str, str]]]) -> _Scripted:
+        server = _Scripted(script)
+        servers.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        server.close()
+
+
+def test_retries_503_then_succeeds(scripted) -> None:
+    server = scripted([(503, {"Retry-After": "0"}), (503, {}), (200, {})])
+    session = make_session(backoff_factor=0)
+    response = session.get(f"{server.url}/thing", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+    assert len(server.seen) == 3
+
+
+def test_gives_back_last_response_when_retries_are_spent(scripted) -> None:
+    server = scripted([(429, {"Retry-After": "0"})])
+    session = make_session(total_retries=2, backoff_factor=0)
+    response = session.get(f"{server.url}/busy", timeout=5)
+    assert response.status_code == 429
+    assert len(server.seen) == 3  # the first try and two retries
+    error = error_for_status(response, service="Napster API", url_env_var="NAPSTER_API_URL")
+    assert isinstance(error, SourceUnavailableError)
+    assert "429" in str(error) and "NAPSTER_API_URL" in str(error)
+
+
+def test_user_agent_names_the_project(scripted) -> None:
+    server = scripted([(200, {})])
+    make_session().get(server.url, timeout=5)
+    assert server.seen[0]["user-agent"] == DEFAULT_USER_AGENT
+    assert f"album_pipeline/{__version__}" in DEFAULT_USER_AGENT
+
+
+def test_auth_failure_says_which_variable_to_set(scripted) -> None:
+    server = scripted([(401, {})])
+    response = make_session().get(f"{server.url}/v2.2/genres?apikey=sekrit", timeout=5)
+    error = error_for_status(
+        response, service="Napster API", url_env_var="NAPSTER_API_URL", key_env_var="NAPSTER_API_KEY"
+    )
+    assert isinstance(error, SourceAuthError)
+    assert "NAPSTER_API_KEY" in str(error)
+    assert "sekrit" not in str(error)
+    assert len(server.seen) == 1  # 401 is not retried
+
+
+def test_success_is_not_an_error(scripted) -> None:
+    server = scripted([(200, {})])
+    response = make_session().get(server.url, timeout=5)
+    assert error_for_status(response, service="x", url_env_var="X_URL") is None
+
+
+def test_unreachable_service_names_url_without_key_and_the_variable() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v2.2/genres?apikey=sekrit&limit=1"
+    session = make_session(total_retries=1, backoff_factor=0)
+    with pytest.raises(requests.ConnectionError) as caught:
+        session.get(url, timeout=2)
+    error = translate_request_error(
+        caught.value, service="Napster API", url=url, url_env_var="NAPSTER_API_URL", secrets=["sekrit"]
+    )
+    assert isinstance(error, SourceUnavailableError)
+    assert "NAPSTER_API_URL" in str(error) and f"127.0.0.1:{port}" in str(error)
+    assert "sekrit" not in str(error)
+
+
+def test_redact_url_hides_credentials() -> None:
+    shown = redact_url("https://user:pw@host.example/path?apikey=abc&limit=5")
+    assert "pw" not in shown and "abc" not in shown
+    assert "limit=5" in shown and "host.example/path" in shown

@@ -1,0 +1,140 @@
+"""NapsterClient against the loopback Napster emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
+from album_pipeline.sources.http import SourceAuthError, SourceUnavailableError, make_session
+from album_pipeline.sources.napster import NapsterClient, UnknownGenreError
+
+KEY = "test-key-0123456789"
+GENRES = ("rock", "jazz", "pop")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> NapsterCatalog:
+    return NapsterCatalog(genres=GENRES, albums_per_genre=30, seed=3)
+
+
+@pytest.fixture
+def emulator(catalog: NapsterCatalog) -> Iterator[NapsterEmulator]:
+    with NapsterEmulator(catalog, api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def client(emulator: NapsterEmulator) -> NapsterClient:
+    return NapsterClient(emulator.url, KEY, session=make_session(backoff_factor=0), timeout=10)
+
+
+def _query(path: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(path).query).items()}
+
+
+def test_genre_lookup_by_shortcut(client: NapsterClient, catalog: NapsterCatalog) -> None:
+    genre = client.genre("jazz")
+    assert genre["id"] == catalog.genre_id("jazz") == "g.299"
+    assert genre["shortcut"] == "jazz"
+
+
+def test_unknown_genre_is_a_clear_value_error(client: NapsterClient) -> None:
+    with pytest.raises(UnknownGenreError, match="no-such-genre") as caught:
+        client.genre("no-such-genre")
+    assert isinstance(caught.value, ValueError)
+    assert "rock" in str(caught.value)  # the message lists known shortcuts
+
+
+def test_top_albums_cover_every_range_distinctly(client: NapsterClient, catalog: NapsterCatalog) -> None:
+    albums = list(client.iter_top_albums("g.5", page_size=7, max_albums_per_range=None))
+    ids = [album["id"] for album in albums]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == catalog.top_album_ids("rock")
+    # Distinct albums come in range order: the day list first, in its own ranking.
+    day = catalog.top_list("rock", "day")
+    assert ids[: len(day)] == day
+
+
+def test_paging_stops_on_a_short_page_without_total_count(catalog: NapsterCatalog) -> None:
+    with NapsterEmulator(catalog, api_key=KEY, null_total_count=True) as server:
+        client = NapsterClient(server.url, KEY, session=make_session(backoff_factor=0))
+        albums = list(
+            client.iter_top_albums("g.5", ranges=("week",), page_size=10, max_albums_per_range=None)
+        )
+        week = catalog.top_list("rock", "week")
+        assert [a["id"] for a in albums] == week
+        pages = [_query(r.path) for r in server.requests if "/albums/top" in r.path]
+    # ceil(len/10) pages, plus one empty page only when the list is an exact multiple of the page size.
+    expected_pages = len(week) // 10 + 1
+    assert len(pages) == expected_pages
+    assert [int(p["offset"]) for p in pages] == [10 * n for n in range(expected_pages)]
+
+
+def test_per_range_cap_limits_paging(client: NapsterClient, emulator: NapsterEmulator, catalog) -> None:
+    albums = list(client.iter_top_albums("g.5", ranges=("life",), page_size=4, max_albums_per_range=6))
+    assert [a["id"] for a in albums] == catalog.top_list("rock", "life")[:6]
+    limits = [int(_query(r.path)["limit"]) for r in emulator.requests if "/albums/top" in r.path]
+    assert limits == [4, 2]
+
+
+def test_album_images_are_grouped_by_album_and_sized_choices(client: NapsterClient, catalog) -> None:
+    album_ids = sorted(catalog.top_album_ids("pop"))[:25]
+    images = client.album_images(album_ids + ["alb.does-not-exist"], batch_size=10)
+    assert images["alb.does-not-exist"] == []
+    for album_id in album_ids:
+        assert {i["contentId"] for i in images[album_id]} == {album_id}
+        chosen = NapsterClient.choose_image(images[album_id], min_side=200)
+        assert (chosen["width"], chosen["height"]) == (200, 200)
+        largest = NapsterClient.choose_image(images[album_id], min_side=10_000)
+        assert largest["width"] == max(i["width"] for i in images[album_id])
+    assert NapsterClient.choose_image([], min_side=200) is None
+
+
+def test_fetch_image_returns_the_served_bytes(client: NapsterClient, catalog: NapsterCatalog) -> None:
+    album_id = sorted(catalog.top_album_ids("rock"))[0]
+    chosen = NapsterClient.choose_image(client.album_images([album_id])[album_id], min_side=170)
+    assert client.fetch_image(chosen["url"]) == catalog.image_bytes(album_id, 170, 170)
+
+
+def test_key_only_in_header_never_in_urls_repr_or_errors(emulator: NapsterEmulator) -> None:
+    client = NapsterClient(emulator.url, KEY, session=make_session(backoff_factor=0))
+    client.check()
+    list(client.iter_top_albums("g.5", ranges=("day",), page_size=50, max_albums_per_range=50))
+    assert emulator.requests and all(KEY not in r.path for r in emulator.requests)
+    assert KEY not in repr(client) and KEY not in str(vars(client))
+
+
+def test_bad_key_fails_the_preflight_clearly(emulator: NapsterEmulator) -> None:
+    wrong = "wrong-key-abcdef"
+    client = NapsterClient(emulator.url, wrong, session=make_session(backoff_factor=0))
+    with pytest.raises(SourceAuthError, match="NAPSTER_API_KEY") as caught:
+        client.check()
+    assert wrong not in str(caught.value)
+
+
+def test_unreachable_api_fails_the_preflight_clearly() -> None:
+    with NapsterEmulator(NapsterCatalog(genres=("rock",), albums_per_genre=1), api_key=KEY) as server:
+        url = server.url
+    client = NapsterClient(url, KEY, session=make_session(total_retries=1, backoff_factor=0), timeout=2)
+    with pytest.raises(SourceUnavailableError, match="NAPSTER_API_URL") as caught:
+        client.check()
+    assert KEY not in str(caught.value) and url in str(caught.value)
+
+
+def test_rate_limit_answers_are_retried(catalog: NapsterCatalog) -> None:
+    with NapsterEmulator(catalog, api_key=KEY, rate_limit_per_second=2) as server:
+        client = NapsterClient(server.url, KEY, session=make_session(backoff_factor=0.2))
+        for _ in range(4):
+            client.check()
+        statuses = [r.status for r in server.requests]
+    assert statuses.count(200) == 4 and 429 in statuses
+
+
+def test_constructor_refuses_missing_key_and_bad_url() -> None:
+    with pytest.raises(Exception, match="NAPSTER_API_KEY"):
+        NapsterClient("http://127.0.0.1:9", "")
+    with pytest.raises(ValueError, match="NAPSTER_API_URL"):
+        NapsterClient("ftp://example", KEY)

@@ -82,7 +82,13 @@ def write_table(rows: Iterable[Mapping] | pd.DataFrame, path: Path, schema: pa.S
     missing = [name for name in schema.names if name not in frame.columns]
     if missing:
         raise ValueError(f"manifest rows lack columns {missing}; expected {schema.names}")
-    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    frame = frame[schema.names].copy()
+    for field in schema:
+        if pa.types.is_timestamp(field.type) and isinstance(frame[field.name].dtype, pd.DatetimeTZDtype):
+            # pyarrow reads naive values as UTC under a tz-aware schema; handing it tz-aware ones trips a
+            # pandas deprecation inside pyarrow's conversion.
+            frame[field.name] = frame[field.name].dt.tz_convert("UTC").dt.tz_localize(None)
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -131,12 +131,15 @@ def generator_evaluation(
     )
     context.log.info(json.dumps(report.metrics, indent=1))
     per_genre = {
-        name: f"{value:.3f}" for name, value in report.metrics.items() if name.startswith("accuracy_")
+        genre: f"{report.metrics[f'genre_accuracy/{genre}']:.3f} / "
+        f"{report.metrics.get(f'real_test_accuracy/{genre}', float('nan')):.3f}"
+        for genre in genres.genres
+        if f"genre_accuracy/{genre}" in report.metrics
     }
     return dg.MaterializeResult(
         metadata={
             **{name: float(value) for name, value in report.metrics.items()},
-            "per_genre_accuracy": counts_table(per_genre, "genre", "accuracy") if per_genre else "",
+            "per_genre_accuracy": counts_table(per_genre, "genre", "accuracy: generated / real test"),
             "grid": png_markdown(report.grid_path, "one row per genre"),
             "metrics_file": dg.MetadataValue.path(str(report.metrics_path)),
         }
@@ -172,7 +175,7 @@ def registered_generator(
         artifacts=[layout.evaluation_dir / "grid.png", layout.evaluation_dir / "metrics.json"],
         champion_metric=config.champion_metric,
         greater_is_better=config.greater_is_better,
-        tags={"dagster_run_id": context.run_id},
+        tags={"dagster_run_id": context.run.run_id},
     )
     context.log.info(
         f"registered {mlflow.registered_model_name} v{result.model_version}; champion: "

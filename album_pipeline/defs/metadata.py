@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,8 +11,14 @@ import dagster as dg
 import pandas as pd
 
 
-def counts_table(counts: Mapping[str, int] | pd.Series, key: str, value: str = "images") -> dg.MetadataValue:
-    rows = "\n".join(f"| {name} | {count:,} |" for name, count in dict(counts).items())
+def counts_table(
+    counts: Mapping[str, object] | pd.Series, key: str, value: str = "images"
+) -> dg.MetadataValue:
+    """A two-column markdown table; integers get thousands separators."""
+    rows = "\n".join(
+        f"| {name} | {count:,} |" if isinstance(count, numbers.Integral) else f"| {name} | {count} |"
+        for name, count in dict(counts).items()
+    )
     return dg.MetadataValue.md(f"| {key} | {value} |\n|---|---:|\n{rows}\n")
 
 

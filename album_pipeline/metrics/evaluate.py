@@ -1,0 +1,219 @@
+"""Evaluate a trained generator: genre accuracy by the independent classifier, distances, and a sample grid.
+
+Every genre is generated equally often (the seed never generated its last genre), the classifier's accuracy
+on real test covers is reported beside its accuracy on generated ones, and the distances follow the naming
+rule in ``frechet`` (``fid``/``kid`` only on Inception features).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torchvision.utils import make_grid, save_image
+
+from album_pipeline.metrics.frechet import DistanceReport, FeatureExtractor, compute_distances
+from album_pipeline.metrics.genre_classifier import GenreClassifier, genre_accuracies
+from album_pipeline.model.networks import Generator, generate_covers
+
+METRICS_FILE = "metrics.json"
+GRID_FILE = "grid.png"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    samples_per_genre: int = 200
+    seed: int = 0
+    grid_columns: int = 8
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.samples_per_genre < 2 or self.grid_columns < 1 or self.batch_size < 1:
+            raise ValueError(
+                "samples_per_genre must be >= 2 and grid_columns, batch_size >= 1; got "
+                f"{self.samples_per_genre}, {self.grid_columns}, {self.batch_size}"
+            )
+
+
+@dataclass
+class EvaluationReport:
+    metrics: dict[str, float]  # flat, ready for mlflow.log_metrics
+    genres: tuple[str, ...]
+    genre_accuracy: float
+    genre_accuracy_per_genre: dict[str, float]
+    real_test_accuracy: float
+    real_test_accuracy_per_genre: dict[str, float]
+    distances: DistanceReport
+    generated_count: int
+    real_test_count: int
+    metrics_path: Path
+    grid_path: Path
+    config: EvaluationConfig
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "metrics": self.metrics,
+            "genres": list(self.genres),
+            "genre_accuracy": self.genre_accuracy,
+            "genre_accuracy_per_genre": self.genre_accuracy_per_genre,
+            "real_test_accuracy": self.real_test_accuracy,
+            "real_test_accuracy_per_genre": self.real_test_accuracy_per_genre,
+            "chance_accuracy": 1 / len(self.genres),
+            "distances": self.distances.to_dict(),
+            "generated_count": self.generated_count,
+            "real_test_count": self.real_test_count,
+            "config": asdict(self.config),
+            "warnings": self.warnings,
+        }
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Write through a temporary file in the same folder, then rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _check_genres(generator: Generator, genres: Sequence[str]) -> tuple[str, ...]:
+    genres = tuple(genres)
+    if len(genres) != generator.arch.num_genres:
+        raise ValueError(
+            f"{len(genres)} genre names given for a generator conditioned on "
+            f"{generator.arch.num_genres} genres; pass the genre list the generator was trained with"
+        )
+    if len(set(genres)) != len(genres):
+        raise ValueError(f"genre list has duplicates: {list(genres)}")
+    return genres
+
+
+def save_genre_grid(
+    generator: Generator,
+    genres: Sequence[str],
+    path: Path,
+    *,
+    columns: int = 8,
+    seed: int = 0,
+    only: Sequence[str] | None = None,
+) -> Path:
+    """A PNG with one row of ``columns`` generated covers per genre, written atomically.
+
+    Rows follow ``genres`` (the generator's class order), or ``only`` (a subset of genre names) when given.
+    """
+    genres = _check_genres(generator, genres)
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    rows = list(genres if only is None else only)
+    unknown = [genre for genre in rows if genre not in genres]
+    if unknown or not rows:
+        raise ValueError(f"grid rows must be among the generator's genres {list(genres)}, got {rows}")
+    indices = np.repeat([genres.index(genre) for genre in rows], columns)
+    covers = generate_covers(generator, indices.tolist(), seed=seed)
+    grid = make_grid(covers.permute(0, 3, 1, 2).float() / 255.0, nrow=columns, padding=2)
+    return _atomic_write(Path(path), lambda tmp: save_image(grid, tmp, format="png"))
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    def write(tmp_name: str) -> None:
+        with open(tmp_name, "w", encoding="utf-8") as handle:
+            # allow_nan=False: a NaN would make the file unreadable by strict JSON parsers.
+            json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
+            handle.write("\n")
+
+    return _atomic_write(path, write)
+
+
+def evaluate_generator(
+    generator: Generator,
+    classifier: GenreClassifier,
+    genres: Sequence[str],
+    real_test_images: np.ndarray,
+    real_test_labels: np.ndarray,
+    extractor: FeatureExtractor,
+    out_dir: Path,
+    config: EvaluationConfig = EvaluationConfig(),
+) -> EvaluationReport:
+    """Judge ``samples_per_genre`` generated covers of every genre; write metrics.json and grid.png."""
+    genres = _check_genres(generator, genres)
+    if classifier.num_genres != len(genres):
+        raise ValueError(
+            f"the classifier knows {classifier.num_genres} genres but the generator {len(genres)}; train the "
+            "classifier on the same genre list"
+        )
+    if len(real_test_images) == 0:
+        raise ValueError(
+            "real_test_images is empty; the test split needs labelled covers to evaluate against"
+        )
+
+    intended = np.repeat(np.arange(len(genres), dtype=np.int64), config.samples_per_genre)
+    generated = generate_covers(generator, intended.tolist(), seed=config.seed, batch_size=256).numpy()
+
+    genre_accuracy, generated_per_genre = genre_accuracies(classifier, generated, intended, genres)
+    real_test_accuracy, real_per_genre = genre_accuracies(
+        classifier, real_test_images, real_test_labels, genres
+    )
+    report_warnings = []
+    missing = [genre for genre in genres if genre not in real_per_genre]
+    if missing:
+        report_warnings.append(
+            f"the real test split has no covers of {missing}; their real accuracy is omitted"
+        )
+    distances = compute_distances(real_test_images, generated, extractor, batch_size=config.batch_size)
+    report_warnings += list(distances.warnings)
+
+    metrics: dict[str, float] = {
+        "genre_accuracy": genre_accuracy,
+        "real_test_accuracy": real_test_accuracy,
+        **{f"genre_accuracy/{genre}": value for genre, value in generated_per_genre.items()},
+        **{f"real_test_accuracy/{genre}": value for genre, value in real_per_genre.items()},
+        **distances.metrics,
+        "generated_count": float(len(generated)),
+        "real_test_count": float(len(real_test_images)),
+    }
+    non_finite = [name for name, value in metrics.items() if not math.isfinite(value)]
+    if non_finite:
+        raise ValueError(f"evaluation produced non-finite metrics {non_finite}; check the inputs")
+
+    out_dir = Path(out_dir)
+    grid_path = save_genre_grid(
+        generator, genres, out_dir / GRID_FILE, columns=config.grid_columns, seed=config.seed
+    )
+    report = EvaluationReport(
+        metrics=metrics,
+        genres=genres,
+        genre_accuracy=genre_accuracy,
+        genre_accuracy_per_genre=generated_per_genre,
+        real_test_accuracy=real_test_accuracy,
+        real_test_accuracy_per_genre=real_per_genre,
+        distances=distances,
+        generated_count=len(generated),
+        real_test_count=len(real_test_images),
+        metrics_path=out_dir / METRICS_FILE,
+        grid_path=grid_path,
+        config=config,
+        warnings=report_warnings,
+    )
+    _write_json(report.metrics_path, report.to_dict())
+    return report
+
+
+def load_metrics(path: Path) -> dict:
+    """The payload of a metrics.json written by ``evaluate_generator``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the evaluation first")
+    return json.loads(path.read_text(encoding="utf-8"))

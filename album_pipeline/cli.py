@@ -122,10 +122,15 @@ def run_demo(home: str | None) -> int:
 def generate(genre: str | None, count: int, out: Path, model_uri: str | None = None, seed: int = 0) -> int:
     """Covers from the registered champion generator (MLflow registry), one row per genre."""
     from album_pipeline.metrics.evaluate import save_genre_grid
-    from album_pipeline.registry.mlflow_registry import load_champion
+    from album_pipeline.registry.mlflow_registry import ModelNotRegistered, load_champion
 
     settings = Settings.from_environ()
-    generator, genres = load_champion(settings.mlflow_tracking_uri, _model_name(), model_uri=model_uri)
+    try:
+        generator, genres = load_champion(settings.mlflow_tracking_uri, _model_name(), model_uri=model_uri)
+    except ModelNotRegistered as error:
+        raise ConfigurationError(
+            f"{error} (`album-pipeline run` or `album-pipeline demo` registers one)"
+        ) from None
     if genre is not None and genre not in genres:
         raise ConfigurationError(f"unknown genre {genre!r}; the model knows {', '.join(genres)}")
     rows = [genre] if genre else list(genres)

@@ -28,13 +28,15 @@ def preflight(
     environ: Mapping[str, str] | None = None,
 ) -> None:
     """Raise ConfigurationError listing every problem that would make the selected assets fail."""
-    from album_pipeline.sources.http import SourceError
+    from album_pipeline.sources.http import SourceError, make_session
     from album_pipeline.sources.napster import NapsterClient
     from album_pipeline.sources.omacir import OmacirClient
 
     environ = os.environ if environ is None else environ
     names = set(asset_names)
     problems: list[str] = []
+    # One quick retry: a preflight answers "can we start?", the runs themselves retry patiently.
+    quick = make_session(total_retries=1, backoff_factor=0.1)
     if names & NAPSTER_ASSETS:
         key = environ.get(NAPSTER_KEY_VAR)
         if not key:
@@ -44,12 +46,12 @@ def preflight(
             )
         else:
             try:
-                NapsterClient(settings.napster_api_url, key, timeout=10).check()
+                NapsterClient(settings.napster_api_url, key, session=quick, timeout=10).check()
             except SourceError as error:
                 problems.append(f"Napster API at {NAPSTER_URL_VAR}={settings.napster_api_url}: {error}")
     if names & OMACIR_ASSETS:
         try:
-            OmacirClient(settings.omacir_url, timeout=10).list_archives()
+            OmacirClient(settings.omacir_url, session=quick, timeout=10).list_archives()
         except SourceError as error:
             problems.append(f"OMACIR at {OMACIR_URL_VAR}={settings.omacir_url}: {error}")
     if "generator_evaluation" in names and needs_inception:

@@ -1,0 +1,85 @@
+"""The `album-pipeline` command: clear failures, asset selection, persistent history, registry lookups."""
+
+import dagster as dg
+import pandas as pd
+from PIL import Image
+
+from album_pipeline.cli import dagster_home, main, resolve_selection
+from album_pipeline.definitions import defs
+from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.model.networks import GanArchitecture, Generator
+from album_pipeline.settings import Settings
+
+
+def test_run_without_a_key_fails_before_any_work_naming_the_variable(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
+    assert main(["run", "--profile", "demo", "--select", "napster_covers"]) == 2
+    assert "NAPSTER_API_KEY is not set" in capsys.readouterr().err
+    assert not (tmp_path / "home" / "dagster").exists()
+
+
+def test_selection_accepts_names_and_dagster_selection_strings():
+    names = resolve_selection(defs, "napster_covers,labeled_manifest")
+    assert [key.to_user_string() for key in names] == ["napster_covers", "labeled_manifest"]
+    downstream = {key.to_user_string() for key in resolve_selection(defs, "key:genre_classifier+")}
+    assert downstream == {"genre_classifier", "generator_evaluation", "registered_generator"}
+    assert len(resolve_selection(defs, None)) == len(defs.resolve_asset_graph().get_all_asset_keys())
+
+
+def test_unknown_asset_names_are_a_clear_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
+    assert main(["run", "--profile", "demo", "--select", "napster_cover"]) == 2
+    assert "unknown assets ['napster_cover']" in capsys.readouterr().err
+
+
+def test_cli_runs_persist_in_the_instance_the_ui_opens(monkeypatch, tmp_path):
+    from album_pipeline.emulators.server import running_emulators
+
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
+    with running_emulators(
+        tmp_path / "cache", albums_per_genre=6, archive_letters=("a",), images_per_archive=20
+    ) as em:
+        for name, value in em.environment().items():
+            monkeypatch.setenv(name, value)
+        assert main(["run", "--profile", "demo", "--select", "napster_covers,labeled_manifest"]) == 0
+    labeled = pd.read_parquet(tmp_path / "home" / "manifests" / "labeled.parquet")
+    assert set(labeled["genre"]) == set(DEFAULT_GENRES)
+    # A fresh instance object on the same folder (as after restarting `album-pipeline ui`) sees the run.
+    home = dagster_home(Settings.from_environ())
+    assert home == tmp_path / "home" / "dagster"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 1 and runs[0].job_name == "demo_pipeline"
+        assert instance.get_latest_materialization_event(dg.AssetKey("labeled_manifest")) is not None
+
+
+def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path):
+    from album_pipeline.registry.mlflow_registry import log_and_register
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
+    settings = Settings.from_environ()
+    grid = tmp_path / "grid.png"
+    artifact = tmp_path / "note.txt"
+    artifact.write_text("tiny")
+    log_and_register(
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment_name="album_pipeline",
+        artifact_location=home / "mlartifacts",
+        model_name="album_cover_generator",
+        generator=Generator(GanArchitecture(generator_width=16)),
+        genres=DEFAULT_GENRES,
+        params={},
+        metrics={"genre_accuracy": 0.5},
+        artifacts=[artifact],
+    )
+    assert main(["generate", "--genre", "jazz", "--count", "3", "--out", str(grid)]) == 0
+    with Image.open(grid) as image:
+        assert image.width >= 3 * 64 and 64 <= image.height < 2 * 64
+    assert main(["generate", "--genre", "polka", "--out", str(grid)]) == 2
+
+
+def test_generate_without_a_registered_model_says_what_to_run(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
+    assert main(["generate", "--out", str(tmp_path / "x.png")]) == 2
+    assert "album_cover_generator" in capsys.readouterr().err

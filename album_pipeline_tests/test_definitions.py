@@ -1,0 +1,60 @@
+"""The asset graph's shape: the lineage the pipeline promises, and that it loads as `dagster dev` loads it."""
+
+import dagster as dg
+
+from album_pipeline.definitions import build_definitions, defs
+from album_pipeline.profiles import PROFILES
+from album_pipeline.settings import Settings
+
+EXPECTED_UPSTREAM = {
+    "napster_covers": set(),
+    "labeled_manifest": {"napster_covers"},
+    "omacir_archives": set(),
+    "unlabeled_manifest": {"omacir_archives"},
+    "labeled_training_data": {"labeled_manifest"},
+    "unlabeled_training_data": {"unlabeled_manifest"},
+    "pretrained_generator": {"unlabeled_training_data"},
+    "finetuned_generator": {"pretrained_generator", "labeled_training_data"},
+    "genre_classifier": {"labeled_training_data"},
+    "generator_evaluation": {"finetuned_generator", "genre_classifier"},
+    "registered_generator": {"generator_evaluation"},
+}
+
+
+def test_lineage_matches_the_pipeline_design():
+    graph = defs.resolve_asset_graph()
+    upstream = {
+        key.to_user_string(): {parent.to_user_string() for parent in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
+    assert upstream == EXPECTED_UPSTREAM
+
+
+def test_definitions_validate_and_offer_a_job_per_profile():
+    dg.Definitions.validate_loadable(defs)
+    for profile in PROFILES:
+        assert defs.resolve_job_def(f"{profile}_pipeline") is not None
+
+
+def test_resources_follow_the_environment_and_keep_the_key_unresolved(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NAPSTER_API_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("OMACIR_URL", "/data/omacir")
+    monkeypatch.setenv("NAPSTER_API_KEY", "secret-key-123")
+    settings = Settings.from_environ()
+    resources = build_definitions(settings).resources
+    assert resources["home"].root == str(tmp_path / "home")
+    assert resources["napster"].api_url == "http://127.0.0.1:9"
+    assert resources["omacir"].url == "/data/omacir"
+    assert resources["mlflow"].tracking_uri == f"sqlite:///{tmp_path}/home/mlflow.db"
+    # The key is an EnvVar, resolved only when a run starts, so it is never baked into definitions.
+    assert isinstance(resources["napster"].api_key, dg.EnvVar)
+    assert "secret-key-123" not in repr(resources["napster"])
+
+
+def test_default_settings_point_at_the_real_services(monkeypatch, tmp_path):
+    settings = Settings.from_environ({})
+    assert settings.napster_api_url == "https://api.napster.com"
+    assert settings.omacir_url == "https://archive.org"
+    assert settings.home.name == ".album_pipeline"
+    assert settings.mlflow_tracking_uri.endswith(".album_pipeline/mlflow.db")

@@ -1,0 +1,74 @@
+"""Missing settings and unreachable sources stop a run before any work, naming what to set."""
+
+import socket
+
+import pytest
+
+from album_pipeline.preflight import preflight
+from album_pipeline.settings import ConfigurationError, Settings
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _settings(tmp_path, napster_url="http://127.0.0.1:9", omacir_url="http://127.0.0.1:9"):
+    return Settings.from_environ(
+        {"ALBUM_PIPELINE_HOME": str(tmp_path), "NAPSTER_API_URL": napster_url, "OMACIR_URL": omacir_url}
+    )
+
+
+def test_missing_key_names_the_variable(tmp_path):
+    with pytest.raises(ConfigurationError, match="NAPSTER_API_KEY is not set"):
+        preflight(_settings(tmp_path), ["napster_covers"], needs_inception=False, environ={})
+
+
+def test_unreachable_sources_are_reported_together_by_variable(tmp_path):
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(ConfigurationError) as raised:
+        preflight(
+            _settings(tmp_path, url, url),
+            ["napster_covers", "omacir_archives"],
+            needs_inception=False,
+            environ={"NAPSTER_API_KEY": "k-123456"},
+        )
+    message = str(raised.value)
+    assert "NAPSTER_API_URL" in message and "OMACIR_URL" in message
+    assert "k-123456" not in message
+
+
+def test_wrong_key_is_an_auth_error_without_the_key(tmp_path):
+    from album_pipeline.emulators.napster import NapsterEmulator
+
+    with NapsterEmulator(api_key="right-key") as emulator:
+        with pytest.raises(ConfigurationError) as raised:
+            preflight(
+                _settings(tmp_path, emulator.url),
+                ["napster_covers"],
+                needs_inception=False,
+                environ={"NAPSTER_API_KEY": "wrong-key-98765"},
+            )
+    assert "NAPSTER_API_KEY" in str(raised.value)
+    assert "wrong-key-98765" not in str(raised.value)
+
+
+def test_missing_inception_weights_explain_how_to_provide_them(tmp_path):
+    with pytest.raises(ConfigurationError) as raised:
+        preflight(
+            _settings(tmp_path),
+            ["generator_evaluation"],
+            needs_inception=True,
+            inception_weights=str(tmp_path / "nowhere" / "inception-2015-12-05.pt"),
+            environ={},
+        )
+    message = str(raised.value)
+    assert "ALBUM_PIPELINE_INCEPTION_WEIGHTS" in message and "genre_classifier" in message
+
+
+def test_assets_that_need_nothing_external_pass(tmp_path):
+    preflight(
+        _settings(tmp_path), ["labeled_training_data", "genre_classifier"], needs_inception=False, environ={}
+    )

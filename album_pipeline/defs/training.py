@@ -30,6 +30,11 @@ class GanTrainingConfig(dg.Config):
     real_label: float = Field(0.9, description="One-sided label smoothing for real images.")
     genre_loss_weight: float = 10.0
     latent_loss_weight: float = 1.0
+    fake_genre_weight_labelled: float = Field(
+        1.0,
+        description="Weight of fakes in D's genre loss when real labels exist (seed: 1). At 0, D's genre head "
+        "learns only from real covers, so G must match the real genre rather than any style D memorised.",
+    )
     instance_noise: float = Field(0.1, description="Initial std of noise on D's inputs, decaying to 0.")
     precision: str = Field("auto", description="auto | bf16 | fp32 (auto: bf16 autocast where supported).")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
@@ -47,6 +52,7 @@ class GanTrainingConfig(dg.Config):
             real_label=self.real_label,
             genre_loss_weight=self.genre_loss_weight,
             latent_loss_weight=self.latent_loss_weight,
+            fake_genre_weight_labelled=self.fake_genre_weight_labelled,
             instance_noise=self.instance_noise,
             precision=self.precision,
             device=self.device,

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from album_pipeline.data.training_data import PackedImages
+from album_pipeline.model.checkpoint import load_checkpoint, load_generator_with_genres
+from album_pipeline.model.networks import GanArchitecture, generate_covers
+from album_pipeline.training import loop
+from album_pipeline.training.loop import TrainingConfig, train_gan
+
+GENRES = ("rock", "jazz", "pop", "rap-hip-hop", "classical")
+TINY = GanArchitecture(num_genres=5, noise_dim=8, generator_width=16, discriminator_width=4)
+FAST = TrainingConfig(steps=3, batch_size=8, log_every=1, checkpoint_every=2, precision="fp32")
+
+
+def _dataset(count: int = 24, labelled: bool = True) -> PackedImages:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
+    labels = np.arange(count, dtype=np.int64) % len(GENRES) if labelled else np.full(count, -1, np.int64)
+    ids = np.array([f"image{row}" for row in range(count)], dtype=object)
+    return PackedImages(images, labels, ids, np.array(["train"] * count, dtype=object), GENRES)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_few_steps_stay_finite_and_write_a_loadable_checkpoint(tmp_path, precision):
+    logged: list[dict] = []
+    config = replace(FAST, precision=precision)
+    summary = train_gan(_dataset(), TINY, config, tmp_path / "ckpt", use_labels=True, log=logged.append)
+
+    assert summary.steps == summary.steps_this_run == 3 and summary.resumed_from_step == 0
+    assert summary.precision == precision and summary.device == "cpu" and summary.batch_size == 8
+    assert summary.images_per_second > 0
+    assert [entry["step"] for entry in logged] == [1, 2, 3] and summary.history == logged
+    for entry in logged:  # plain floats, so no autograd graph is kept alive between steps
+        assert all(isinstance(value, float | int) and math.isfinite(value) for value in entry.values())
+    assert {"loss_d", "loss_g", "d_genre_real", "g_genre"} <= set(summary.final_losses)
+    assert summary.checkpoint_path == tmp_path / "ckpt" / "final.pt"
+
+    payload = load_checkpoint(summary.checkpoint_path)
+    assert payload["step"] == 3 and payload["arch"] == TINY.to_dict() and payload["genres"] == list(GENRES)
+    assert payload["config"]["precision"] == precision and payload["use_labels"] is True
+    assert {"generator", "discriminator", "optimizer_generator", "optimizer_discriminator"} <= set(payload)
+    generator, genres = load_generator_with_genres(summary.checkpoint_path)
+    assert genres == GENRES and not generator.training
+    covers = generate_covers(generator, [0, 4], seed=1)
+    assert covers.shape == (2, 64, 64, 3) and covers.dtype == torch.uint8
+
+
+def test_pretraining_ignores_labels(tmp_path):
+    summary = train_gan(_dataset(labelled=False), TINY, FAST, tmp_path, use_labels=False)
+    assert "d_genre_real" not in summary.final_losses and "d_genre_fake" in summary.final_losses
+    assert load_checkpoint(summary.checkpoint_path)["use_labels"] is False
+
+
+def test_an_interrupted_run_resumes_from_latest(tmp_path):
+    config = replace(FAST, steps=4)
+
+    def crash_after_step_3(entry: dict) -> None:
+        if entry["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(_dataset(), TINY, config, tmp_path, use_labels=True, log=crash_after_step_3)
+    assert load_checkpoint(tmp_path / "latest.pt")["step"] == 2
+    assert not (tmp_path / "final.pt").exists()
+
+    logged: list[dict] = []
+    summary = train_gan(_dataset(), TINY, config, tmp_path, use_labels=True, log=logged.append)
+    assert summary.resumed_from_step == 2 and summary.steps_this_run == 2 and summary.steps == 4
+    assert [entry["step"] for entry in logged] == [3, 4]
+    assert [entry["step"] for entry in summary.history] == [1, 2, 3, 4]  # history survives the crash
+
+    # Done already: a rerun trains nothing; only observation settings (log_every) differ.
+    again = train_gan(_dataset(), TINY, replace(config, log_every=2), tmp_path, use_labels=True)
+    assert again.steps_this_run == 0 and again.resumed_from_step == 4
+
+
+def test_a_checkpoint_of_a_different_run_is_not_resumed(tmp_path):
+    train_gan(_dataset(), TINY, FAST, tmp_path, use_labels=True)
+    other_config = train_gan(_dataset(), TINY, replace(FAST, lr_generator=1e-3), tmp_path, use_labels=True)
+    assert other_config.resumed_from_step == 0 and other_config.steps_this_run == 3
+    other_data = train_gan(
+        _dataset(count=25), TINY, replace(FAST, lr_generator=1e-3), tmp_path, use_labels=True
+    )
+    assert other_data.resumed_from_step == 0
+
+
+def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
+    pretrained = train_gan(_dataset(labelled=False), TINY, FAST, tmp_path / "pre", use_labels=False)
+    # With zero learning rates the optimizers change nothing, so the weights must be the pretrained ones.
+    frozen = replace(FAST, steps=1, lr_generator=0.0, lr_discriminator=0.0)
+    finetuned = train_gan(
+        _dataset(),
+        TINY,
+        frozen,
+        tmp_path / "fine",
+        use_labels=True,
+        init_checkpoint=pretrained.checkpoint_path,
+    )
+    before, after = load_checkpoint(pretrained.checkpoint_path), load_checkpoint(finetuned.checkpoint_path)
+    for network in ("generator", "discriminator"):
+        for name, value in before[network].items():
+            if "running" not in name and "num_batches" not in name:  # batch norm statistics do move
+                assert torch.equal(value, after[network][name]), f"{network}.{name} was not loaded"
+    assert after["optimizer_generator"]["state"][0]["step"] == 1  # the optimizers restarted
+
+    wider = replace(TINY, generator_width=24)
+    with pytest.raises(ValueError, match="finetune with the pretrained run's architecture"):
+        train_gan(
+            _dataset(),
+            wider,
+            FAST,
+            tmp_path / "x",
+            use_labels=True,
+            init_checkpoint=pretrained.checkpoint_path,
+        )
+
+
+def test_fake_genres_cover_every_class(tmp_path, monkeypatch):
+    drawn: list[torch.Tensor] = []
+    original = loop.sample_fake_genres
+
+    def spy(count, num_genres, device):
+        genres = original(count, num_genres, device)
+        drawn.append(genres)
+        return genres
+
+    monkeypatch.setattr(loop, "sample_fake_genres", spy)
+    train_gan(_dataset(), TINY, replace(FAST, steps=4, batch_size=16), tmp_path, use_labels=True)
+    seen = torch.cat(drawn)
+    assert len(drawn) == 4 and set(seen.tolist()) == set(range(len(GENRES)))
+    counts = torch.bincount(loop.sample_fake_genres(5000, 5, "cpu"), minlength=5)
+    assert counts.min() > 850  # uniform: about 1000 each, the last genre included
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="dataset is empty"):
+        train_gan(_dataset().subset("val"), TINY, FAST, tmp_path, use_labels=False)
+    with pytest.raises(ValueError, match="no labelled images"):
+        train_gan(_dataset(labelled=False), TINY, FAST, tmp_path, use_labels=True)
+    with pytest.raises(ValueError, match="num_genres=3 but the data has 5 genres"):
+        train_gan(_dataset(), replace(TINY, num_genres=3), FAST, tmp_path, use_labels=True)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainingConfig(precision="fp16")
+    with pytest.raises(ValueError, match="batch_size must be at least 2"):
+        TrainingConfig(batch_size=1)
+    with pytest.raises(FileNotFoundError, match="pretrain first"):
+        train_gan(_dataset(), TINY, FAST, tmp_path, use_labels=True, init_checkpoint=tmp_path / "none.pt")
+    assert not list(Path(tmp_path).glob("*.pt"))
+
+
+def test_small_datasets_train_with_a_smaller_batch(tmp_path):
+    summary = train_gan(_dataset(count=5), TINY, replace(FAST, steps=1), tmp_path, use_labels=True)
+    assert summary.batch_size == 5
+
+
+def test_precision_and_device_resolution():
+    cpu = torch.device("cpu")
+    assert loop.resolve_precision("auto", cpu) == ("bf16" if loop.cpu_has_native_bf16() else "fp32")
+    assert loop.resolve_precision("fp32", cpu) == "fp32"
+    assert loop.resolve_device("cpu") == cpu
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert loop.resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            loop.resolve_device("cuda")

@@ -59,7 +59,7 @@ def main() -> None:
                 config,
                 Path(folder),
                 use_labels=True,
-                log=lambda record: speeds.append(record["images_per_second"]),
+                log=lambda record, speeds=speeds: speeds.append(record["images_per_second"]),
             )
         torch.set_num_threads(2)
         speed = statistics.median(speeds[2:])

@@ -50,16 +50,19 @@ def resolve_selection(defs, select: str | None) -> list:
     raise ConfigurationError(f"unknown assets {unknown}; known assets: {', '.join(sorted(known))}")
 
 
-def run_pipeline(profile: str, select: str | None = None) -> int:
+def run_pipeline(profile: str, select: str | None = None, overrides: list[str] | None = None) -> int:
     """Materialize the selected assets with a profile's config on the persistent Dagster instance."""
     import dagster as dg
 
     from album_pipeline.definitions import build_definitions, profile_job_name
     from album_pipeline.preflight import preflight
-    from album_pipeline.profiles import run_config_for, uses_inception
+    from album_pipeline.profiles import apply_overrides, run_config_for, uses_inception
 
     settings = Settings.from_environ()
-    run_config = run_config_for(profile)
+    try:
+        run_config = apply_overrides(run_config_for(profile), overrides or [])
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
     defs = build_definitions(settings)
     keys = resolve_selection(defs, select)
     evaluation_config = run_config["ops"].get("generator_evaluation", {}).get("config", {})
@@ -72,9 +75,16 @@ def run_pipeline(profile: str, select: str | None = None) -> int:
     instance = dg.DagsterInstance.from_config(str(dagster_home(settings)))
     print(f"materializing {len(keys)} assets with the `{profile}` profile into {settings.home}", flush=True)
     started = time.monotonic()
-    result = defs.resolve_job_def(profile_job_name(profile)).execute_in_process(
-        instance=instance, asset_selection=keys, raise_on_error=False, tags={"profile": profile}
-    )
+    try:
+        result = defs.resolve_job_def(profile_job_name(profile)).execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            asset_selection=keys,
+            raise_on_error=False,
+            tags={"profile": profile},
+        )
+    except dg.DagsterInvalidConfigError as error:
+        raise ConfigurationError(f"invalid configuration: {error}") from None
     elapsed = time.monotonic() - started
     if not result.success:
         for event in result.all_events:
@@ -93,7 +103,7 @@ def run_pipeline(profile: str, select: str | None = None) -> int:
     return 0
 
 
-def run_demo(home: str | None) -> int:
+def run_demo(home: str | None, overrides: list[str] | None = None) -> int:
     """Start the bundled emulators on loopback, point the configuration at them, and run the demo profile."""
     from album_pipeline.emulators.server import running_emulators
     from album_pipeline.profiles import DEMO_ALBUMS_PER_GENRE, DEMO_ARCHIVE_LETTERS, DEMO_IMAGES_PER_ARCHIVE
@@ -112,7 +122,7 @@ def run_demo(home: str | None) -> int:
         os.environ[NAPSTER_KEY_VAR] = emulators.napster_api_key
         os.environ[OMACIR_URL_VAR] = emulators.omacir_url
         print(f"emulators: Napster at {emulators.napster_url}, archive.org at {emulators.omacir_url}")
-        status = run_pipeline("demo")
+        status = run_pipeline("demo", overrides=overrides)
     if status == 0:
         status = generate(genre=None, count=8, out=settings.home / "generated" / "champion_samples.png")
         print_outputs(Settings.from_environ(), time.monotonic() - started)
@@ -212,9 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="materialize the asset graph against the configured sources")
     run.add_argument("--profile", choices=["demo", "full"], default="full")
     run.add_argument("--select", help="assets: names separated by commas, or a Dagster selection string")
+    set_help = "override one config value, e.g. finetuned_generator.steps=2000 (repeatable)"
+    run.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="ASSET.FIELD=VALUE", help=set_help
+    )
 
     demo = commands.add_parser("demo", help="run the whole pipeline offline against the bundled emulators")
     demo.add_argument("--home", help=f"pipeline home (default ${HOME_VAR} or ./.album_pipeline)")
+    demo.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="ASSET.FIELD=VALUE", help=set_help
+    )
 
     ui = commands.add_parser("ui", help="start `dagster dev` on the persistent instance")
     ui.add_argument(
@@ -237,9 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            return run_pipeline(args.profile, args.select)
+            return run_pipeline(args.profile, args.select, args.overrides)
         if args.command == "demo":
-            return run_demo(args.home)
+            return run_demo(args.home, args.overrides)
         if args.command == "ui":
             return run_ui(args.with_emulators, args.port)
         if args.command == "generate":

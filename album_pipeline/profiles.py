@@ -7,6 +7,7 @@ serve the CLI, the Dagster UI's launchpad and the tests.
 from __future__ import annotations
 
 import copy
+import json
 
 # The demo's emulators serve this many albums per genre and these archives (see album_pipeline.emulators).
 DEMO_ALBUMS_PER_GENRE = 240
@@ -53,3 +54,18 @@ def run_config_for(profile: str) -> dict:
 def uses_inception(run_config: dict) -> bool:
     evaluation = run_config.get("ops", {}).get("generator_evaluation", {}).get("config", {})
     return evaluation.get("feature_extractor", "inception") == "inception"
+
+
+def apply_overrides(run_config: dict, overrides: list[str]) -> dict:
+    """Set ``asset.field=value`` entries (value parsed as JSON, else kept as a string) on a run config."""
+    for override in overrides:
+        target, separator, raw_value = override.partition("=")
+        asset, dot, field = target.partition(".")
+        if not separator or not dot or not asset or not field:
+            raise ValueError(f"override {override!r} is not of the form asset.field=value")
+        try:
+            value = json.loads(raw_value)
+        except json.JSONDecodeError:
+            value = raw_value
+        run_config.setdefault("ops", {}).setdefault(asset, {}).setdefault("config", {})[field] = value
+    return run_config

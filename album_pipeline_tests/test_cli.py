@@ -83,3 +83,20 @@ def test_generate_without_a_registered_model_says_what_to_run(monkeypatch, tmp_p
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
     assert main(["generate", "--out", str(tmp_path / "x.png")]) == 2
     assert "album_cover_generator" in capsys.readouterr().err
+
+
+def test_overrides_set_config_values_and_reject_malformed_ones(monkeypatch, tmp_path, capsys):
+    from album_pipeline.profiles import apply_overrides, run_config_for
+
+    config = apply_overrides(
+        run_config_for("demo"),
+        ["finetuned_generator.steps=5", "finetuned_generator.precision=fp32", "genre_classifier.epochs=2"],
+    )
+    assert config["ops"]["finetuned_generator"]["config"]["steps"] == 5
+    assert config["ops"]["finetuned_generator"]["config"]["precision"] == "fp32"
+    assert config["ops"]["finetuned_generator"]["config"]["fake_genre_weight_labelled"] == 0.0
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
+    assert main(["run", "--profile", "demo", "--select", "genre_classifier", "--set", "steps=5"]) == 2
+    assert "asset.field=value" in capsys.readouterr().err
+    assert main(["run", "--profile", "demo", "--select", "genre_classifier", "--set", "genre_classifier.epoch=2"]) == 2
+    assert "epoch" in capsys.readouterr().err

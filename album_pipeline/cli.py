@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from album_pipeline.settings import (
     HOME_VAR,
-    NAPSTER_KEY_VAR,
     NAPSTER_URL_VAR,
     OMACIR_URL_VAR,
     ConfigurationError,
@@ -103,25 +104,31 @@ def run_pipeline(profile: str, select: str | None = None, overrides: list[str] |
     return 0
 
 
-def run_demo(home: str | None, overrides: list[str] | None = None) -> int:
-    """Start the bundled emulators on loopback, point the configuration at them, and run the demo profile."""
+@contextmanager
+def demo_emulators(settings: Settings) -> Iterator[dict[str, str]]:
+    """The bundled emulators at the demo's scale; yields the environment that points the pipeline at them."""
     from album_pipeline.emulators.server import running_emulators
     from album_pipeline.profiles import DEMO_ALBUMS_PER_GENRE, DEMO_ARCHIVE_LETTERS, DEMO_IMAGES_PER_ARCHIVE
 
-    if home:
-        os.environ[HOME_VAR] = home
-    settings = Settings.from_environ()
-    started = time.monotonic()
     with running_emulators(
         albums_per_genre=DEMO_ALBUMS_PER_GENRE,
         archive_letters=DEMO_ARCHIVE_LETTERS,
         images_per_archive=DEMO_IMAGES_PER_ARCHIVE,
         cache_dir=settings.home / "emulator_cache",
     ) as emulators:
-        os.environ[NAPSTER_URL_VAR] = emulators.napster_url
-        os.environ[NAPSTER_KEY_VAR] = emulators.napster_api_key
-        os.environ[OMACIR_URL_VAR] = emulators.omacir_url
-        print(f"emulators: Napster at {emulators.napster_url}, archive.org at {emulators.omacir_url}")
+        yield emulators.environment()
+
+def run_demo(home: str | None, overrides: list[str] | None = None) -> int:
+    """Start the bundled emulators on loopback, point the configuration at them, and run the demo profile."""
+    if home:
+        os.environ[HOME_VAR] = home
+    settings = Settings.from_environ()
+    started = time.monotonic()
+    with demo_emulators(settings) as environment:
+        os.environ.update(environment)
+        print(
+            f"emulators: Napster at {environment[NAPSTER_URL_VAR]}, archive.org at {environment[OMACIR_URL_VAR]}"
+        )
         status = run_pipeline("demo", overrides=overrides)
     if status == 0:
         status = generate(genre=None, count=8, out=settings.home / "generated" / "champion_samples.png")
@@ -195,22 +202,8 @@ def run_ui(with_emulators: bool, port: int) -> int:
     command = [sys.executable, "-m", "dagster", "dev", "-m", "album_pipeline.definitions", "-p", str(port)]
     if not with_emulators:
         return subprocess.call(command, env=env)
-    from album_pipeline.emulators.server import running_emulators
-    from album_pipeline.profiles import DEMO_ALBUMS_PER_GENRE, DEMO_ARCHIVE_LETTERS, DEMO_IMAGES_PER_ARCHIVE
-
-    with running_emulators(
-        albums_per_genre=DEMO_ALBUMS_PER_GENRE,
-        archive_letters=DEMO_ARCHIVE_LETTERS,
-        images_per_archive=DEMO_IMAGES_PER_ARCHIVE,
-        cache_dir=settings.home / "emulator_cache",
-    ) as emulators:
-        env.update(
-            {
-                NAPSTER_URL_VAR: emulators.napster_url,
-                NAPSTER_KEY_VAR: emulators.napster_api_key,
-                OMACIR_URL_VAR: emulators.omacir_url,
-            }
-        )
+    with demo_emulators(settings) as environment:
+        env.update(environment)
         print("emulators running; launch the `demo_pipeline` job in the UI", flush=True)
         return subprocess.call(command, env=env)
 

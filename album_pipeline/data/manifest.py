@@ -7,14 +7,14 @@ adds the archive member it came from. The schema is enforced on write so that a 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from album_pipeline.atomic import atomic_path
 
 SPLITS = ("train", "val", "test")
 
@@ -89,16 +89,8 @@ def write_table(rows: Iterable[Mapping] | pd.DataFrame, path: Path, schema: pa.S
             # pandas deprecation inside pyarrow's conversion.
             frame[field.name] = frame[field.name].dt.tz_convert("UTC").dt.tz_localize(None)
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(Path(path)) as tmp:
+        pq.write_table(table, tmp)
     return table
 
 

@@ -8,12 +8,11 @@ into place, so a crash never leaves a half-written image under a valid name.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from album_pipeline.atomic import atomic_path
 from album_pipeline.layout import HomeLayout
 
 IMAGES_FOLDER = "images"
@@ -59,16 +58,8 @@ class ImageStore:
         target = self.root / relative
         if target.exists():
             return StoredImage(image_id=image_id, path=relative, written=False)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{image_id[:16]}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chmod(temp_name, 0o644)  # mkstemp creates 0600; images are meant to be readable like any data
-            os.replace(temp_name, target)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
         return StoredImage(image_id=image_id, path=relative, written=True)
 
     def find(self, image_id: str) -> str | None:

@@ -1,5 +1,7 @@
 """Training assets: packed training data, GAN pretraining on unlabelled covers, finetuning on labelled ones."""
 
+import dataclasses
+
 import dagster as dg
 from pydantic import Field
 
@@ -11,6 +13,9 @@ from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
 from album_pipeline.model.checkpoint import load_checkpoint
 from album_pipeline.model.networks import GanArchitecture
 from album_pipeline.training.loop import TrainingConfig, train_gan
+
+_TRAINING_FIELDS = {field.name for field in dataclasses.fields(TrainingConfig)}
+_ARCH_FIELDS = {field.name for field in dataclasses.fields(GanArchitecture)} - {"num_genres", "resolution"}
 
 
 class TrainingDataConfig(dg.Config):
@@ -43,23 +48,8 @@ class GanTrainingConfig(dg.Config):
     log_every: int = 50
 
     def training_config(self) -> TrainingConfig:
-        return TrainingConfig(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr_generator=self.lr_generator,
-            lr_discriminator=self.lr_discriminator,
-            betas=(self.beta1, self.beta2),
-            real_label=self.real_label,
-            genre_loss_weight=self.genre_loss_weight,
-            latent_loss_weight=self.latent_loss_weight,
-            fake_genre_weight_labelled=self.fake_genre_weight_labelled,
-            instance_noise=self.instance_noise,
-            precision=self.precision,
-            device=self.device,
-            seed=self.seed,
-            checkpoint_every=self.checkpoint_every,
-            log_every=self.log_every,
-        )
+        values = self.model_dump(include=_TRAINING_FIELDS - {"betas"})
+        return TrainingConfig(betas=(self.beta1, self.beta2), **values)
 
 
 class PretrainConfig(GanTrainingConfig):
@@ -146,15 +136,7 @@ def pretrained_generator(
 ) -> dg.MaterializeResult:
     """The AC-GAN pretrained on unlabelled covers; the genre acts as a categorical code until finetuning."""
     layout = home.layout
-    arch = GanArchitecture(
-        num_genres=len(genres.genres),
-        noise_dim=config.noise_dim,
-        latent_dim=config.latent_dim,
-        genre_embedding_dim=config.genre_embedding_dim,
-        generator_width=config.generator_width,
-        discriminator_width=config.discriminator_width,
-        dropout=config.dropout,
-    )
+    arch = GanArchitecture(num_genres=len(genres.genres), **config.model_dump(include=_ARCH_FIELDS))
     summary = train_gan(
         load_packed(layout.training_data("unlabeled")),
         arch,

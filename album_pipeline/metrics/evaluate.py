@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.utils import make_grid, save_image
 
+from album_pipeline.atomic import atomic_path
 from album_pipeline.metrics.frechet import DistanceReport, FeatureExtractor, compute_distances
 from album_pipeline.metrics.genre_classifier import GenreClassifier, genre_accuracies
 from album_pipeline.model.networks import Generator, generate_covers
@@ -75,18 +74,9 @@ class EvaluationReport:
 
 
 def _atomic_write(path: Path, write) -> Path:
-    """Write through a temporary file in the same folder, then rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(Path(path)) as tmp:
+        write(str(tmp))
+    return Path(path)
 
 
 def _check_genres(generator: Generator, genres: Sequence[str]) -> tuple[str, ...]:

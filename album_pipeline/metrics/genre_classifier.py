@@ -8,8 +8,6 @@ Its penultimate features also serve as a cheap, offline feature space for Freche
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from album_pipeline.atomic import atomic_path
 
 CHECKPOINT_FORMAT = "album_pipeline.genre_classifier/v1"
 IMAGE_SIZE = 64
@@ -311,14 +311,8 @@ def save_classifier(path: Path, model: GenreClassifier, genres: Sequence[str]) -
         "dropout": model.dropout_rate,
         "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(checkpoint, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
     return path
 
 

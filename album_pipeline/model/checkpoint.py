@@ -8,13 +8,12 @@ training loop are documented in ``album_pipeline.training.loop``; this module ne
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from album_pipeline.atomic import atomic_path
 from album_pipeline.model.networks import GanArchitecture, Generator
 
 CHECKPOINT_FORMAT = "album_pipeline.gan_checkpoint/1"
@@ -23,17 +22,8 @@ CHECKPOINT_FORMAT = "album_pipeline.gan_checkpoint/1"
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` so that readers see the old file or the new one, never a torn one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -32,8 +32,16 @@ PROFILES: dict[str, dict] = {
             "napster_covers": {"config": {"albums_per_genre": DEMO_ALBUMS_PER_GENRE}},
             "omacir_archives": {"config": {"archives": list(DEMO_ARCHIVE_LETTERS), "max_images": 3000}},
             "unlabeled_manifest": {"config": {"max_images": 3000}},
+            # Unlabelled covers have no genre, so pretraining learns covers in general; binding styles to
+            # genre indices here left some runs with every style on the wrong genre (BENCHMARKS.md).
             "pretrained_generator": {
-                "config": {**_DEMO_GAN, "steps": 200, "generator_width": 128, "discriminator_width": 32}
+                "config": {
+                    **_DEMO_GAN,
+                    "steps": 200,
+                    "generator_width": 128,
+                    "discriminator_width": 32,
+                    "genre_loss_weight": 0.0,
+                }
             },
             "finetuned_generator": {"config": {**_DEMO_GAN, "steps": 700, "fake_genre_weight_labelled": 0.0}},
             "genre_classifier": {"config": {"epochs": 8}},

@@ -33,7 +33,11 @@ class GanTrainingConfig(dg.Config):
     beta1: float = 0.5
     beta2: float = 0.999
     real_label: float = Field(0.9, description="One-sided label smoothing for real images.")
-    genre_loss_weight: float = 10.0
+    genre_loss_weight: float = Field(
+        10.0,
+        description="Weight of the genre losses (seed: 10). When pretraining, 0 keeps the genre out of the "
+        "unlabelled stage so that finetuning binds styles to real genres (the demo does this).",
+    )
     latent_loss_weight: float = 1.0
     fake_genre_weight_labelled: float = Field(
         1.0,

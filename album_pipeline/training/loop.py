@@ -158,6 +158,7 @@ def train_gan(
     run_key = _run_key(data, arch, config, use_labels, init_checkpoint)
 
     # -- networks, optimizers, and where to start from ---------------------------------------------------
+    torch.manual_seed(config.seed)  # initial weights follow the config, not whatever ran earlier in the process
     generator = Generator(arch).to(device=device, memory_format=memory_format)
     discriminator = Discriminator(arch).to(device=device, memory_format=memory_format)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=config.betas)

@@ -170,3 +170,16 @@ def test_precision_and_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             loop.resolve_device("cuda")
+
+
+def test_training_depends_on_the_config_seed_not_on_earlier_random_draws(tmp_path):
+    def trained_generator(folder: str, global_seed: int, config: TrainingConfig) -> dict:
+        torch.manual_seed(global_seed)  # as if other work had drawn random numbers first
+        summary = train_gan(_dataset(), TINY, config, tmp_path / folder, use_labels=True)
+        return load_checkpoint(summary.checkpoint_path)["generator"]
+
+    first = trained_generator("a", 1, FAST)
+    second = trained_generator("b", 2, FAST)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    other_seed = trained_generator("c", 1, replace(FAST, seed=7))
+    assert not all(torch.equal(first[name], other_seed[name]) for name in first)

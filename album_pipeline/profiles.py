@@ -43,7 +43,7 @@ PROFILES: dict[str, dict] = {
                     "genre_loss_weight": 0.0,
                 }
             },
-            "finetuned_generator": {"config": {**_DEMO_GAN, "steps": 700, "fake_genre_weight_labelled": 0.0}},
+            "finetuned_generator": {"config": {**_DEMO_GAN, "steps": 1000, "fake_genre_weight_labelled": 0.0}},
             "genre_classifier": {"config": {"epochs": 8}},
             "generator_evaluation": {
                 "config": {"samples_per_genre": 200, "feature_extractor": "genre_classifier"}

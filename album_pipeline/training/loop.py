@@ -158,7 +158,9 @@ def train_gan(
     run_key = _run_key(data, arch, config, use_labels, init_checkpoint)
 
     # -- networks, optimizers, and where to start from ---------------------------------------------------
-    torch.manual_seed(config.seed)  # initial weights follow the config, not whatever ran earlier in the process
+    torch.manual_seed(
+        config.seed
+    )  # initial weights follow the config, not whatever ran earlier in the process
     generator = Generator(arch).to(device=device, memory_format=memory_format)
     discriminator = Discriminator(arch).to(device=device, memory_format=memory_format)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=config.betas)
@@ -404,12 +406,17 @@ def _run_key(
     digest.update("\n".join(map(str, data.image_ids)).encode())
     digest.update(data.labels.astype("int64").tobytes())
     if init_checkpoint is not None:
-        digest.update(_file_digest(Path(init_checkpoint)).encode())
+        digest.update(_checkpoint_identity(Path(init_checkpoint)).encode())
     return digest.hexdigest()
 
 
-def _file_digest(path: Path) -> str:
+def _checkpoint_identity(path: Path) -> str:
+    """What a checkpoint holds, not its bytes: torch.save writes a random id into every file, so the same
+    weights saved twice differ byte for byte (and a finished run re-saves its final checkpoint)."""
     if not path.is_file():
         raise FileNotFoundError(f"init checkpoint {path} does not exist; pretrain first")
+    payload = load_checkpoint(path)
+    if "run_key" in payload and "step" in payload:
+        return f"{payload['run_key']}@{payload['step']}"
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -183,3 +183,34 @@ def test_training_depends_on_the_config_seed_not_on_earlier_random_draws(tmp_pat
     assert all(torch.equal(first[name], second[name]) for name in first)
     other_seed = trained_generator("c", 1, replace(FAST, seed=7))
     assert not all(torch.equal(first[name], other_seed[name]) for name in first)
+
+
+def test_rerunning_a_finished_pipeline_trains_nothing_again(tmp_path):
+    def pipeline() -> tuple:
+        pretrained = train_gan(_dataset(labelled=False), TINY, FAST, tmp_path / "pre", use_labels=False)
+        finetuned = train_gan(
+            _dataset(),
+            TINY,
+            FAST,
+            tmp_path / "fine",
+            use_labels=True,
+            init_checkpoint=pretrained.checkpoint_path,
+        )
+        return pretrained, finetuned
+
+    first_pretrain, first_finetune = pipeline()
+    assert first_pretrain.steps_this_run == first_finetune.steps_this_run == FAST.steps
+    # The rerun re-saves final.pt (new bytes: torch.save embeds a random id), yet finetuning is still reused.
+    second_pretrain, second_finetune = pipeline()
+    assert second_pretrain.steps_this_run == second_finetune.steps_this_run == 0
+    # A pretraining that really differs makes the finetuning run again.
+    train_gan(_dataset(labelled=False), TINY, replace(FAST, seed=5), tmp_path / "pre", use_labels=False)
+    rerun = train_gan(
+        _dataset(),
+        TINY,
+        FAST,
+        tmp_path / "fine",
+        use_labels=True,
+        init_checkpoint=tmp_path / "pre" / "final.pt",
+    )
+    assert rerun.steps_this_run == FAST.steps

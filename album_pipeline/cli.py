@@ -118,6 +118,7 @@ def demo_emulators(settings: Settings) -> Iterator[dict[str, str]]:
     ) as emulators:
         yield emulators.environment()
 
+
 def run_demo(home: str | None, overrides: list[str] | None = None) -> int:
     """Start the bundled emulators on loopback, point the configuration at them, and run the demo profile."""
     if home:

@@ -29,7 +29,9 @@ PROFILES: dict[str, dict] = {
     "full": {"ops": {}},
     "demo": {
         "ops": {
-            "napster_covers": {"config": {"albums_per_genre": DEMO_ALBUMS_PER_GENRE}},
+            "napster_covers": {
+                "config": {"albums_per_genre": DEMO_ALBUMS_PER_GENRE, "api_requests_per_second": 20.0}
+            },
             "omacir_archives": {"config": {"archives": list(DEMO_ARCHIVE_LETTERS), "max_images": 3000}},
             "unlabeled_manifest": {"config": {"max_images": 3000}},
             # Unlabelled covers have no genre, so pretraining learns covers in general; binding styles to
@@ -43,7 +45,9 @@ PROFILES: dict[str, dict] = {
                     "genre_loss_weight": 0.0,
                 }
             },
-            "finetuned_generator": {"config": {**_DEMO_GAN, "steps": 1000, "fake_genre_weight_labelled": 0.0}},
+            "finetuned_generator": {
+                "config": {**_DEMO_GAN, "steps": 1000, "fake_genre_weight_labelled": 0.0}
+            },
             "genre_classifier": {"config": {"epochs": 8}},
             "generator_evaluation": {
                 "config": {"samples_per_genre": 200, "feature_extractor": "genre_classifier"}

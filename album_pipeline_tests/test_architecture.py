@@ -16,7 +16,9 @@ def core_modules() -> list[str]:
 
 def test_core_modules_never_import_dagster():
     modules = core_modules()
-    assert {"album_pipeline.training.loop", "album_pipeline.sources.napster", "album_pipeline.cli"} <= set(modules)
+    assert {"album_pipeline.training.loop", "album_pipeline.sources.napster", "album_pipeline.cli"} <= set(
+        modules
+    )
     # A fresh interpreter, so that nothing imported by other tests hides an import.
     script = (
         "import importlib, sys\n"

@@ -98,5 +98,10 @@ def test_overrides_set_config_values_and_reject_malformed_ones(monkeypatch, tmp_
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
     assert main(["run", "--profile", "demo", "--select", "genre_classifier", "--set", "steps=5"]) == 2
     assert "asset.field=value" in capsys.readouterr().err
-    assert main(["run", "--profile", "demo", "--select", "genre_classifier", "--set", "genre_classifier.epoch=2"]) == 2
+    assert (
+        main(
+            ["run", "--profile", "demo", "--select", "genre_classifier", "--set", "genre_classifier.epoch=2"]
+        )
+        == 2
+    )
     assert "epoch" in capsys.readouterr().err

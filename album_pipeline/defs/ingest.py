@@ -32,6 +32,9 @@ class NapsterCrawlConfig(dg.Config):
     )
     page_size: int = Field(200, description="Albums per page of /albums/top (the API allows at most 200).")
     download_workers: int = Field(8, description="Concurrent image downloads over pooled connections.")
+    api_requests_per_second: float = Field(
+        5.0, description="Client-side limit on Napster API calls (its documented default key limit is 5/s)."
+    )
 
 
 class SplitConfig(dg.Config):
@@ -70,7 +73,7 @@ def napster_covers(
 ) -> dg.MaterializeResult:
     """Genre-labelled covers crawled from the Napster API's top albums, validated and stored by content."""
     layout = home.layout
-    client = napster.client()
+    client = napster.client(requests_per_second=config.api_requests_per_second)
     client.check()  # a missing key or unreachable API fails here, before any work
     result = crawl_labeled_covers(
         client,

@@ -31,7 +31,7 @@ class NapsterApi(dg.ConfigurableResource):
     api_key: str | None = Field(default=None, description="API key, from the `NAPSTER_API_KEY` variable.")
     request_timeout_s: float = 30.0
 
-    def client(self):
+    def client(self, requests_per_second: float | None = None):
         from album_pipeline.sources.napster import NapsterClient
 
         if not self.api_key:
@@ -39,7 +39,12 @@ class NapsterApi(dg.ConfigurableResource):
                 f"{NAPSTER_KEY_VAR} is not set: export {NAPSTER_KEY_VAR}=<your key> (Napster no longer issues "
                 "keys; `album-pipeline demo` runs against the bundled emulator instead)"
             )
-        return NapsterClient(self.api_url, self.api_key, timeout=self.request_timeout_s)
+        return NapsterClient(
+            self.api_url,
+            self.api_key,
+            timeout=self.request_timeout_s,
+            requests_per_second=requests_per_second,
+        )
 
 
 class OmacirArchive(dg.ConfigurableResource):

@@ -8,7 +8,9 @@ source client hand-writes a retry loop. Every request a client makes passes ``ti
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -171,3 +173,37 @@ def _short_body(response: requests.Response, limit: int = 200) -> str:
     if not text:
         return ""
     return ": " + (text if len(text) <= limit else text[:limit] + "...")
+
+
+class RateLimiter:
+    """Spaces calls so that at most ``per_second`` start in any second, across threads (no bursts).
+
+    A client-side limit keeps a crawl under a service's published rate instead of relying on its 429s.
+    ``None`` means unlimited.
+    """
+
+    def __init__(
+        self,
+        per_second: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_second is not None and not per_second > 0:
+            raise ValueError(f"a rate limit must be above 0 requests per second, got {per_second}")
+        self.per_second = per_second
+        self._interval = 0.0 if per_second is None else 1.0 / per_second
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._next_start = 0.0
+
+    def wait(self) -> None:
+        """Block until this call may start."""
+        if not self._interval:
+            return
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next_start)
+            self._next_start = start + self._interval
+        if start > now:
+            self._sleep(start - now)

@@ -14,6 +14,7 @@ import requests
 
 from album_pipeline.sources.http import (
     DEFAULT_TIMEOUT,
+    RateLimiter,
     SourceError,
     SourceResponseError,
     error_for_status,
@@ -62,6 +63,7 @@ class NapsterClient:
         *,
         session: requests.Session | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        requests_per_second: float | None = None,
     ) -> None:
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ValueError(
@@ -74,6 +76,8 @@ class NapsterClient:
         self._api_key = _Secret(api_key.strip())
         self._session = session or make_session()
         self.timeout = timeout
+        # API calls count against the key's rate limit; image bytes come from a static host and do not.
+        self._api_rate = RateLimiter(requests_per_second)
 
     def __repr__(self) -> str:
         return f"NapsterClient(base_url={redact_url(self.base_url)!r}, api_key=***)"
@@ -83,6 +87,7 @@ class NapsterClient:
     def _get_json(self, path: str, params: dict[str, Any] | None = None) -> dict:
         url = f"{self.base_url}{path}"
         secret = self._api_key.reveal()
+        self._api_rate.wait()
         try:
             # No redirects: requests would forward the custom ``apikey`` header to any host it is sent to.
             response = self._session.get(

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.integration
 TINY_GAN = {"batch_size": 16, "lr_discriminator": 2e-4, "checkpoint_every": 10, "log_every": 5}
 TINY_RUN_CONFIG = {
     "ops": {
-        "napster_covers": {"config": {"albums_per_genre": 24, "download_workers": 4}},
+        "napster_covers": {
+            "config": {"albums_per_genre": 24, "download_workers": 4, "api_requests_per_second": 50.0}
+        },
         "omacir_archives": {"config": {"archives": ["a"], "max_images": 150}},
         "unlabeled_manifest": {"config": {"max_images": 150}},
         "pretrained_generator": {

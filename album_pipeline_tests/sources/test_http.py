@@ -135,3 +135,49 @@ def test_redact_url_hides_credentials() -> None:
     shown = redact_url("https://user:pw@host.example/path?apikey=abc&limit=5")
     assert "pw" not in shown and "abc" not in shown
     assert "limit=5" in shown and "host.example/path" in shown
+
+
+def test_rate_limiter_spaces_calls_evenly_and_never_bursts():
+    from album_pipeline.sources.http import RateLimiter
+
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    limiter = RateLimiter(4.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(4):
+        limiter.wait()
+    assert slept == [0.25, 0.25, 0.25]  # the first call starts at once, each later one a quarter second on
+    now[0] += 10.0  # after an idle spell the next call starts at once: idle time is not saved up as a burst
+    limiter.wait()
+    limiter.wait()
+    assert slept[3:] == [0.25]
+
+
+def test_rate_limiter_holds_across_threads_and_refuses_nonsense():
+    import threading
+    import time
+
+    from album_pipeline.sources.http import RateLimiter
+
+    limiter = RateLimiter(50.0)
+    starts: list[float] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            limiter.wait()
+            starts.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    starts.sort()
+    assert starts[-1] - starts[0] >= 19 / 50 * 0.95
+    RateLimiter(None).wait()  # unlimited: returns at once
+    with pytest.raises(ValueError, match="above 0"):
+        RateLimiter(0)

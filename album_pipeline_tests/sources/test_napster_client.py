@@ -138,3 +138,19 @@ def test_constructor_refuses_missing_key_and_bad_url() -> None:
         NapsterClient("http://127.0.0.1:9", "")
     with pytest.raises(ValueError, match="NAPSTER_API_URL"):
         NapsterClient("ftp://example", KEY)
+
+
+def test_api_calls_stay_under_the_configured_rate(emulator: NapsterEmulator, catalog: NapsterCatalog) -> None:
+    rate = 20.0
+    client = NapsterClient(emulator.url, KEY, requests_per_second=rate)
+    emulator.clear_requests()
+    genre_id = client.genre("jazz")["id"]
+    albums = list(client.iter_top_albums(genre_id, page_size=10))
+    client.album_images([album["id"] for album in albums], batch_size=2)
+    starts = sorted(record.timestamp for record in emulator.requests if record.path.startswith("/v2.2/"))
+    assert len(starts) > 25  # enough calls for the rate to matter
+    # What the server observed in any one-second window; one call of slack for the moments between the client's
+    # clock and the server's receipt of a request.
+    busiest = max(sum(1 for t in starts[i:] if t < start + 1.0) for i, start in enumerate(starts))
+    assert busiest <= rate + 1
+    assert (starts[-1] - starts[0]) >= (len(starts) - 1) / rate * 0.9

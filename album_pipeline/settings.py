@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from album_pipeline.sources.napster import DEFAULT_IMAGE_HOSTS
+
 HOME_VAR = "ALBUM_PIPELINE_HOME"
 NAPSTER_URL_VAR = "NAPSTER_API_URL"
 NAPSTER_KEY_VAR = "NAPSTER_API_KEY"
+NAPSTER_IMAGE_HOSTS_VAR = "NAPSTER_IMAGE_HOSTS"
 OMACIR_URL_VAR = "OMACIR_URL"
 MLFLOW_URI_VAR = "MLFLOW_TRACKING_URI"
 INCEPTION_WEIGHTS_VAR = "ALBUM_PIPELINE_INCEPTION_WEIGHTS"
@@ -31,6 +34,7 @@ class ConfigurationError(RuntimeError):
 class Settings:
     home: Path
     napster_api_url: str
+    napster_image_hosts: tuple[str, ...]
     omacir_url: str
     mlflow_tracking_uri: str
 
@@ -41,6 +45,11 @@ class Settings:
         return cls(
             home=home,
             napster_api_url=(environ.get(NAPSTER_URL_VAR) or DEFAULT_NAPSTER_URL).rstrip("/"),
+            napster_image_hosts=tuple(
+                host.strip()
+                for host in (environ.get(NAPSTER_IMAGE_HOSTS_VAR) or ",".join(DEFAULT_IMAGE_HOSTS)).split(",")
+                if host.strip()
+            ),
             omacir_url=(environ.get(OMACIR_URL_VAR) or DEFAULT_OMACIR_URL).rstrip("/"),
             mlflow_tracking_uri=environ.get(MLFLOW_URI_VAR) or default_tracking_uri(home),
         )

@@ -17,6 +17,7 @@ def _no_stray_outputs(tmp_path, monkeypatch):
         "NAPSTER_API_URL",
         "NAPSTER_API_KEY",
         "OMACIR_URL",
+        "NAPSTER_IMAGE_HOSTS",
         "MLFLOW_TRACKING_URI",
         "DAGSTER_HOME",
     ):

@@ -58,3 +58,12 @@ def test_default_settings_point_at_the_real_services(monkeypatch, tmp_path):
     assert settings.omacir_url == "https://archive.org"
     assert settings.home.name == ".album_pipeline"
     assert settings.mlflow_tracking_uri.endswith(".album_pipeline/mlflow.db")
+
+
+def test_image_hosts_default_to_the_real_services_and_follow_the_environment():
+    assert Settings.from_environ({}).napster_image_hosts == ("static.rhap.com", "api.napster.com")
+    settings = Settings.from_environ({"NAPSTER_IMAGE_HOSTS": " 127.0.0.1, mirror.example.org ,"})
+    assert settings.napster_image_hosts == ("127.0.0.1", "mirror.example.org")
+    assert build_definitions(settings).resources["napster"].allowed_image_hosts == list(
+        settings.napster_image_hosts
+    )

@@ -35,7 +35,12 @@ from album_pipeline.data.manifest import (
 )
 from album_pipeline.data.storage import ImageStore, image_id_of
 from album_pipeline.genres import genre_index
-from album_pipeline.sources.http import SourceAuthError, SourceError, SourceUnavailableError
+from album_pipeline.sources.http import (
+    SourceAuthError,
+    SourceError,
+    SourceUnavailableError,
+    UntrustedURLError,
+)
 from album_pipeline.sources.napster import NAPSTER_URL_ENV, NapsterClient
 from album_pipeline.sources.omacir import ArchiveChecksumError, ArchiveFile, OmacirClient, iter_tar_images
 
@@ -254,6 +259,8 @@ def _store_labeled(
 
 
 def _download_reason(error: BaseException) -> str:
+    if isinstance(error, UntrustedURLError):
+        return "image_host_not_allowed"
     if isinstance(error, SourceAuthError):
         return "download_refused"
     if isinstance(error, SourceUnavailableError):

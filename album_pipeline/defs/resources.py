@@ -29,6 +29,9 @@ class NapsterApi(dg.ConfigurableResource):
 
     api_url: str = Field(description="Base URL, `NAPSTER_API_URL`.")
     api_key: str | None = Field(default=None, description="API key, from the `NAPSTER_API_KEY` variable.")
+    allowed_image_hosts: list[str] = Field(
+        description="Hosts image URLs may point at (`NAPSTER_IMAGE_HOSTS`, comma-separated)."
+    )
     request_timeout_s: float = 30.0
 
     def client(self, requests_per_second: float | None = None):
@@ -44,6 +47,7 @@ class NapsterApi(dg.ConfigurableResource):
             self.api_key,
             timeout=self.request_timeout_s,
             requests_per_second=requests_per_second,
+            allowed_image_hosts=self.allowed_image_hosts,
         )
 
 
@@ -82,7 +86,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Resources for a Definitions object, from environment settings; the key stays an unresolved EnvVar."""
     return {
         "home": PipelineHome(root=str(settings.home)),
-        "napster": NapsterApi(api_url=settings.napster_api_url, api_key=dg.EnvVar(NAPSTER_KEY_VAR)),
+        "napster": NapsterApi(
+            api_url=settings.napster_api_url,
+            api_key=dg.EnvVar(NAPSTER_KEY_VAR),
+            allowed_image_hosts=list(settings.napster_image_hosts),
+        ),
         "omacir": OmacirArchive(url=settings.omacir_url),
         "mlflow": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri),
         "genres": GenreTaxonomy(),

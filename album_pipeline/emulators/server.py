@@ -337,6 +337,8 @@ class RunningEmulators:
             "NAPSTER_API_URL": self.napster_url,
             "NAPSTER_API_KEY": self.napster_api_key,
             "OMACIR_URL": self.omacir_url,
+            # The emulator serves its images itself, on loopback.
+            "NAPSTER_IMAGE_HOSTS": "127.0.0.1",
         }
 
 

@@ -42,6 +42,10 @@ class SourceAuthError(SourceError):
     """The service refused the credentials (HTTP 401/403)."""
 
 
+class UntrustedURLError(SourceError):
+    """A URL taken from a response points at a scheme or host the configuration does not allow."""
+
+
 class SourceResponseError(SourceError):
     """The service answered, but not with something the client can use (bad status, malformed body)."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -17,6 +17,7 @@ from album_pipeline.sources.http import (
     RateLimiter,
     SourceError,
     SourceResponseError,
+    UntrustedURLError,
     error_for_status,
     make_session,
     redact_url,
@@ -25,6 +26,9 @@ from album_pipeline.sources.http import (
 )
 
 DEFAULT_NAPSTER_URL = "https://api.napster.com"
+# Where the real API's image URLs point: the static image host and the documented image server.
+DEFAULT_IMAGE_HOSTS = ("static.rhap.com", "api.napster.com")
+IMAGE_HOSTS_ENV = "NAPSTER_IMAGE_HOSTS"
 NAPSTER_URL_ENV = "NAPSTER_API_URL"
 NAPSTER_KEY_ENV = "NAPSTER_API_KEY"
 TOP_RANGES = ("day", "week", "month", "year", "life")
@@ -64,6 +68,7 @@ class NapsterClient:
         session: requests.Session | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         requests_per_second: float | None = None,
+        allowed_image_hosts: Iterable[str] = DEFAULT_IMAGE_HOSTS,
     ) -> None:
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ValueError(
@@ -78,6 +83,10 @@ class NapsterClient:
         self.timeout = timeout
         # API calls count against the key's rate limit; image bytes come from a static host and do not.
         self._api_rate = RateLimiter(requests_per_second)
+        # Image URLs come from responses: fetch them only from hosts the configuration trusts.
+        self.allowed_image_hosts = frozenset(
+            host.strip().lower() for host in allowed_image_hosts if host.strip()
+        )
 
     def __repr__(self) -> str:
         return f"NapsterClient(base_url={redact_url(self.base_url)!r}, api_key=***)"
@@ -229,8 +238,14 @@ class NapsterClient:
 
     def fetch_image(self, url: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
         """The bytes at an image URL (no API key is sent: images live on a separate static host)."""
-        if not url.startswith(("http://", "https://")):
-            raise SourceResponseError(f"image URL {redact_url(url)!r} is not http(s)")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise UntrustedURLError(f"image URL {redact_url(url)!r} is not http(s); refusing it")
+        if (parts.hostname or "").lower() not in self.allowed_image_hosts:
+            raise UntrustedURLError(
+                f"image host {parts.hostname!r} is not allowed (allowed: {sorted(self.allowed_image_hosts)}); "
+                f"add it to {IMAGE_HOSTS_ENV} if it is trusted"
+            )
         secret = self._api_key.reveal()
         try:
             with self._session.get(url, timeout=self.timeout, stream=True) as response:

@@ -28,6 +28,8 @@ from album_pipeline.sources.omacir import OmacirClient
 
 KEY = "crawl-key-9f8e7d6c5b"
 
+LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images
+
 
 @pytest.fixture(scope="module")
 def catalog() -> NapsterCatalog:
@@ -41,7 +43,9 @@ def napster(catalog: NapsterCatalog) -> Iterator[NapsterEmulator]:
 
 
 def _client(server: NapsterEmulator, cls: type[NapsterClient] = NapsterClient) -> NapsterClient:
-    return cls(server.url, KEY, session=make_session(backoff_factor=0), timeout=10)
+    return cls(
+        server.url, KEY, session=make_session(backoff_factor=0), timeout=10, allowed_image_hosts=LOOPBACK
+    )
 
 
 def _expected_genres(catalog: NapsterCatalog, genres: tuple[str, ...]) -> dict[str, list[str]]:
@@ -175,7 +179,9 @@ def test_unknown_genre_stops_before_any_paging(napster, tmp_path: Path) -> None:
 
 
 def test_bad_key_stops_before_any_work(napster, tmp_path: Path) -> None:
-    client = NapsterClient(napster.url, "not-the-key", session=make_session(backoff_factor=0))
+    client = NapsterClient(
+        napster.url, "not-the-key", session=make_session(backoff_factor=0), allowed_image_hosts=LOOPBACK
+    )
     with pytest.raises(Exception, match="NAPSTER_API_KEY"):
         crawl_labeled_covers(client, ImageStore(tmp_path), ("rock",), albums_per_genre=5)
     assert not (tmp_path / "images").exists()

@@ -59,9 +59,8 @@ def emulators(tmp_path_factory):
 def pipeline_env(emulators, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
-    monkeypatch.setenv("NAPSTER_API_URL", emulators.napster_url)
-    monkeypatch.setenv("NAPSTER_API_KEY", emulators.napster_api_key)
-    monkeypatch.setenv("OMACIR_URL", emulators.omacir_url)
+    for name, value in emulators.environment().items():
+        monkeypatch.setenv(name, value)
     return HomeLayout(home)
 
 

@@ -8,11 +8,18 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
-from album_pipeline.sources.http import SourceAuthError, SourceUnavailableError, make_session
+from album_pipeline.sources.http import (
+    SourceAuthError,
+    SourceUnavailableError,
+    UntrustedURLError,
+    make_session,
+)
 from album_pipeline.sources.napster import NapsterClient, UnknownGenreError
 
 KEY = "test-key-0123456789"
 GENRES = ("rock", "jazz", "pop")
+
+LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +35,9 @@ def emulator(catalog: NapsterCatalog) -> Iterator[NapsterEmulator]:
 
 @pytest.fixture
 def client(emulator: NapsterEmulator) -> NapsterClient:
-    return NapsterClient(emulator.url, KEY, session=make_session(backoff_factor=0), timeout=10)
+    return NapsterClient(
+        emulator.url, KEY, session=make_session(backoff_factor=0), timeout=10, allowed_image_hosts=LOOPBACK
+    )
 
 
 def _query(path: str) -> dict[str, str]:
@@ -100,7 +109,9 @@ def test_fetch_image_returns_the_served_bytes(client: NapsterClient, catalog: Na
 
 
 def test_key_only_in_header_never_in_urls_repr_or_errors(emulator: NapsterEmulator) -> None:
-    client = NapsterClient(emulator.url, KEY, session=make_session(backoff_factor=0))
+    client = NapsterClient(
+        emulator.url, KEY, session=make_session(backoff_factor=0), allowed_image_hosts=LOOPBACK
+    )
     client.check()
     list(client.iter_top_albums("g.5", ranges=("day",), page_size=50, max_albums_per_range=50))
     assert emulator.requests and all(KEY not in r.path for r in emulator.requests)
@@ -154,3 +165,18 @@ def test_api_calls_stay_under_the_configured_rate(emulator: NapsterEmulator, cat
     busiest = max(sum(1 for t in starts[i:] if t < start + 1.0) for i, start in enumerate(starts))
     assert busiest <= rate + 1
     assert (starts[-1] - starts[0]) >= (len(starts) - 1) / rate * 0.9
+
+
+def test_image_urls_are_fetched_only_from_allowed_hosts_over_http(emulator: NapsterEmulator, catalog) -> None:
+    album_id = next(iter(catalog.top_album_ids("rock")))
+    url = next(image["url"] for image in catalog.images(album_id, emulator.url))
+    trusting = NapsterClient(emulator.url, KEY, allowed_image_hosts=LOOPBACK)
+    assert trusting.fetch_image(url)[:2] == b"\xff\xd8"  # a JPEG
+    emulator.clear_requests()
+    default = NapsterClient(emulator.url, KEY)  # trusts only the real service's image hosts
+    with pytest.raises(UntrustedURLError, match="NAPSTER_IMAGE_HOSTS"):
+        default.fetch_image(url)
+    for bad in ("file:///etc/passwd", "ftp://static.rhap.com/x.jpg", "gopher://127.0.0.1/x"):
+        with pytest.raises(UntrustedURLError, match="not http"):
+            trusting.fetch_image(bad)
+    assert not emulator.requests  # refused before anything was sent

@@ -140,11 +140,13 @@ def run_demo(home: str | None, overrides: list[str] | None = None) -> int:
 def generate(genre: str | None, count: int, out: Path, model_uri: str | None = None, seed: int = 0) -> int:
     """Covers from the registered champion generator (MLflow registry), one row per genre."""
     from album_pipeline.metrics.evaluate import save_genre_grid
-    from album_pipeline.registry.mlflow_registry import ModelNotRegistered, load_champion
+    from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME, ModelNotRegistered, load_champion
 
     settings = Settings.from_environ()
     try:
-        generator, genres = load_champion(settings.mlflow_tracking_uri, _model_name(), model_uri=model_uri)
+        generator, genres = load_champion(
+            settings.mlflow_tracking_uri, DEFAULT_MODEL_NAME, model_uri=model_uri
+        )
     except ModelNotRegistered as error:
         raise ConfigurationError(
             f"{error} (`album-pipeline run` or `album-pipeline demo` registers one)"
@@ -157,20 +159,13 @@ def generate(genre: str | None, count: int, out: Path, model_uri: str | None = N
     return 0
 
 
-def _model_name() -> str:
-    from album_pipeline.defs.resources import MlflowTracking
-
-    return MlflowTracking.model_fields["registered_model_name"].default
-
-
 def print_outputs(settings: Settings, elapsed: float) -> None:
-    import json
-
     from album_pipeline.layout import HomeLayout
+    from album_pipeline.metrics.evaluate import load_metrics
+    from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME
 
     layout = HomeLayout(settings.home)
-    metrics = json.loads((layout.evaluation_dir / "metrics.json").read_text())
-    metrics = metrics.get("metrics", metrics)
+    metrics = load_metrics(layout.evaluation_dir / "metrics.json")["metrics"]
     lines = [
         "",
         f"Demo finished in {elapsed / 60:.1f} minutes. Outputs under {layout.root}:",
@@ -181,7 +176,7 @@ def print_outputs(settings: Settings, elapsed: float) -> None:
         f"  evaluation            {layout.evaluation_dir / 'metrics.json'}",
         f"  genre grid            {layout.evaluation_dir / 'grid.png'}",
         f"  champion samples      {layout.generated_dir / 'champion_samples.png'}",
-        f"  MLflow store          {settings.mlflow_tracking_uri}  (model: models:/{_model_name()}@champion)",
+        f"  MLflow store          {settings.mlflow_tracking_uri}  (model: models:/{DEFAULT_MODEL_NAME}@champion)",
         "",
         "Evaluation (independent genre classifier; 5 genres, chance 20%):",
     ]

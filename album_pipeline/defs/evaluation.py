@@ -1,7 +1,6 @@
 """Evaluation assets: an independent genre classifier, the generator's evaluation, and its registration."""
 
 import json
-import os
 from typing import Literal
 
 import dagster as dg
@@ -11,7 +10,7 @@ from album_pipeline.data.training_data import load_packed
 from album_pipeline.defs.metadata import counts_table, png_markdown
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.defs.training import finetuned_generator, labeled_training_data
-from album_pipeline.metrics.evaluate import EvaluationConfig, evaluate_generator
+from album_pipeline.metrics.evaluate import EvaluationConfig, evaluate_generator, load_metrics
 from album_pipeline.metrics.frechet import classifier_feature_extractor, inception_feature_extractor
 from album_pipeline.metrics.genre_classifier import (
     ClassifierConfig,
@@ -22,7 +21,6 @@ from album_pipeline.metrics.genre_classifier import (
 )
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator
 from album_pipeline.registry.mlflow_registry import log_and_register
-from album_pipeline.settings import INCEPTION_WEIGHTS_VAR
 
 
 class GenreClassifierConfig(dg.Config):
@@ -95,8 +93,8 @@ def genre_classifier(
 def _feature_extractor(config: GeneratorEvaluationConfig, classifier):
     if config.feature_extractor == "genre_classifier":
         return classifier_feature_extractor(classifier)
-    weights = config.inception_weights or os.environ.get(INCEPTION_WEIGHTS_VAR)
-    return inception_feature_extractor(weights)
+    # The core falls back to $ALBUM_PIPELINE_INCEPTION_WEIGHTS, then clean-fid's own path.
+    return inception_feature_extractor(config.inception_weights)
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[finetuned_generator, genre_classifier])
@@ -156,12 +154,8 @@ def registered_generator(
 ) -> dg.MaterializeResult:
     """The finetuned generator logged to MLflow; alias `champion` moves to it only if it beats the champion."""
     layout = home.layout
-    metrics = json.loads((layout.evaluation_dir / "metrics.json").read_text())
-    flat_metrics = {
-        key: float(value)
-        for key, value in metrics.get("metrics", metrics).items()
-        if isinstance(value, int | float)
-    }
+    metrics = load_metrics(layout.evaluation_dir / "metrics.json")["metrics"]
+    flat_metrics = {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
     params = _training_params(layout)
     result = log_and_register(
         tracking_uri=mlflow.tracking_uri,

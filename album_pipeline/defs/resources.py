@@ -9,6 +9,7 @@ from pydantic import Field
 
 from album_pipeline.genres import DEFAULT_GENRES, genre_index
 from album_pipeline.layout import HomeLayout
+from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME
 from album_pipeline.settings import NAPSTER_KEY_VAR, ConfigurationError, Settings
 
 
@@ -68,7 +69,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
     tracking_uri: str = Field(description="`MLFLOW_TRACKING_URI`; default sqlite in the pipeline home.")
     experiment_name: str = "album_pipeline"
-    registered_model_name: str = "album_cover_generator"
+    registered_model_name: str = DEFAULT_MODEL_NAME
 
 
 class GenreTaxonomy(dg.ConfigurableResource):

@@ -35,6 +35,7 @@ from album_pipeline.model.networks import Generator
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+DEFAULT_MODEL_NAME = "album_cover_generator"
 CHAMPION_ALIAS = "champion"
 GENERATOR_ARTIFACT = "generator"
 GENRES_KEY = "genres"  # run param and model version tag: JSON list, index i = genre i

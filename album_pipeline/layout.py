@@ -53,6 +53,10 @@ class HomeLayout:
     def crawl_failures(self, source: str) -> Path:
         return self.crawls_dir / f"{source}_failures.parquet"
 
+    def crawl_state(self, source: str) -> Path:
+        """The source's fetch journal: what a recrawl or a resumed crawl need not fetch again."""
+        return self.crawls_dir / f"{source}_state.sqlite"
+
     @property
     def downloads_dir(self) -> Path:
         return self.root / "downloads"

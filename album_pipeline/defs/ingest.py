@@ -6,7 +6,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from album_pipeline.data.ingest import crawl_labeled_covers, ingest_omacir
+from album_pipeline.data.crawl_state import CrawlState
+from album_pipeline.data.ingest import ingest_omacir
+from album_pipeline.data.labeled import NAPSTER, CrawlOptions, crawl_napster, failure_ratio
 from album_pipeline.data.manifest import (
     DEFAULT_SPLIT_FRACTIONS,
     FAILURES_SCHEMA,
@@ -16,24 +18,57 @@ from album_pipeline.data.manifest import (
     read_manifest,
     write_table,
 )
+from album_pipeline.data.results import FailureLog, IngestResult, frame_of
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.defs.metadata import counts_table, preview
 from album_pipeline.defs.resources import GenreTaxonomy, NapsterApi, OmacirArchive, PipelineHome
+from album_pipeline.settings import NAPSTER_KEY_VAR
 
 LABELED_SOURCES = ("napster",)
 
 
-class NapsterCrawlConfig(dg.Config):
+class CrawlConfig(dg.Config):
+    """Settings every labelled-cover crawl shares."""
+
+    download_workers: int = Field(8, description="Concurrent image downloads over pooled connections.")
+    min_stored_side: int = Field(
+        64, description="Covers with a side under this many pixels are rejected (training is 64x64)."
+    )
+    placeholder_min_albums: int = Field(
+        3, description="The same bytes served for this many albums are a 'no cover' placeholder: dropped."
+    )
+    recheck_missing: bool = Field(
+        False,
+        description="Fetch again albums recorded as rejected or without a cover (a recrawl skips them).",
+    )
+    max_failure_ratio: float = Field(
+        0.2, description="Asset check: share of albums that may fail (no cover at all is not a failure)."
+    )
+
+    def options(self) -> CrawlOptions:
+        return CrawlOptions(
+            download_workers=self.download_workers,
+            min_image_side=self.min_stored_side,
+            placeholder_min_albums=self.placeholder_min_albums,
+            recheck_missing=self.recheck_missing,
+        )
+
+
+class NapsterCrawlConfig(CrawlConfig):
     albums_per_genre: int = Field(
-        1000, description="Distinct top albums to collect per genre (seed: ~1,000)."
+        1000, description="Distinct top albums to collect per genre class (seed: ~1,000)."
     )
     min_image_side: int = Field(
         200, description="Choose the smallest image at least this size, else the largest."
     )
     page_size: int = Field(200, description="Albums per page of /albums/top (the API allows at most 200).")
-    download_workers: int = Field(8, description="Concurrent image downloads over pooled connections.")
     api_requests_per_second: float = Field(
         5.0, description="Client-side limit on Napster API calls (its documented default key limit is 5/s)."
+    )
+    require_key: bool = Field(
+        False,
+        description="Fail when NAPSTER_API_KEY is unset; by default the crawl is skipped (Napster no longer "
+        "issues keys) and MusicBrainz feeds the labelled set.",
     )
 
 
@@ -63,7 +98,11 @@ class UnlabeledManifestConfig(dg.Config):
     placeholder_min_repeats: int = Field(3, description="Identical bytes seen this often are a placeholder.")
 
 
-@dg.asset(group_name="labeled", kinds={"python"})
+@dg.asset(
+    group_name="labeled",
+    kinds={"python"},
+    check_specs=[dg.AssetCheckSpec("failure_ratio_under_limit", asset="napster_covers")],
+)
 def napster_covers(
     context: dg.AssetExecutionContext,
     config: NapsterCrawlConfig,
@@ -71,31 +110,66 @@ def napster_covers(
     napster: NapsterApi,
     genres: GenreTaxonomy,
 ) -> dg.MaterializeResult:
-    """Genre-labelled covers crawled from the Napster API's top albums, validated and stored by content."""
+    """Genre-labelled covers from the Napster API's top albums, validated and stored by content.
+
+    Resumable and incremental: the crawl state remembers every album's outcome, so a rerun after a kill or a
+    weekly recrawl fetches only albums it has not seen.
+    """
     layout = home.layout
+    if not napster.api_key and not config.require_key:
+        context.log.warning(
+            f"{NAPSTER_KEY_VAR} is not set: skipping the Napster crawl (set it, or require_key=true to fail)"
+        )
+        return _crawl_result(
+            layout, NAPSTER, _empty_result(NAPSTER), config, skipped=f"{NAPSTER_KEY_VAR} unset"
+        )
     client = napster.client(requests_per_second=config.api_requests_per_second)
-    client.check()  # a missing key or unreachable API fails here, before any work
-    result = crawl_labeled_covers(
-        client,
-        ImageStore(layout.root),
-        genres.genres,
-        albums_per_genre=config.albums_per_genre,
-        min_side=config.min_image_side,
-        page_size=config.page_size,
-        download_workers=config.download_workers,
-        log=context.log.info,
+    with CrawlState(layout.crawl_state(NAPSTER)) as state:
+        result = crawl_napster(
+            client,
+            ImageStore(layout.root),
+            state,
+            genres.genre_map,
+            albums_per_genre=config.albums_per_genre,
+            min_side=config.min_image_side,
+            page_size=config.page_size,
+            options=config.options(),
+            log=context.log.info,
+        )
+    return _crawl_result(layout, NAPSTER, result, config)
+
+
+def _empty_result(source: str) -> IngestResult:
+    return IngestResult(rows=frame_of([], LABELED_SCHEMA), failures=FailureLog(source).frame())
+
+
+def _crawl_result(
+    layout, source: str, result: IngestResult, config: CrawlConfig, skipped: str | None = None
+) -> dg.MaterializeResult:
+    write_table(result.rows, layout.crawl_table(source), LABELED_SCHEMA)
+    write_table(result.failures, layout.crawl_failures(source), FAILURES_SCHEMA)
+    ratio = failure_ratio(result.failures["reason"].value_counts().to_dict(), result.stats.get("albums", 0))
+    metadata = {
+        "covers": len(result.rows),
+        "albums": result.stats.get("albums", 0),
+        "reused_from_earlier_crawls": result.stats.get("reused", 0),
+        "fetched": result.stats.get("fetched", 0),
+        "failures": len(result.failures),
+        "failure_ratio": ratio,
+        "per_genre": counts_table(result.rows["genre"].value_counts(), "genre"),
+        "failure_reasons": counts_table(result.failures["reason"].value_counts(), "reason", "items"),
+        "crawl_table": dg.MetadataValue.path(str(layout.crawl_table(source))),
+    }
+    if skipped:
+        metadata["skipped"] = skipped
+    check = dg.AssetCheckResult(
+        check_name="failure_ratio_under_limit",
+        passed=ratio <= config.max_failure_ratio,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"failure_ratio": ratio, "max_failure_ratio": config.max_failure_ratio},
+        description="Share of albums whose cover failed (download, validation, placeholder, duplicate).",
     )
-    write_table(result.rows, layout.crawl_table("napster"), LABELED_SCHEMA)
-    write_table(result.failures, layout.crawl_failures("napster"), FAILURES_SCHEMA)
-    return dg.MaterializeResult(
-        metadata={
-            "covers": len(result.rows),
-            "failures": len(result.failures),
-            "per_genre": counts_table(result.rows["genre"].value_counts(), "genre"),
-            "failure_reasons": counts_table(result.failures["reason"].value_counts(), "reason", "items"),
-            "crawl_table": dg.MetadataValue.path(str(layout.crawl_table("napster"))),
-        }
-    )
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
 @dg.asset(group_name="labeled", kinds={"parquet"}, deps=[napster_covers])

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from album_pipeline.genres import DEFAULT_GENRES, genre_index
+from album_pipeline.genres import DEFAULT_GENRE_MAP, GenreClass, validate_genre_map
 from album_pipeline.layout import HomeLayout
 from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME
 from album_pipeline.settings import NAPSTER_KEY_VAR, ConfigurationError, Settings
@@ -72,15 +72,41 @@ class MlflowTracking(dg.ConfigurableResource):
     registered_model_name: str = DEFAULT_MODEL_NAME
 
 
-class GenreTaxonomy(dg.ConfigurableResource):
-    """The target genre classes, in class-index order, shared by every asset so labels always agree."""
+class GenreClassConfig(dg.Config):
+    """One target class and the source genres that feed it."""
 
-    names: list[str] = Field(default_factory=lambda: list(DEFAULT_GENRES))
+    name: str
+    napster: list[str] = Field(default_factory=list, description="Napster genre shortcuts (e.g. `rock`).")
+    musicbrainz: list[str] = Field(default_factory=list, description="MusicBrainz tags (e.g. `hip hop`).")
+
+
+def _default_classes() -> list[GenreClassConfig]:
+    return [
+        GenreClassConfig(
+            name=genre.name, napster=list(genre.napster_shortcuts), musicbrainz=list(genre.musicbrainz_tags)
+        )
+        for genre in DEFAULT_GENRE_MAP
+    ]
+
+
+class GenreTaxonomy(dg.ConfigurableResource):
+    """The target genre classes in class-index order and what feeds each, shared by every asset.
+
+    An album that lands in several classes keeps them all in the manifest's ``genres`` and trains under the
+    class of its source's strongest signal (see ``album_pipeline.genres``).
+    """
+
+    classes: list[GenreClassConfig] = Field(default_factory=_default_classes)
+
+    @property
+    def genre_map(self) -> tuple[GenreClass, ...]:
+        return validate_genre_map(
+            [GenreClass(c.name, tuple(c.napster), tuple(c.musicbrainz)) for c in self.classes]
+        )
 
     @property
     def genres(self) -> tuple[str, ...]:
-        genre_index(self.names)  # refuses duplicates with a clear message
-        return tuple(self.names)
+        return tuple(genre.name for genre in self.genre_map)
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

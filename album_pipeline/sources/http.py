@@ -8,13 +8,17 @@ source client hand-writes a retry loop. Every request a client makes passes ``ti
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 import time
-from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
 from album_pipeline import __version__
@@ -46,6 +50,10 @@ class UntrustedURLError(SourceError):
     """A URL taken from a response points at a scheme or host the configuration does not allow."""
 
 
+class NoImageError(SourceError):
+    """The source says it holds no image for this item (the Cover Art Archive's 404): a fact, not a fault."""
+
+
 class SourceResponseError(SourceError):
     """The service answered, but not with something the client can use (bad status, malformed body)."""
 
@@ -72,10 +80,8 @@ def make_session(
         "allowed_methods": frozenset({"GET", "HEAD"}),
         "respect_retry_after_header": True,
         "raise_on_status": False,
+        **_jitter_option(backoff_factor),
     }
-    # Jitter spreads retries of parallel download workers apart; older urllib3 releases lack the option.
-    if "backoff_jitter" in inspect.signature(Retry.__init__).parameters:
-        retry_options["backoff_jitter"] = backoff_factor / 2
     adapter = HTTPAdapter(
         max_retries=Retry(**retry_options), pool_connections=pool_size, pool_maxsize=pool_size
     )
@@ -211,3 +217,280 @@ class RateLimiter:
             self._next_start = start + self._interval
         if start > now:
             self._sleep(start - now)
+
+
+class LimitedRetry(Retry):
+    """urllib3's Retry whose every retry also waits its turn at a RateLimiter.
+
+    urllib3 retries inside the adapter, out of the client's sight; without this a burst of retries (the first
+    one has no backoff) would break the client-side rate limit the service asked for.
+    """
+
+    def __init__(self, *args: Any, rate_limiter: RateLimiter | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rate_limiter = rate_limiter
+
+    def new(self, **kw: Any) -> LimitedRetry:
+        renewed = super().new(**kw)
+        renewed.rate_limiter = self.rate_limiter
+        return renewed
+
+    def sleep(self, response: Any = None) -> None:
+        super().sleep(response)
+        if self.rate_limiter is not None:
+            self.rate_limiter.wait()
+
+
+def rate_limit_prefix(session: requests.Session, prefix: str, limiter: RateLimiter) -> None:
+    """Make retries of requests under ``prefix`` wait for ``limiter`` (callers wait before the first try).
+
+    The session's own adapter for that prefix is cloned with the same retry policy and pool size, so a session
+    built with ``make_session`` keeps its settings.
+    """
+    if limiter.per_second is None:
+        return
+    existing = session.get_adapter(prefix)
+    retry = existing.max_retries if isinstance(existing, HTTPAdapter) else Retry(0)
+    limited = LimitedRetry(**{**_retry_params(retry), "rate_limiter": limiter})
+    pool_size = getattr(existing, "_pool_maxsize", 16)
+    session.mount(
+        prefix, HTTPAdapter(max_retries=limited, pool_connections=pool_size, pool_maxsize=pool_size)
+    )
+
+
+def _retry_params(retry: Retry) -> dict[str, Any]:
+    names = inspect.signature(Retry.__init__).parameters
+    return {name: getattr(retry, name) for name in names if name != "self" and hasattr(retry, name)}
+
+
+class BodyError(SourceError):
+    """A reply arrived but its body is unusable in a way a retry may cure: cut short, an HTML error page,
+    JSON that does not parse. ``reason`` is a short code for failure tables."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class TooLargeError(SourceResponseError):
+    """The body is larger than the caller allows; not retried."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str  # the final URL, after any redirects
+    status: int
+    content_type: str  # lower-cased media type without parameters; "" when the server sent none
+    body: bytes
+
+
+HostCheck = Callable[[str], None]
+
+
+def fetch(
+    session: requests.Session,
+    url: str,
+    *,
+    service: str,
+    url_env_var: str,
+    timeout: float,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    limiter: RateLimiter | None = None,
+    check_redirect: HostCheck | None = None,
+    max_redirects: int = 5,
+    max_bytes: int = 50 * 1024 * 1024,
+    expect: Callable[[Fetched], None] | None = None,
+    passthrough_statuses: Iterable[int] = (),
+    body_retries: int = 3,
+    backoff_factor: float = 0.5,
+    key_env_var: str | None = None,
+    secrets: Iterable[str | None] = (),
+) -> Fetched:
+    """GET ``url`` and read its whole body, retrying what the session's own retries cannot see.
+
+    The session (``make_session``) already retries refused connections, resets, timeouts and 429/5xx answers
+    with backoff and ``Retry-After``. Problems that show only while reading or checking the body (a transfer
+    cut short, an HTML error page served with 200, JSON that does not parse, as ``expect`` decides by raising
+    BodyError) are retried here with urllib3's own backoff and jitter, each attempt waiting for ``limiter``.
+
+    Redirects are followed by hand so that ``check_redirect`` can refuse a host before anything is sent to it,
+    and caller ``headers`` (which may carry a key) are never forwarded to another host. Statuses in
+    ``passthrough_statuses`` (say 404 for "no cover art") are returned to the caller instead of raised.
+    """
+    secrets = [secret for secret in secrets if secret]
+    passthrough = frozenset(passthrough_statuses)
+    retry = Retry(
+        total=body_retries,
+        connect=0,
+        read=body_retries,
+        status=0,
+        backoff_factor=backoff_factor,
+        **_jitter_option(backoff_factor),
+    )
+    while True:
+        try:
+            fetched = _fetch_once(
+                session, url, params, headers, timeout, limiter, check_redirect, max_redirects, max_bytes,
+                service, url_env_var, key_env_var, secrets, passthrough,
+            )  # fmt: skip
+            if expect is not None and fetched.status not in passthrough:
+                expect(fetched)
+            return fetched
+        except BodyError as problem:
+            try:
+                retry = retry.increment(method="GET", url=url, error=ProtocolError(problem.reason))
+            except MaxRetryError:
+                raise BodyError(
+                    problem.reason, scrub(f"{problem} (still so after {body_retries} retries)", secrets)
+                ) from None
+            retry.sleep()
+
+
+def _fetch_once(
+    session: requests.Session,
+    url: str,
+    params: Mapping[str, Any] | None,
+    headers: Mapping[str, str] | None,
+    timeout: float,
+    limiter: RateLimiter | None,
+    check_redirect: HostCheck | None,
+    max_redirects: int,
+    max_bytes: int,
+    service: str,
+    url_env_var: str,
+    key_env_var: str | None,
+    secrets: list[str],
+    passthrough: frozenset[int],
+) -> Fetched:
+    if limiter is not None:
+        limiter.wait()
+    current, current_params, current_headers = url, params, dict(headers or {})
+    origin = urlsplit(url).netloc
+    for _hop in range(max_redirects + 1):
+        try:
+            with session.get(
+                current,
+                params=current_params,
+                headers=current_headers,
+                timeout=timeout,
+                stream=True,
+                allow_redirects=False,
+            ) as response:
+                location = response.headers.get("Location")
+                if response.is_redirect and location:
+                    following = urljoin(response.url, location)
+                    if check_redirect is not None:
+                        check_redirect(following)
+                    if urlsplit(following).netloc != origin:
+                        current_headers = {}  # never forward a key to another host
+                    current, current_params = following, None
+                    continue
+                if response.status_code not in passthrough:
+                    failure = error_for_status(
+                        response, service=service, url_env_var=url_env_var, key_env_var=key_env_var,
+                        secrets=secrets,
+                    )  # fmt: skip
+                    if failure is not None:
+                        raise failure
+                body = _read_body(response, max_bytes, service)
+                media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                return Fetched(response.url, response.status_code, media_type, body)
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
+            raise BodyError(
+                "incomplete_body",
+                scrub(f"{service} cut the reply from {redact_url(current)} short: {error}", secrets),
+            ) from None
+        except requests.RequestException as error:
+            raise translate_request_error(
+                error, service=service, url=current, url_env_var=url_env_var, secrets=secrets
+            ) from None
+    raise SourceResponseError(
+        f"{service} redirected {redact_url(url)} more than {max_redirects} times; check that {url_env_var} "
+        "points at the service"
+    )
+
+
+def _read_body(response: requests.Response, max_bytes: int, service: str) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise TooLargeError(
+            f"{service} offered {int(declared)} bytes at {redact_url(response.url)}; the limit is {max_bytes}"
+        )
+    chunks: list[bytes] = []
+    received = 0
+    for chunk in response.iter_content(chunk_size=64 * 1024):
+        received += len(chunk)
+        if received > max_bytes:
+            raise TooLargeError(
+                f"{service} sent more than {max_bytes} bytes at {redact_url(response.url)}; refusing it"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def expect_json(fetched: Fetched) -> None:
+    """An ``expect`` for API calls: an HTML page or a body that does not parse is a retryable BodyError."""
+    if fetched.content_type == "text/html":
+        raise BodyError(
+            "html_instead_of_json", f"{redact_url(fetched.url)} answered with an HTML page, not JSON"
+        )
+    try:
+        json.loads(fetched.body)
+    except ValueError:
+        raise BodyError(
+            "invalid_json", f"{redact_url(fetched.url)} answered with a body that is not valid JSON"
+        ) from None
+
+
+def expect_image(fetched: Fetched) -> None:
+    """An ``expect`` for image downloads: a text or HTML body is an error page, worth retrying.
+
+    Anything else (image/*, octet-stream, no type) goes on to the magic-byte check and a full decode.
+    """
+    if fetched.content_type.startswith("text/") or fetched.content_type in (
+        "application/json",
+        "application/xml",
+    ):
+        raise BodyError(
+            "unexpected_content_type",
+            f"{redact_url(fetched.url)} answered with {fetched.content_type}, not an image",
+        )
+
+
+def json_object(fetched: Fetched, service: str) -> dict:
+    """The JSON object in a body already accepted by ``expect_json``."""
+    payload = json.loads(fetched.body)
+    if not isinstance(payload, dict):
+        raise SourceResponseError(
+            f"{service} answered {redact_url(fetched.url)} with JSON that is not an object"
+        )
+    return payload
+
+
+def _jitter_option(backoff_factor: float) -> dict[str, float]:
+    # Jitter spreads retries of parallel workers apart; older urllib3 releases lack the option.
+    if "backoff_jitter" in inspect.signature(Retry.__init__).parameters:
+        return {"backoff_jitter": backoff_factor / 2}
+    return {}
+
+
+def host_checker(allowed_hosts: Iterable[str], *, what: str, setting: str) -> HostCheck:
+    """A check that refuses URLs that are not http(s) or whose host is not allowed.
+
+    An entry matches its host exactly; an entry starting with a dot (``.archive.org``) matches any subdomain.
+    """
+    hosts = frozenset(host.strip().lower() for host in allowed_hosts if host.strip())
+
+    def check(url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise UntrustedURLError(f"{what} URL {redact_url(url)!r} is not http(s); refusing it")
+        host = (parts.hostname or "").lower()
+        if not any(host == entry or (entry.startswith(".") and host.endswith(entry)) for entry in hosts):
+            raise UntrustedURLError(
+                f"{what} host {host!r} is not allowed (allowed: {sorted(hosts)}); add it to {setting} if it "
+                "is trusted"
+            )
+
+    return check

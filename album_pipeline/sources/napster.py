@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
@@ -16,13 +16,15 @@ from album_pipeline.sources.http import (
     DEFAULT_TIMEOUT,
     RateLimiter,
     SourceError,
-    SourceResponseError,
-    UntrustedURLError,
-    error_for_status,
+    expect_image,
+    expect_json,
+    fetch,
+    host_checker,
+    json_object,
     make_session,
+    rate_limit_prefix,
     redact_url,
     scrub,
-    translate_request_error,
 )
 
 DEFAULT_NAPSTER_URL = "https://api.napster.com"
@@ -34,6 +36,7 @@ NAPSTER_KEY_ENV = "NAPSTER_API_KEY"
 TOP_RANGES = ("day", "week", "month", "year", "life")
 MAX_PAGE_SIZE = 200  # the API's documented maximum ``limit``
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_JSON_BYTES = 20 * 1024 * 1024
 
 _SERVICE = "Napster API"
 
@@ -83,10 +86,12 @@ class NapsterClient:
         self.timeout = timeout
         # API calls count against the key's rate limit; image bytes come from a static host and do not.
         self._api_rate = RateLimiter(requests_per_second)
+        rate_limit_prefix(self._session, f"{self.base_url}/v2.2/", self._api_rate)
         # Image URLs come from responses: fetch them only from hosts the configuration trusts.
         self.allowed_image_hosts = frozenset(
             host.strip().lower() for host in allowed_image_hosts if host.strip()
         )
+        self._check_image_url = host_checker(self.allowed_image_hosts, what="image", setting=IMAGE_HOSTS_ENV)
 
     def __repr__(self) -> str:
         return f"NapsterClient(base_url={redact_url(self.base_url)!r}, api_key=***)"
@@ -94,41 +99,24 @@ class NapsterClient:
     # -- plumbing -------------------------------------------------------------------------------------------
 
     def _get_json(self, path: str, params: dict[str, Any] | None = None) -> dict:
-        url = f"{self.base_url}{path}"
         secret = self._api_key.reveal()
-        self._api_rate.wait()
-        try:
-            # No redirects: requests would forward the custom ``apikey`` header to any host it is sent to.
-            response = self._session.get(
-                url,
-                params=params,
-                headers={"apikey": secret, "Accept": "application/json"},
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.RequestException as error:
-            raise translate_request_error(
-                error, service=_SERVICE, url=url, url_env_var=NAPSTER_URL_ENV, secrets=[secret]
-            ) from None
-        failure = error_for_status(
-            response,
+        # No redirects are followed for API calls: the ``apikey`` header must reach the API host only.
+        fetched = fetch(
+            self._session,
+            f"{self.base_url}{path}",
             service=_SERVICE,
             url_env_var=NAPSTER_URL_ENV,
             key_env_var=NAPSTER_KEY_ENV,
+            timeout=self.timeout,
+            params=params,
+            headers={"apikey": secret, "Accept": "application/json"},
+            limiter=self._api_rate,
+            max_redirects=0,
+            max_bytes=MAX_JSON_BYTES,
+            expect=expect_json,
             secrets=[secret],
         )
-        if failure is not None:
-            raise failure
-        try:
-            payload = response.json()
-        except ValueError:
-            raise SourceResponseError(
-                f"{_SERVICE} answered {redact_url(response.url)} with a body that is not JSON; check that "
-                f"{NAPSTER_URL_ENV} points at the API, not a web page"
-            ) from None
-        if not isinstance(payload, dict):
-            raise SourceResponseError(f"{_SERVICE} answered {redact_url(response.url)} with unexpected JSON")
-        return payload
+        return json_object(fetched, _SERVICE)
 
     # -- catalogue ------------------------------------------------------------------------------------------
 
@@ -237,37 +225,24 @@ class NapsterClient:
         return max(usable, key=lambda i: (i["width"] * i["height"], i.get("isDefault", False)))
 
     def fetch_image(self, url: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
-        """The bytes at an image URL (no API key is sent: images live on a separate static host)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise UntrustedURLError(f"image URL {redact_url(url)!r} is not http(s); refusing it")
-        if (parts.hostname or "").lower() not in self.allowed_image_hosts:
-            raise UntrustedURLError(
-                f"image host {parts.hostname!r} is not allowed (allowed: {sorted(self.allowed_image_hosts)}); "
-                f"add it to {IMAGE_HOSTS_ENV} if it is trusted"
-            )
-        secret = self._api_key.reveal()
-        try:
-            with self._session.get(url, timeout=self.timeout, stream=True) as response:
-                failure = error_for_status(
-                    response, service="Napster image host", url_env_var=NAPSTER_URL_ENV, secrets=[secret]
-                )
-                if failure is not None:
-                    raise failure
-                chunks: list[bytes] = []
-                received = 0
-                for chunk in response.iter_content(chunk_size=64 * 1024):
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise SourceResponseError(
-                            f"image at {redact_url(url)} is larger than {max_bytes} bytes; refusing it"
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except requests.RequestException as error:
-            raise translate_request_error(
-                error, service="Napster image host", url=url, url_env_var=NAPSTER_URL_ENV, secrets=[secret]
-            ) from None
+        """The bytes at an image URL from an allowed host (no API key is sent: images live on a static host).
+
+        Raises UntrustedURLError before sending anything to a host that is not allowed, BodyError when every
+        retry still gave an error page or a cut transfer, and TooLargeError past ``max_bytes``.
+        """
+        self._check_image_url(url)
+        fetched = fetch(
+            self._session,
+            url,
+            service="Napster image host",
+            url_env_var=NAPSTER_URL_ENV,
+            timeout=self.timeout,
+            check_redirect=self._check_image_url,
+            max_bytes=max_bytes,
+            expect=expect_image,
+            secrets=[self._api_key.reveal()],
+        )
+        return fetched.body
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key masked: for callers that format their own messages."""

@@ -1,4 +1,4 @@
-"""crawl_labeled_covers and ingest_omacir against the loopback emulators."""
+"""ingest_omacir against the archive.org emulator."""
 
 from __future__ import annotations
 
@@ -7,187 +7,19 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from album_pipeline.data.ingest import crawl_labeled_covers, ingest_omacir
+from album_pipeline.data.ingest import ingest_omacir
 from album_pipeline.data.manifest import (
     FAILURES_SCHEMA,
-    LABELED_SCHEMA,
     UNLABELED_SCHEMA,
     assign_split,
     write_table,
 )
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
-from album_pipeline.emulators.napster import RANGES, NapsterCatalog, NapsterEmulator
-from album_pipeline.genres import DEFAULT_GENRES
-from album_pipeline.sources.http import SourceError, SourceUnavailableError, make_session
-from album_pipeline.sources.napster import NapsterClient
+from album_pipeline.sources.http import make_session
 from album_pipeline.sources.omacir import OmacirClient
-
-KEY = "crawl-key-9f8e7d6c5b"
-
-LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images
-
-
-@pytest.fixture(scope="module")
-def catalog() -> NapsterCatalog:
-    return NapsterCatalog(genres=DEFAULT_GENRES, albums_per_genre=30, seed=11)
-
-
-@pytest.fixture(scope="module")
-def napster(catalog: NapsterCatalog) -> Iterator[NapsterEmulator]:
-    with NapsterEmulator(catalog, api_key=KEY) as server:
-        yield server
-
-
-def _client(server: NapsterEmulator, cls: type[NapsterClient] = NapsterClient) -> NapsterClient:
-    return cls(
-        server.url, KEY, session=make_session(backoff_factor=0), timeout=10, allowed_image_hosts=LOOPBACK
-    )
-
-
-def _expected_genres(catalog: NapsterCatalog, genres: tuple[str, ...]) -> dict[str, list[str]]:
-    """album id -> configured genres whose top lists hold it, in configured order (the documented policy)."""
-    expected: dict[str, list[str]] = {}
-    for genre in genres:
-        for album_id in catalog.top_album_ids(genre):
-            expected.setdefault(album_id, []).append(genre)
-    return expected
-
-
-def test_crawl_matches_the_catalogue_ground_truth(napster, catalog, tmp_path: Path) -> None:
-    store = ImageStore(tmp_path)
-    messages: list[str] = []
-    result = crawl_labeled_covers(
-        _client(napster),
-        store,
-        DEFAULT_GENRES,
-        albums_per_genre=1000,
-        download_workers=4,
-        log=messages.append,
-    )
-    rows = result.rows
-    expected = _expected_genres(catalog, DEFAULT_GENRES)
-    assert list(rows.columns) == LABELED_SCHEMA.names
-    assert sorted(rows["source_id"]) == sorted(expected)
-    assert result.failures.empty
-    for row in rows.itertuples():
-        assert row.genres == expected[row.source_id]
-        assert row.genre == expected[row.source_id][0]
-        assert (row.width, row.height, row.format) == (200, 200, "JPEG")
-        assert store.absolute(row.path).read_bytes() == catalog.image_bytes(row.source_id, 200, 200)
-        assert row.split == assign_split(row.image_id)
-        assert row.source == "napster"
-    assert rows["image_id"].is_unique
-    assert result.stats["rows"] == len(rows)
-    assert result.stats["bytes_downloaded"] == sum(store.absolute(p).stat().st_size for p in rows["path"])
-    assert sum(result.stats["rows_per_genre"].values()) == len(rows)
-    # The frames fit the lead's writer as they are.
-    manifest = tmp_path / "manifests" / "labeled.parquet"
-    write_table(rows, manifest, LABELED_SCHEMA)
-    write_table(result.failures, tmp_path / "manifests" / "failures.parquet", FAILURES_SCHEMA)
-    assert pq.read_table(manifest).num_rows == len(rows)
-    # The key appears nowhere: rows, logs, or the server's request log.
-    assert KEY not in rows.to_csv() and not any(KEY in message for message in messages)
-    assert messages and all(KEY not in r.path for r in napster.requests)
-
-
-def _crawl_order(catalog: NapsterCatalog, genre: str) -> list[str]:
-    """A genre's distinct albums in the order the crawler meets them: range by range, rank by rank."""
-    order: list[str] = []
-    for range_name in RANGES:
-        order += [a for a in catalog.top_list(genre, range_name) if a not in order]
-    return order
-
-
-def test_albums_per_genre_takes_the_first_distinct_albums_over_ranges(napster, catalog, tmp_path) -> None:
-    result = crawl_labeled_covers(_client(napster), ImageStore(tmp_path), ("jazz",), albums_per_genre=12)
-    assert list(result.rows["source_id"]) == _crawl_order(catalog, "jazz")[:12]
-
-
-class _FlakyClient(NapsterClient):
-    """Breaks chosen albums' downloads: one unreachable, one truncated, two sharing the same bytes."""
-
-    broken: dict[str, str] = {}
-
-    def fetch_image(self, url: str, **options: object) -> bytes:
-        number = url.rsplit("/", 1)[1].split("_")[0]
-        mode = self.broken.get(f"alb.{number}")
-        if mode == "unreachable":
-            raise SourceUnavailableError(f"image host at {url} could not be reached")
-        data = super().fetch_image(url)
-        if mode == "truncated":
-            return data[: len(data) // 2]
-        if mode == "tiny":
-            return b"not an image at all"
-        if mode and mode.startswith("copy:"):
-            return super().fetch_image(url.replace(number, mode[5:]))
-        return data
-
-
-def test_bad_albums_become_failure_rows(napster, catalog, tmp_path: Path) -> None:
-    rock_only = [a for a in _crawl_order(catalog, "rock") if catalog.album_genres(a) == ["rock"]]
-    victim_a, victim_b, victim_c, first, second = rock_only[:5]
-    _FlakyClient.broken = {
-        victim_a: "unreachable",
-        victim_b: "truncated",
-        victim_c: "tiny",
-        second: f"copy:{first[4:]}",
-    }
-    result = crawl_labeled_covers(
-        _client(napster, _FlakyClient), ImageStore(tmp_path), ("rock",), albums_per_genre=1000
-    )
-    reasons = dict(zip(result.failures["source_id"], result.failures["reason"], strict=True))
-    assert reasons[victim_a] == "download_unavailable"
-    assert reasons[victim_b] == "truncated"
-    assert reasons[victim_c] == "not_an_image"
-    # Same bytes twice in one genre: the album met first keeps the image.
-    assert reasons[second] == "duplicate_in_genre" and first in set(result.rows["source_id"])
-    assert set(result.rows["source_id"]) == catalog.top_album_ids("rock") - {
-        victim_a,
-        victim_b,
-        victim_c,
-        second,
-    }
-    assert result.stats["failures_by_reason"] == {
-        "download_unavailable": 1,
-        "truncated": 1,
-        "not_an_image": 1,
-        "duplicate_in_genre": 1,
-    }
-    assert KEY not in result.failures.to_csv()
-
-
-def test_rerun_rewrites_nothing(napster, tmp_path: Path) -> None:
-    store = ImageStore(tmp_path)
-    first = crawl_labeled_covers(_client(napster), store, ("pop",), albums_per_genre=10)
-    stamps = {p: store.absolute(p).stat().st_mtime_ns for p in first.rows["path"]}
-    second = crawl_labeled_covers(_client(napster), store, ("pop",), albums_per_genre=10)
-    assert list(second.rows["image_id"]) == list(first.rows["image_id"])
-    assert {p: store.absolute(p).stat().st_mtime_ns for p in second.rows["path"]} == stamps
-
-
-def test_unknown_genre_stops_before_any_paging(napster, tmp_path: Path) -> None:
-    napster.clear_requests()
-    with pytest.raises(ValueError, match="no-such-genre"):
-        crawl_labeled_covers(
-            _client(napster), ImageStore(tmp_path), ("rock", "no-such-genre"), albums_per_genre=5
-        )
-    assert not any("/albums/" in r.path for r in napster.requests)
-
-
-def test_bad_key_stops_before_any_work(napster, tmp_path: Path) -> None:
-    client = NapsterClient(
-        napster.url, "not-the-key", session=make_session(backoff_factor=0), allowed_image_hosts=LOOPBACK
-    )
-    with pytest.raises(Exception, match="NAPSTER_API_KEY"):
-        crawl_labeled_covers(client, ImageStore(tmp_path), ("rock",), albums_per_genre=5)
-    assert not (tmp_path / "images").exists()
-
-
-# -- OMACIR ----------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -280,14 +112,3 @@ def test_omacir_local_folder_and_unsafe_members(item, tmp_path: Path) -> None:
         "kept",
     ]
     assert result.stats["bytes_downloaded"] == 0
-
-
-class _DeadImageHostClient(NapsterClient):
-    def fetch_image(self, url: str, **options: object) -> bytes:
-        raise SourceUnavailableError("image host could not be reached")
-
-
-def test_crawl_where_every_download_fails_raises(napster, tmp_path: Path) -> None:
-    client = _client(napster, _DeadImageHostClient)
-    with pytest.raises(SourceError, match="download_unavailable"):
-        crawl_labeled_covers(client, ImageStore(tmp_path), ("classical",), albums_per_genre=4)

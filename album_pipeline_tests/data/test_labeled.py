@@ -1,0 +1,214 @@
+"""The labelled-cover crawl (Napster) against the loopback emulator: ground truth, failures, resume."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from album_pipeline.data.crawl_state import CrawlState
+from album_pipeline.data.labeled import CrawlOptions, crawl_napster, failure_ratio
+from album_pipeline.data.manifest import FAILURES_SCHEMA, LABELED_SCHEMA, assign_split, write_table
+from album_pipeline.data.storage import ImageStore
+from album_pipeline.emulators.napster import RANGES, NapsterCatalog, NapsterEmulator
+from album_pipeline.genres import DEFAULT_GENRE_MAP, GenreClass, default_classes
+from album_pipeline.sources.http import SourceError, SourceUnavailableError, make_session
+from album_pipeline.sources.napster import NapsterClient
+
+KEY = "crawl-key-9f8e7d6c5b"
+LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images
+
+
+@pytest.fixture(scope="module")
+def catalog() -> NapsterCatalog:
+    return NapsterCatalog(albums_per_genre=30, seed=11)
+
+
+@pytest.fixture(scope="module")
+def napster(catalog: NapsterCatalog) -> Iterator[NapsterEmulator]:
+    with NapsterEmulator(catalog, api_key=KEY) as server:
+        yield server
+
+
+def _client(server: NapsterEmulator, cls: type[NapsterClient] = NapsterClient) -> NapsterClient:
+    return cls(
+        server.url, KEY, session=make_session(backoff_factor=0), timeout=10, allowed_image_hosts=LOOPBACK
+    )
+
+
+def _crawl(client: NapsterClient, home: Path, classes=DEFAULT_GENRE_MAP, albums: int = 1000, **options):
+    with CrawlState(home / "state.sqlite") as state:
+        return crawl_napster(
+            client, ImageStore(home), state, classes, albums_per_genre=albums, options=CrawlOptions(**options)
+        )
+
+
+def test_crawl_matches_the_catalogue_ground_truth(napster, catalog, tmp_path: Path) -> None:
+    messages: list[str] = []
+    store = ImageStore(tmp_path)
+    with CrawlState(tmp_path / "state.sqlite") as state:
+        result = crawl_napster(
+            _client(napster),
+            store,
+            state,
+            DEFAULT_GENRE_MAP,
+            albums_per_genre=1000,
+            options=CrawlOptions(download_workers=4),
+            log=messages.append,
+        )
+    rows = result.rows
+    assert list(rows.columns) == LABELED_SCHEMA.names
+    assert sorted(rows["source_id"]) == sorted(catalog.albums)
+    assert result.failures.empty
+    for row in rows.itertuples():
+        own = catalog.album_genres(row.source_id)
+        # The documented policy: every class kept in class order, training class = the album's own primary.
+        assert row.genres == [genre.name for genre in DEFAULT_GENRE_MAP if genre.name in own]
+        assert row.genre == own[0]
+        assert (row.width, row.height, row.format) == (200, 200, "JPEG")
+        assert store.absolute(row.path).read_bytes() == catalog.image_bytes(row.source_id, 200, 200)
+        assert row.split == assign_split(row.image_id)
+        assert row.source == "napster"
+    assert rows["image_id"].is_unique
+    assert result.stats["rows"] == len(rows)
+    assert result.stats["bytes_downloaded"] == sum(store.absolute(p).stat().st_size for p in rows["path"])
+    # Some albums carry two classes, and those keep both labels.
+    assert (rows["genres"].map(len) == 2).any()
+    # The frames fit the manifest writer as they are.
+    write_table(rows, tmp_path / "labeled.parquet", LABELED_SCHEMA)
+    write_table(result.failures, tmp_path / "failures.parquet", FAILURES_SCHEMA)
+    assert pq.read_table(tmp_path / "labeled.parquet").num_rows == len(rows)
+    assert KEY not in rows.to_csv() and not any(KEY in message for message in messages)
+
+
+def _crawl_order(catalog: NapsterCatalog, genre: str) -> list[str]:
+    """A genre's distinct albums in the order the crawler meets them: range by range, rank by rank."""
+    order: list[str] = []
+    for range_name in RANGES:
+        order += [a for a in catalog.top_list(genre, range_name) if a not in order]
+    return order
+
+
+def test_albums_per_genre_takes_the_first_distinct_albums_over_ranges(napster, catalog, tmp_path) -> None:
+    result = _crawl(_client(napster), tmp_path, default_classes("jazz"), albums=12)
+    assert sorted(result.rows["source_id"]) == sorted(_crawl_order(catalog, "jazz")[:12])
+
+
+def test_a_class_fed_by_two_napster_genres_collects_both(napster, catalog, tmp_path) -> None:
+    mixed = (GenreClass("mixed", ("jazz", "classical")),)
+    result = _crawl(_client(napster), tmp_path, mixed)
+    expected = catalog.top_album_ids("jazz") | catalog.top_album_ids("classical")
+    assert set(result.rows["source_id"]) == expected
+    assert set(result.rows["genre"]) == {"mixed"}
+
+
+class _FlakyClient(NapsterClient):
+    """Breaks chosen albums' downloads: unreachable, truncated, not an image, or serving another's bytes."""
+
+    broken: dict[str, str] = {}
+
+    def fetch_image(self, url: str, **options: object) -> bytes:
+        number = url.rsplit("/", 1)[1].split("_")[0]
+        mode = self.broken.get(f"alb.{number}")
+        if mode == "unreachable":
+            raise SourceUnavailableError(f"image host at {url} could not be reached")
+        data = super().fetch_image(url)
+        if mode == "truncated":
+            return data[: len(data) // 2]
+        if mode == "junk":
+            return b"not an image at all"
+        if mode and mode.startswith("copy:"):
+            return super().fetch_image(url.replace(number, mode[5:]))
+        return data
+
+
+def test_bad_albums_become_failure_rows_and_repeated_bytes_placeholders(napster, catalog, tmp_path) -> None:
+    rock_only = sorted(a for a in catalog.top_album_ids("rock") if catalog.album_genres(a) == ["rock"])
+    unreachable, truncated, junk, first, second, p1, p2, p3 = rock_only[:8]
+    _FlakyClient.broken = {
+        unreachable: "unreachable",
+        truncated: "truncated",
+        junk: "junk",
+        second: f"copy:{first[4:]}",
+        # Three albums with one picture: a "no cover" placeholder, none of them keeps it.
+        p2: f"copy:{p1[4:]}",
+        p3: f"copy:{p1[4:]}",
+    }
+    result = _crawl(_client(napster, _FlakyClient), tmp_path, default_classes("rock"))
+    reasons = dict(zip(result.failures["source_id"], result.failures["reason"], strict=True))
+    assert reasons == {
+        unreachable: "download_unavailable",
+        truncated: "truncated",
+        junk: "not_an_image",
+        # Same bytes twice in one class: the first album by id keeps the image.
+        second: "duplicate_in_genre",
+        p1: "placeholder",
+        p2: "placeholder",
+        p3: "placeholder",
+    }
+    assert set(result.rows["source_id"]) == catalog.top_album_ids("rock") - set(reasons) | {first}
+    assert result.stats["failure_ratio"] == pytest.approx(7 / len(catalog.top_album_ids("rock")), abs=1e-4)
+    assert KEY not in result.failures.to_csv()
+
+
+def test_rerun_fetches_nothing_already_known(napster, catalog, tmp_path: Path) -> None:
+    _FlakyClient.broken = {sorted(catalog.top_album_ids("pop"))[0]: "junk"}
+    first = _crawl(_client(napster, _FlakyClient), tmp_path, default_classes("pop"), albums=10)
+    store = ImageStore(tmp_path)
+    stamps = {p: store.absolute(p).stat().st_mtime_ns for p in first.rows["path"]}
+    napster.clear_requests()
+    second = _crawl(_client(napster, _FlakyClient), tmp_path, default_classes("pop"), albums=10)
+    assert second.rows.drop(columns="fetched_at").equals(first.rows.drop(columns="fetched_at"))
+    assert list(second.failures["reason"]) == list(first.failures["reason"])  # the rejection is remembered
+    assert not [r.path for r in napster.requests if r.path.startswith("/img/") or r.path.endswith("/images")]
+    assert {p: store.absolute(p).stat().st_mtime_ns for p in second.rows["path"]} == stamps
+    assert second.stats["reused"] == len(first.rows) and second.stats["fetched"] == 0
+    # Asked to recheck, it fetches the rejected album again, and only that one.
+    napster.clear_requests()
+    _crawl(_client(napster, _FlakyClient), tmp_path, default_classes("pop"), albums=10, recheck_missing=True)
+    assert len([r for r in napster.requests if r.path.startswith("/img/")]) == 1
+
+
+def test_a_deleted_image_file_is_fetched_again(napster, tmp_path: Path) -> None:
+    first = _crawl(_client(napster), tmp_path, default_classes("jazz"), albums=5)
+    victim = ImageStore(tmp_path).absolute(first.rows["path"][0])
+    victim.unlink()
+    second = _crawl(_client(napster), tmp_path, default_classes("jazz"), albums=5)
+    assert victim.exists() and second.stats["fetched"] == 1
+
+
+def test_unknown_genre_stops_before_any_paging(napster, tmp_path: Path) -> None:
+    napster.clear_requests()
+    classes = (*default_classes("rock"), GenreClass("odd", ("no-such-genre",)))
+    with pytest.raises(ValueError, match="no-such-genre"):
+        _crawl(_client(napster), tmp_path, classes, albums=5)
+    assert not any("/albums/" in r.path for r in napster.requests)
+
+
+def test_bad_key_stops_before_any_work(napster, tmp_path: Path) -> None:
+    client = NapsterClient(
+        napster.url, "not-the-key", session=make_session(backoff_factor=0), allowed_image_hosts=LOOPBACK
+    )
+    with pytest.raises(SourceError, match="NAPSTER_API_KEY"):
+        _crawl(client, tmp_path, default_classes("rock"), albums=5)
+    assert not (tmp_path / "images").exists()
+
+
+class _DeadImageHostClient(NapsterClient):
+    def fetch_image(self, url: str, **options: object) -> bytes:
+        raise SourceUnavailableError("image host could not be reached")
+
+
+def test_a_host_that_keeps_failing_stops_the_crawl_clearly(napster, tmp_path: Path) -> None:
+    client = _client(napster, _DeadImageHostClient)
+    with pytest.raises(SourceError, match="stopping.*run again"):
+        _crawl(client, tmp_path, default_classes("classical"), max_consecutive_unavailable=5)
+    with pytest.raises(SourceError, match="download_unavailable"):
+        _crawl(client, tmp_path, default_classes("classical"), albums=4)
+
+
+def test_failure_ratio_ignores_albums_without_a_cover() -> None:
+    assert failure_ratio({"no_cover_art": 5, "no_images": 1, "truncated": 2}, 20) == 0.1
+    assert failure_ratio({}, 0) == 0.0

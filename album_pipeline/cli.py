@@ -108,12 +108,18 @@ def run_pipeline(profile: str, select: str | None = None, overrides: list[str] |
 def demo_emulators(settings: Settings) -> Iterator[dict[str, str]]:
     """The bundled emulators at the demo's scale; yields the environment that points the pipeline at them."""
     from album_pipeline.emulators.server import running_emulators
-    from album_pipeline.profiles import DEMO_ALBUMS_PER_GENRE, DEMO_ARCHIVE_LETTERS, DEMO_IMAGES_PER_ARCHIVE
+    from album_pipeline.profiles import (
+        DEMO_ALBUMS_PER_GENRE,
+        DEMO_ARCHIVE_LETTERS,
+        DEMO_IMAGES_PER_ARCHIVE,
+        DEMO_RELEASE_GROUPS_PER_GENRE,
+    )
 
     with running_emulators(
         albums_per_genre=DEMO_ALBUMS_PER_GENRE,
         archive_letters=DEMO_ARCHIVE_LETTERS,
         images_per_archive=DEMO_IMAGES_PER_ARCHIVE,
+        release_groups_per_genre=DEMO_RELEASE_GROUPS_PER_GENRE,
         cache_dir=settings.home / "emulator_cache",
     ) as emulators:
         yield emulators.environment()

@@ -28,7 +28,29 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         )
         for name, run_config in PROFILES.items()
     ]
-    return dg.Definitions(assets=all_assets, resources=build_resources(settings), jobs=profile_jobs)
+    return dg.Definitions(
+        assets=all_assets,
+        resources=build_resources(settings),
+        jobs=[*profile_jobs, labeled_recrawl_job],
+        schedules=[weekly_labeled_recrawl],
+    )
+
+
+# Crawl state makes a recrawl fetch only albums it has not seen; the manifest is rebuilt from all of them.
+labeled_recrawl_job = dg.define_asset_job(
+    "labeled_recrawl",
+    selection=dg.AssetSelection.assets(*ingest.labeled_assets),
+    description="Recrawl the labelled sources (only new albums are fetched) and rebuild the labelled manifest.",
+)
+
+weekly_labeled_recrawl = dg.ScheduleDefinition(
+    name="weekly_labeled_recrawl",
+    job=labeled_recrawl_job,
+    cron_schedule="0 3 * * 1",  # Mondays 03:00, in execution_timezone
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,  # one click (or `dagster schedule start`) turns it on
+    description="Weekly labelled recrawl; off until turned on in the UI's Automation tab.",
+)
 
 
 defs = build_definitions()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from album_pipeline.settings import (
     INCEPTION_WEIGHTS_VAR,
+    MUSICBRAINZ_URL_VAR,
     NAPSTER_KEY_VAR,
     NAPSTER_URL_VAR,
     OMACIR_URL_VAR,
@@ -16,6 +17,7 @@ from album_pipeline.settings import (
 )
 
 NAPSTER_ASSETS = {"napster_covers"}
+MUSICBRAINZ_ASSETS = {"musicbrainz_covers"}
 OMACIR_ASSETS = {"omacir_archives", "unlabeled_manifest"}
 
 
@@ -29,6 +31,7 @@ def preflight(
 ) -> None:
     """Raise ConfigurationError listing every problem that would make the selected assets fail."""
     from album_pipeline.sources.http import SourceError, make_session
+    from album_pipeline.sources.musicbrainz import MusicBrainzClient
     from album_pipeline.sources.napster import NapsterClient
     from album_pipeline.sources.omacir import OmacirClient
 
@@ -37,18 +40,26 @@ def preflight(
     problems: list[str] = []
     # One quick retry: a preflight answers "can we start?", the runs themselves retry patiently.
     quick = make_session(total_retries=1, backoff_factor=0.1)
-    if names & NAPSTER_ASSETS:
-        key = environ.get(NAPSTER_KEY_VAR)
-        if not key:
-            problems.append(
-                f"{NAPSTER_KEY_VAR} is not set: export {NAPSTER_KEY_VAR}=<your key> for {NAPSTER_URL_VAR}="
-                f"{settings.napster_api_url} (or run `album-pipeline demo`, which uses the bundled emulator)"
+    # Without a key the Napster crawl is skipped (Napster no longer issues keys); with one, it must work.
+    key = environ.get(NAPSTER_KEY_VAR)
+    if names & NAPSTER_ASSETS and key:
+        try:
+            NapsterClient(settings.napster_api_url, key, session=quick, timeout=10).check()
+        except SourceError as error:
+            problems.append(f"Napster API at {NAPSTER_URL_VAR}={settings.napster_api_url}: {error}")
+    if names & MUSICBRAINZ_ASSETS:
+        try:
+            client = MusicBrainzClient(
+                settings.musicbrainz_url,
+                user_agent=settings.musicbrainz_user_agent,
+                session=make_session(settings.musicbrainz_user_agent, total_retries=1, backoff_factor=0.1),
+                timeout=10,
             )
-        else:
-            try:
-                NapsterClient(settings.napster_api_url, key, session=quick, timeout=10).check()
-            except SourceError as error:
-                problems.append(f"Napster API at {NAPSTER_URL_VAR}={settings.napster_api_url}: {error}")
+            client.check()
+        except ValueError as error:
+            problems.append(str(error))
+        except SourceError as error:
+            problems.append(f"MusicBrainz at {MUSICBRAINZ_URL_VAR}={settings.musicbrainz_url}: {error}")
     if names & OMACIR_ASSETS:
         try:
             OmacirClient(settings.omacir_url, session=quick, timeout=10).list_archives()

@@ -11,6 +11,7 @@ import json
 
 # The demo's emulators serve this many albums per genre and these archives (see album_pipeline.emulators).
 DEMO_ALBUMS_PER_GENRE = 240
+DEMO_RELEASE_GROUPS_PER_GENRE = 100
 DEMO_ARCHIVE_LETTERS = ("a", "b")
 DEMO_IMAGES_PER_ARCHIVE = 1500
 
@@ -32,6 +33,9 @@ PROFILES: dict[str, dict] = {
             "napster_covers": {
                 "config": {"albums_per_genre": DEMO_ALBUMS_PER_GENRE, "api_requests_per_second": 20.0}
             },
+            # MusicBrainz's real limit (1 request/s) holds in the demo too: about 15 s of searches.
+            "musicbrainz_covers": {"config": {"albums_per_genre": DEMO_RELEASE_GROUPS_PER_GENRE}},
+            "labeled_manifest": {"config": {"min_covers_per_genre": 100}},
             "omacir_archives": {"config": {"archives": list(DEMO_ARCHIVE_LETTERS), "max_images": 3000}},
             "unlabeled_manifest": {"config": {"max_images": 3000}},
             # Unlabelled covers have no genre, so pretraining learns covers in general; binding styles to

@@ -11,6 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from album_pipeline.sources.musicbrainz import (
+    DEFAULT_COVERART_IMAGE_HOSTS,
+    DEFAULT_COVERART_URL,
+    DEFAULT_MUSICBRAINZ_URL,
+    DEFAULT_USER_AGENT,
+)
 from album_pipeline.sources.napster import DEFAULT_IMAGE_HOSTS
 
 HOME_VAR = "ALBUM_PIPELINE_HOME"
@@ -19,6 +25,10 @@ NAPSTER_KEY_VAR = "NAPSTER_API_KEY"
 NAPSTER_IMAGE_HOSTS_VAR = "NAPSTER_IMAGE_HOSTS"
 OMACIR_URL_VAR = "OMACIR_URL"
 MLFLOW_URI_VAR = "MLFLOW_TRACKING_URI"
+MUSICBRAINZ_URL_VAR = "MUSICBRAINZ_URL"
+MUSICBRAINZ_USER_AGENT_VAR = "MUSICBRAINZ_USER_AGENT"
+COVERART_URL_VAR = "COVERART_URL"
+COVERART_IMAGE_HOSTS_VAR = "COVERART_IMAGE_HOSTS"
 INCEPTION_WEIGHTS_VAR = "ALBUM_PIPELINE_INCEPTION_WEIGHTS"
 
 DEFAULT_HOME = ".album_pipeline"
@@ -37,6 +47,10 @@ class Settings:
     napster_image_hosts: tuple[str, ...]
     omacir_url: str
     mlflow_tracking_uri: str
+    musicbrainz_url: str = DEFAULT_MUSICBRAINZ_URL
+    musicbrainz_user_agent: str = DEFAULT_USER_AGENT
+    coverart_url: str = DEFAULT_COVERART_URL
+    coverart_image_hosts: tuple[str, ...] = DEFAULT_COVERART_IMAGE_HOSTS
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,14 +59,19 @@ class Settings:
         return cls(
             home=home,
             napster_api_url=(environ.get(NAPSTER_URL_VAR) or DEFAULT_NAPSTER_URL).rstrip("/"),
-            napster_image_hosts=tuple(
-                host.strip()
-                for host in (environ.get(NAPSTER_IMAGE_HOSTS_VAR) or ",".join(DEFAULT_IMAGE_HOSTS)).split(",")
-                if host.strip()
-            ),
+            napster_image_hosts=_hosts(environ.get(NAPSTER_IMAGE_HOSTS_VAR), DEFAULT_IMAGE_HOSTS),
             omacir_url=(environ.get(OMACIR_URL_VAR) or DEFAULT_OMACIR_URL).rstrip("/"),
             mlflow_tracking_uri=environ.get(MLFLOW_URI_VAR) or default_tracking_uri(home),
+            musicbrainz_url=(environ.get(MUSICBRAINZ_URL_VAR) or DEFAULT_MUSICBRAINZ_URL).rstrip("/"),
+            musicbrainz_user_agent=environ.get(MUSICBRAINZ_USER_AGENT_VAR) or DEFAULT_USER_AGENT,
+            coverart_url=(environ.get(COVERART_URL_VAR) or DEFAULT_COVERART_URL).rstrip("/"),
+            coverart_image_hosts=_hosts(environ.get(COVERART_IMAGE_HOSTS_VAR), DEFAULT_COVERART_IMAGE_HOSTS),
         )
+
+
+def _hosts(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated host list from the environment, or the default when unset."""
+    return tuple(host.strip() for host in (value or ",".join(default)).split(",") if host.strip())
 
 
 def default_tracking_uri(home: Path) -> str:

@@ -11,11 +11,15 @@ from album_pipeline.model.networks import GanArchitecture, Generator
 from album_pipeline.settings import Settings
 
 
-def test_run_without_a_key_fails_before_any_work_naming_the_variable(monkeypatch, tmp_path, capsys):
+def test_run_without_a_napster_key_skips_that_crawl_and_says_so(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
-    assert main(["run", "--profile", "demo", "--select", "napster_covers"]) == 2
-    assert "NAPSTER_API_KEY is not set" in capsys.readouterr().err
-    assert not (tmp_path / "home" / "dagster").exists()
+    monkeypatch.setenv("NAPSTER_API_URL", "http://127.0.0.1:9")  # never contacted
+    assert main(["run", "--profile", "demo", "--select", "napster_covers"]) == 0
+    assert pd.read_parquet(tmp_path / "home" / "crawls" / "napster.parquet").empty
+    home = dagster_home(Settings.from_environ())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("napster_covers"))
+        assert event.asset_materialization.metadata["skipped"].value == "NAPSTER_API_KEY unset"
 
 
 def test_selection_accepts_names_and_dagster_selection_strings():
@@ -41,7 +45,9 @@ def test_cli_runs_persist_in_the_instance_the_ui_opens(monkeypatch, tmp_path):
     ) as em:
         for name, value in em.environment().items():
             monkeypatch.setenv(name, value)
-        assert main(["run", "--profile", "demo", "--select", "napster_covers,labeled_manifest"]) == 0
+        selection = ["--select", "napster_covers,labeled_manifest"]
+        minimum = ["--set", "labeled_manifest.min_covers_per_genre=6"]
+        assert main(["run", "--profile", "demo", *selection, *minimum]) == 0
     labeled = pd.read_parquet(tmp_path / "home" / "manifests" / "labeled.parquet")
     assert set(labeled["genre"]) == set(DEFAULT_GENRES)
     # A fresh instance object on the same folder (as after restarting `album-pipeline ui`) sees the run.

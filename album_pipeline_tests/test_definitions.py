@@ -8,7 +8,8 @@ from album_pipeline.settings import Settings
 
 EXPECTED_UPSTREAM = {
     "napster_covers": set(),
-    "labeled_manifest": {"napster_covers"},
+    "musicbrainz_covers": set(),
+    "labeled_manifest": {"napster_covers", "musicbrainz_covers"},
     "omacir_archives": set(),
     "unlabeled_manifest": {"omacir_archives"},
     "labeled_training_data": {"labeled_manifest"},

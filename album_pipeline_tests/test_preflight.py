@@ -14,15 +14,38 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def _settings(tmp_path, napster_url="http://127.0.0.1:9", omacir_url="http://127.0.0.1:9"):
+def _settings(tmp_path, napster_url="http://127.0.0.1:9", omacir_url="http://127.0.0.1:9", **extra):
     return Settings.from_environ(
-        {"ALBUM_PIPELINE_HOME": str(tmp_path), "NAPSTER_API_URL": napster_url, "OMACIR_URL": omacir_url}
+        {
+            "ALBUM_PIPELINE_HOME": str(tmp_path),
+            "NAPSTER_API_URL": napster_url,
+            "OMACIR_URL": omacir_url,
+            "MUSICBRAINZ_URL": "http://127.0.0.1:9",
+            **extra,
+        }
     )
 
 
-def test_missing_key_names_the_variable(tmp_path):
-    with pytest.raises(ConfigurationError, match="NAPSTER_API_KEY is not set"):
-        preflight(_settings(tmp_path), ["napster_covers"], needs_inception=False, environ={})
+def test_missing_napster_key_is_no_problem_because_that_crawl_is_skipped(tmp_path):
+    preflight(_settings(tmp_path), ["napster_covers"], needs_inception=False, environ={})
+
+
+def test_unreachable_musicbrainz_and_a_blocked_user_agent_are_named(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(ConfigurationError, match="MUSICBRAINZ_URL"):
+        preflight(
+            _settings(tmp_path, MUSICBRAINZ_URL=url),
+            ["musicbrainz_covers"],
+            needs_inception=False,
+            environ={},
+        )
+    with pytest.raises(ConfigurationError, match="MUSICBRAINZ_USER_AGENT"):
+        preflight(
+            _settings(tmp_path, MUSICBRAINZ_USER_AGENT="python-requests/2"),
+            ["musicbrainz_covers"],
+            needs_inception=False,
+            environ={},
+        )
 
 
 def test_unreachable_sources_are_reported_together_by_variable(tmp_path):

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
+import pandas as pd
+
 from album_pipeline.data.crawl_state import MISSING, REJECTED, STORED, CrawlState, Fetch
 from album_pipeline.data.images import InvalidImage, validate_image
 from album_pipeline.data.manifest import DEFAULT_SPLIT_FRACTIONS, LABELED_SCHEMA, assign_split
@@ -36,7 +38,7 @@ from album_pipeline.data.results import (
     safe_log,
 )
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.genres import GenreClass, classes_in_order, validate_genre_map
+from album_pipeline.genres import GenreClass, classes_in_order, strongest_class, validate_genre_map
 from album_pipeline.sources.http import (
     BodyError,
     NoImageError,
@@ -46,9 +48,11 @@ from album_pipeline.sources.http import (
     TooLargeError,
     UntrustedURLError,
 )
+from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
 from album_pipeline.sources.napster import NapsterClient
 
 NAPSTER = "napster"
+MUSICBRAINZ = "musicbrainz"
 PROGRESS_EVERY = 250
 # Reasons that say a source has no cover for an album: recorded, but not failures of the crawl.
 NOT_FAILURES = frozenset({"no_images", "no_cover_art"})
@@ -283,6 +287,36 @@ def _one_per_class(rows: list[dict[str, Any]], failures: FailureLog) -> list[dic
     return kept
 
 
+def merge_labeled_sources(
+    tables: Sequence[pd.DataFrame], split_fractions: Mapping[str, float] = DEFAULT_SPLIT_FRACTIONS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labelled manifest from per-source crawl tables (given in priority order), and the rows it dropped.
+
+    Within a class an image keeps one row: the first table's (then the lowest source id). Splits are
+    re-derived from the content hash with ``split_fractions``. Rows are sorted by class, image and source.
+    """
+    frames = [table.assign(_priority=rank) for rank, table in enumerate(tables) if len(table)]
+    if not frames:
+        return frame_of([], LABELED_SCHEMA), FailureLog("").frame()
+    merged = pd.concat(frames, ignore_index=True).sort_values(
+        ["genre", "image_id", "_priority", "source_id"], ignore_index=True
+    )
+    repeated = merged.duplicated(["genre", "image_id"])
+    dropped = merged[repeated]
+    duplicates = pd.DataFrame(
+        {
+            "source": dropped["source"],
+            "source_id": dropped["source_id"],
+            "url": None,
+            "reason": "duplicate_in_genre",
+        }
+    )
+    manifest = merged[~repeated].drop(columns="_priority")
+    manifest["split"] = [assign_split(image_id, split_fractions) for image_id in manifest["image_id"]]
+    manifest = manifest.sort_values(["genre", "image_id", "source", "source_id"], ignore_index=True)
+    return manifest, duplicates.reset_index(drop=True)
+
+
 # -- Napster -------------------------------------------------------------------------------------------------
 
 
@@ -432,3 +466,88 @@ def _album_images(
             for album_id in batch:
                 failures.add(album_id, "image_lookup_failed")
     return images
+
+
+# -- MusicBrainz + Cover Art Archive -------------------------------------------------------------------------
+
+
+def crawl_musicbrainz(
+    musicbrainz: MusicBrainzClient,
+    coverart: CoverArtClient,
+    store: ImageStore,
+    state: CrawlState,
+    genre_map: Sequence[GenreClass],
+    *,
+    albums_per_genre: int,
+    thumbnail_size: int = 250,
+    options: CrawlOptions | None = None,
+    log: Log | None = None,
+) -> IngestResult:
+    """Find album release groups by each class's MusicBrainz tags and store their Cover Art Archive fronts."""
+    if albums_per_genre < 1:
+        raise ValueError(f"albums_per_genre must be at least 1, got {albums_per_genre}")
+    options = options or CrawlOptions()
+    classes = [genre for genre in validate_genre_map(genre_map) if genre.musicbrainz_tags]
+    if not classes:
+        raise ValueError("no genre class lists a MusicBrainz tag; add some to the genre map")
+    coverart.front_url("00000000-0000-0000-0000-000000000000", thumbnail_size)  # refuses a bad size early
+    say = safe_log(log)
+    musicbrainz.check()
+    groups: dict[str, dict] = {}
+    listed_in: dict[str, set[str]] = defaultdict(set)
+    for genre in classes:
+        listed: set[str] = set()
+        for tag in genre.musicbrainz_tags:
+            for group in musicbrainz.iter_release_groups(tag, max_results=albums_per_genre):
+                if len(listed) >= albums_per_genre:
+                    break
+                mbid = str(group["id"])
+                groups.setdefault(mbid, group)
+                listed_in[mbid].add(genre.name)
+                listed.add(mbid)
+        say(f"musicbrainz: class {genre.name} ({', '.join(genre.musicbrainz_tags)}): {len(listed)} albums")
+
+    class_names = [genre.name for genre in classes]
+    class_of_tag = {tag: genre.name for genre in classes for tag in genre.musicbrainz_tags}
+    candidates = []
+    for mbid in sorted(groups):
+        group = groups[mbid]
+        votes: dict[str, float] = {}
+        for tag in group.get("tags") or []:
+            name = class_of_tag.get(str(tag.get("name", "")).strip().lower())
+            if name is not None:
+                votes[name] = max(votes.get(name, 0), _vote_count(tag))
+        labels = classes_in_order(set(listed_in[mbid]) | set(votes), class_names)
+        candidates.append(
+            CoverCandidate(
+                source_id=mbid,
+                url=coverart.front_url(mbid, thumbnail_size),
+                genre=strongest_class(votes, class_names) or labels[0],
+                genres=labels,
+                album_name=group.get("title"),
+                artist=_artist_credit(group.get("artist-credit")),
+                released=group.get("first-release-date") or None,
+            )
+        )
+    result = crawl_covers(MUSICBRAINZ, candidates, coverart.fetch_image, store, state, options, log=say)
+    result.stats["albums_per_genre"] = {
+        name: sum(1 for classes_of in listed_in.values() if name in classes_of) for name in class_names
+    }
+    return result
+
+
+def _vote_count(tag: Mapping[str, Any]) -> float:
+    try:
+        return float(tag.get("count") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _artist_credit(credit: Any) -> str | None:
+    """The credited artists as MusicBrainz prints them: names joined by their join phrases."""
+    if not isinstance(credit, list) or not credit:
+        return None
+    text = "".join(
+        f"{part.get('name', '')}{part.get('joinphrase', '')}" for part in credit if isinstance(part, dict)
+    )
+    return text.strip() or None

@@ -8,23 +8,36 @@ from pydantic import Field
 
 from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.ingest import ingest_omacir
-from album_pipeline.data.labeled import NAPSTER, CrawlOptions, crawl_napster, failure_ratio
+from album_pipeline.data.labeled import (
+    MUSICBRAINZ,
+    NAPSTER,
+    CrawlOptions,
+    crawl_musicbrainz,
+    crawl_napster,
+    failure_ratio,
+    merge_labeled_sources,
+)
 from album_pipeline.data.manifest import (
     DEFAULT_SPLIT_FRACTIONS,
     FAILURES_SCHEMA,
     LABELED_SCHEMA,
     UNLABELED_SCHEMA,
-    assign_split,
     read_manifest,
     write_table,
 )
 from album_pipeline.data.results import FailureLog, IngestResult, frame_of
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.defs.metadata import counts_table, preview
-from album_pipeline.defs.resources import GenreTaxonomy, NapsterApi, OmacirArchive, PipelineHome
+from album_pipeline.defs.resources import (
+    GenreTaxonomy,
+    MusicBrainzApi,
+    NapsterApi,
+    OmacirArchive,
+    PipelineHome,
+)
 from album_pipeline.settings import NAPSTER_KEY_VAR
 
-LABELED_SOURCES = ("napster",)
+LABELED_SOURCES = (NAPSTER, MUSICBRAINZ)
 
 
 class CrawlConfig(dg.Config):
@@ -72,10 +85,23 @@ class NapsterCrawlConfig(CrawlConfig):
     )
 
 
-class SplitConfig(dg.Config):
+class MusicBrainzCrawlConfig(CrawlConfig):
+    albums_per_genre: int = Field(
+        1000, description="Distinct album release groups to collect per genre class, over its tags."
+    )
+    thumbnail_size: int = Field(250, description="Cover Art Archive thumbnail size: 250, 500 or 1200.")
+    api_requests_per_second: float = Field(
+        1.0, description="Client-side limit on MusicBrainz calls (its published limit is 1/s per IP)."
+    )
+
+
+class LabeledManifestConfig(dg.Config):
     train: float = DEFAULT_SPLIT_FRACTIONS["train"]
     val: float = DEFAULT_SPLIT_FRACTIONS["val"]
     test: float = DEFAULT_SPLIT_FRACTIONS["test"]
+    min_covers_per_genre: int = Field(
+        500, description="Blocking asset check: every class needs at least this many covers to train on."
+    )
 
     def fractions(self) -> dict[str, float]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -172,17 +198,105 @@ def _crawl_result(
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
-@dg.asset(group_name="labeled", kinds={"parquet"}, deps=[napster_covers])
-def labeled_manifest(config: SplitConfig, home: PipelineHome) -> dg.MaterializeResult:
-    """One row per (stored image, source album) from every labelled source, with a content-derived split."""
+@dg.asset(
+    group_name="labeled",
+    kinds={"python"},
+    check_specs=[dg.AssetCheckSpec("failure_ratio_under_limit", asset="musicbrainz_covers")],
+)
+def musicbrainz_covers(
+    context: dg.AssetExecutionContext,
+    config: MusicBrainzCrawlConfig,
+    home: PipelineHome,
+    musicbrainz: MusicBrainzApi,
+    genres: GenreTaxonomy,
+) -> dg.MaterializeResult:
+    """Genre-labelled covers: MusicBrainz album release groups found by tag, fronts from the Cover Art Archive.
+
+    Resumable and incremental like the Napster crawl; release groups without art are recorded, not errors.
+    """
     layout = home.layout
-    tables = [read_manifest(layout.crawl_table(source)) for source in LABELED_SOURCES]
-    manifest = pd.concat(tables, ignore_index=True).drop_duplicates(["image_id", "source", "source_id"])
-    fractions = config.fractions()
-    manifest["split"] = [assign_split(image_id, fractions) for image_id in manifest["image_id"]]
-    manifest = manifest.sort_values(["genre", "image_id", "source", "source_id"], ignore_index=True)
+    musicbrainz_client, coverart_client = musicbrainz.clients(config.api_requests_per_second)
+    with CrawlState(layout.crawl_state(MUSICBRAINZ)) as state:
+        result = crawl_musicbrainz(
+            musicbrainz_client,
+            coverart_client,
+            ImageStore(layout.root),
+            state,
+            genres.genre_map,
+            albums_per_genre=config.albums_per_genre,
+            thumbnail_size=config.thumbnail_size,
+            options=config.options(),
+            log=context.log.info,
+        )
+    return _crawl_result(layout, MUSICBRAINZ, result, config)
+
+
+@dg.asset(
+    group_name="labeled",
+    kinds={"parquet"},
+    deps=[napster_covers, musicbrainz_covers],
+    check_specs=[
+        dg.AssetCheckSpec("covers_per_genre_at_least_minimum", asset="labeled_manifest", blocking=True),
+        dg.AssetCheckSpec("image_id_unique_per_genre", asset="labeled_manifest", blocking=True),
+    ],
+)
+def labeled_manifest(
+    context: dg.AssetExecutionContext,
+    config: LabeledManifestConfig,
+    home: PipelineHome,
+    genres: GenreTaxonomy,
+) -> dg.MaterializeResult:
+    """One row per (stored image, source album) from every labelled source, with a content-derived split.
+
+    An image two sources both offer for one class keeps the row of the first source (in LABELED_SOURCES
+    order); the other goes to the failures table as ``duplicate_in_genre``.
+    """
+    layout = home.layout
+    present = [source for source in LABELED_SOURCES if layout.crawl_table(source).exists()]
+    if not present:
+        raise FileNotFoundError(
+            f"no labelled crawl table under {layout.crawls_dir}: materialize napster_covers or musicbrainz_covers "
+            "first (for example `album-pipeline run --select musicbrainz_covers`)"
+        )
+    missing = sorted(set(LABELED_SOURCES) - set(present))
+    if missing:
+        context.log.warning(f"no crawl table yet for {missing}; building the manifest from {present}")
+    manifest, duplicates = merge_labeled_sources(
+        [read_manifest(layout.crawl_table(source)) for source in present], config.fractions()
+    )
+    failures = pd.concat(
+        [read_manifest(layout.crawl_failures(s)) for s in present if layout.crawl_failures(s).exists()]
+        + [duplicates],
+        ignore_index=True,
+    )
     write_table(manifest, layout.labeled_manifest, LABELED_SCHEMA)
-    return dg.MaterializeResult(metadata=_manifest_metadata(manifest, layout.labeled_manifest))
+    write_table(failures, layout.labeled_failures, FAILURES_SCHEMA)
+    per_genre = {genre: int((manifest["genre"] == genre).sum()) for genre in genres.genres}
+    short = {genre: count for genre, count in per_genre.items() if count < config.min_covers_per_genre}
+    repeated = int(manifest.duplicated(["genre", "image_id"]).sum())
+    metadata = _manifest_metadata(manifest, layout.labeled_manifest)
+    metadata["cross_source_duplicates"] = len(duplicates)
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="covers_per_genre_at_least_minimum",
+                passed=not short,
+                metadata={"min_covers_per_genre": config.min_covers_per_genre, **per_genre},
+                description=(
+                    f"classes under {config.min_covers_per_genre} covers: {short}; crawl more albums or lower "
+                    "labeled_manifest.min_covers_per_genre"
+                    if short
+                    else "every class has enough covers"
+                ),
+            ),
+            dg.AssetCheckResult(
+                check_name="image_id_unique_per_genre",
+                passed=repeated == 0,
+                metadata={"repeated_rows": repeated},
+            ),
+        ],
+    )
 
 
 @dg.asset(group_name="unlabeled", kinds={"python"})
@@ -274,4 +388,5 @@ def _manifest_metadata(manifest: pd.DataFrame, path) -> dict:
     }
 
 
-assets = [napster_covers, labeled_manifest, omacir_archives, unlabeled_manifest]
+labeled_assets = [napster_covers, musicbrainz_covers, labeled_manifest]
+assets = [napster_covers, musicbrainz_covers, labeled_manifest, omacir_archives, unlabeled_manifest]

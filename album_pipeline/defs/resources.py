@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -50,6 +51,42 @@ class NapsterApi(dg.ConfigurableResource):
             requests_per_second=requests_per_second,
             allowed_image_hosts=self.allowed_image_hosts,
         )
+
+
+class MusicBrainzApi(dg.ConfigurableResource):
+    """MusicBrainz (albums by genre tag) and the Cover Art Archive (their covers), or mirrors or emulators."""
+
+    musicbrainz_url: str = Field(description="`MUSICBRAINZ_URL` (default https://musicbrainz.org).")
+    coverart_url: str = Field(description="`COVERART_URL` (default https://coverartarchive.org).")
+    user_agent: str = Field(
+        description="`MUSICBRAINZ_USER_AGENT`: 'Application/version ( contact )'; MusicBrainz blocks "
+        "anonymous agents."
+    )
+    allowed_image_hosts: list[str] = Field(
+        description="Hosts cover redirects may lead to (`COVERART_IMAGE_HOSTS`; '.archive.org' matches "
+        "subdomains)."
+    )
+    request_timeout_s: float = 30.0
+
+    def clients(self, requests_per_second: float | None):
+        from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
+
+        try:
+            musicbrainz = MusicBrainzClient(
+                self.musicbrainz_url,
+                user_agent=self.user_agent,
+                requests_per_second=requests_per_second,
+                timeout=self.request_timeout_s,
+            )
+            coverart = CoverArtClient(
+                self.coverart_url,
+                user_agent=self.user_agent,
+                allowed_image_hosts=self.allowed_image_hosts,
+                timeout=self.request_timeout_s,
+            )
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+        return musicbrainz, coverart
 
 
 class OmacirArchive(dg.ConfigurableResource):
@@ -115,8 +152,15 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "home": PipelineHome(root=str(settings.home)),
         "napster": NapsterApi(
             api_url=settings.napster_api_url,
-            api_key=dg.EnvVar(NAPSTER_KEY_VAR),
+            # Dagster refuses to start a run whose EnvVar is unset; without a key the crawl is skipped instead.
+            api_key=dg.EnvVar(NAPSTER_KEY_VAR) if os.environ.get(NAPSTER_KEY_VAR) else None,
             allowed_image_hosts=list(settings.napster_image_hosts),
+        ),
+        "musicbrainz": MusicBrainzApi(
+            musicbrainz_url=settings.musicbrainz_url,
+            coverart_url=settings.coverart_url,
+            user_agent=settings.musicbrainz_user_agent,
+            allowed_image_hosts=list(settings.coverart_image_hosts),
         ),
         "omacir": OmacirArchive(url=settings.omacir_url),
         "mlflow": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri),

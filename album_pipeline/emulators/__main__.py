@@ -1,4 +1,4 @@
-"""``python -m album_pipeline.emulators``: serve the Napster and archive.org emulators until Ctrl-C."""
+"""``python -m album_pipeline.emulators``: serve the Napster, archive.org and MusicBrainz emulators until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "album_pipeline_emulators"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m album_pipeline.emulators",
-        description="Serve loopback emulators of the Napster API v2.2 and archive.org's OMACIR item.",
+        description="Serve loopback emulators of the Napster API v2.2, archive.org's OMACIR item, and "
+        "MusicBrainz with the Cover Art Archive.",
     )
     parser.add_argument(
         "--napster-port", type=int, default=0, help="port for the Napster emulator (0: any free)"
@@ -27,6 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--albums-per-genre", type=int, default=200, help="synthetic albums per genre (default 200)"
+    )
+    parser.add_argument(
+        "--musicbrainz-port", type=int, default=0, help="port for the MusicBrainz emulator (0: any free)"
+    )
+    parser.add_argument(
+        "--release-groups-per-genre",
+        type=int,
+        default=100,
+        help="synthetic MusicBrainz album release groups per genre (default 100)",
     )
     parser.add_argument(
         "--genres",
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
             api_key=args.api_key,
             napster_port=args.napster_port,
             archive_port=args.archive_port,
+            musicbrainz_port=args.musicbrainz_port,
+            release_groups_per_genre=args.release_groups_per_genre,
         )
         with context as emulators:
             print("emulators running; export these to point the pipeline at them:", flush=True)

@@ -5,21 +5,34 @@ Shapes follow /work/shared/reference/data-sources.md (section Napster): ``{"genr
 without the API key, 404 ``ResourceNotFound`` for a bad path and, when a rate limit is set, 429
 ``TooManyRequestsError``.
 Image URLs point at ``/img/{W}x{H}/...jpg`` on the emulator itself, shaped like Napster's static image host.
+
+The catalogue can also damage some albums' images on purpose (``broken_image_share``,
+``truncated_image_share``, ``placeholder_image_share``), and says which and what a correct crawl keeps:
+``image_fault``, ``chosen_size``, ``expected_covers`` and ``invalid_covers`` are the ground truth for tests.
+Transient HTTP failures and latency come from ``LoopbackServer`` (``faults=``, ``latency_s=``).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageDraw
 
 from album_pipeline.emulators.server import LOOPBACK_HOST, Handler, LoopbackServer, Request, Response
 from album_pipeline.emulators.synthetic import draw_cover, encode_image
 from album_pipeline.genres import DEFAULT_GENRES
+
+if TYPE_CHECKING:
+    from album_pipeline.emulators.faults import FaultPlan
 
 REAL_API_URL = "https://api.napster.com"
 RANGES: tuple[str, ...] = ("day", "week", "month", "year", "life")
@@ -31,6 +44,10 @@ LARGEST_IMAGE_SHARE = 0.91  # share of albums that also have a 600x600 image
 SECOND_GENRE_SHARE = 0.04  # share of albums that carry a second genre id
 RANGE_MEMBERSHIP = 0.75  # chance an album is in a given range's top list (ranges overlap heavily)
 MISSING_RELEASE_DATE_SHARE = 0.03
+IMAGE_FAULTS: tuple[str, ...] = ("broken", "truncated", "placeholder")  # data faults of a whole album's image
+TRUNCATED_IMAGE_KEEP = 0.6  # share of a JPEG's bytes a "truncated" image keeps
+# Leading bytes of the "broken" images: no image format starts this way, so nothing sniffs them as one.
+BROKEN_IMAGE_PREFIX = b"\x7f\x7fnot-an-image\x00"
 
 # (id, shortcut, display name) of the genres known from the real service.
 KNOWN_GENRES: tuple[tuple[str, str, str], ...] = (
@@ -106,6 +123,12 @@ class NapsterCatalog:
     genres: tuple[str, ...] = DEFAULT_GENRES
     albums_per_genre: int = 200
     seed: int = 0
+    # Shares of albums whose image is damaged at every size (decided per album from the seed and its id):
+    # "broken" serves non-image bytes as image/jpeg, "truncated" a JPEG cut to 60% of its bytes with a
+    # matching Content-Length, "placeholder" one shared "no cover available" JPEG.
+    broken_image_share: float = field(default=0.0, kw_only=True)
+    truncated_image_share: float = field(default=0.0, kw_only=True)
+    placeholder_image_share: float = field(default=0.0, kw_only=True)
     albums: dict[str, AlbumRecord] = field(init=False, repr=False)
     top_lists: dict[tuple[str, str], list[str]] = field(init=False, repr=False)  # (genre id, range) -> ids
 
@@ -123,10 +146,22 @@ class NapsterCatalog:
             raise ValueError(f"genre list has duplicates: {list(self.genres)}")
         if not isinstance(self.albums_per_genre, int) or self.albums_per_genre < 1:
             raise ValueError(f"albums_per_genre must be a positive integer, got {self.albums_per_genre!r}")
+        shares = {
+            "broken_image_share": self.broken_image_share,
+            "truncated_image_share": self.truncated_image_share,
+            "placeholder_image_share": self.placeholder_image_share,
+        }
+        for name, share in shares.items():
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be a number between 0 and 1, got {share!r}")
+        if sum(shares.values()) > 1.0 + 1e-9:
+            raise ValueError(f"the image fault shares add up to more than 1: {shares}")
         rng = random.Random(f"napster-catalog/{self.seed}/{self.albums_per_genre}/{','.join(self.genres)}")
         self.albums = self._make_albums(rng)
         self.top_lists = self._make_top_lists(rng)
+        # Served bytes, bounded (~70 MB at 600px); the ground truth keeps only digests, so any catalogue fits.
         self._render_image = functools.lru_cache(maxsize=2048)(self._draw_image_bytes)
+        self._image_digests: dict[tuple[str, int], str] = {}
 
     # --- building -------------------------------------------------------------------------------------
     def _make_albums(self, rng: random.Random) -> dict[str, AlbumRecord]:
@@ -298,14 +333,97 @@ class NapsterCatalog:
         return record is not None and width == height and width in record.image_sizes
 
     def image_bytes(self, album_id: str, width: int, height: int) -> bytes:
-        """The JPEG the image host serves: the album's primary-genre cover, seeded by its id (cached)."""
+        """The bytes the image host serves (cached): the album's primary-genre cover, seeded by its id, as a
+        JPEG, or what its image fault makes of it (see ``image_fault``)."""
         if not self.has_image(album_id, width, height):
             raise KeyError(f"album {album_id!r} has no {width}x{height} image")
         return self._render_image(album_id, width)
 
     def _draw_image_bytes(self, album_id: str, size: int) -> bytes:
         record = self.albums[album_id]
-        return encode_image(draw_cover(record.primary_genre, record.number, size))
+        fault = self.image_fault(album_id)
+        if fault == "placeholder":
+            return placeholder_image_bytes(size)
+        if fault == "broken":
+            return self._broken_image_bytes(album_id, size)
+        cover = encode_image(draw_cover(record.primary_genre, record.number, size))
+        if fault == "truncated":
+            return cover[: int(len(cover) * TRUNCATED_IMAGE_KEEP)]
+        return cover
+
+    def _broken_image_bytes(self, album_id: str, size: int) -> bytes:
+        rng = random.Random(f"napster-broken-image/{self.seed}/{album_id}/{size}")
+        noise = rng.randbytes(rng.randint(size * 4, size * 16))
+        return BROKEN_IMAGE_PREFIX + noise
+
+    # --- image faults and the ground truth of a crawl -----------------------------------------------------
+    def image_fault(self, album_id: str) -> str | None:
+        """What is wrong with an album's image at every size: "broken", "truncated", "placeholder" or None.
+
+        Decided from the catalogue seed and the album id alone, so the same albums are damaged in every run.
+        """
+        self._record(album_id)
+        digest = hashlib.sha256(f"napster-image-fault/{self.seed}/{album_id}".encode()).digest()
+        draw = int.from_bytes(digest[:8], "big") / 2.0**64
+        for fault, share in (
+            ("broken", self.broken_image_share),
+            ("truncated", self.truncated_image_share),
+            ("placeholder", self.placeholder_image_share),
+        ):
+            if draw < share:
+                return fault
+            draw -= share
+        return None
+
+    def chosen_size(self, album_id: str, min_side: int = 200) -> int:
+        """The size a client picks with the policy "smallest square size >= ``min_side``, else the largest"."""
+        if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
+            raise ValueError(f"min_side must be a positive integer, got {min_side!r}")
+        sizes = sorted(self._record(album_id).image_sizes)
+        return next((size for size in sizes if size >= min_side), sizes[-1])
+
+    def image_digest(self, album_id: str, size: int) -> str:
+        """The sha256 hex digest of the bytes served for an album's ``size`` x ``size`` image (memoised)."""
+        key = (album_id, size)
+        digest = self._image_digests.get(key)
+        if digest is None:
+            digest = hashlib.sha256(self.image_bytes(album_id, size, size)).hexdigest()
+            self._image_digests[key] = digest
+        return digest
+
+    def _album_ids_in(self, genres: Iterable[str] | None) -> list[str]:
+        if genres is None:
+            return list(self.albums)
+        if isinstance(genres, str):
+            genres = (genres,)
+        wanted = set().union(*(self.top_album_ids(genre) for genre in genres))
+        return [album_id for album_id in self.albums if album_id in wanted]
+
+    def expected_covers(self, min_side: int = 200, genres: Iterable[str] | None = None) -> dict[str, dict]:
+        """What a correct crawl stores: every album with a valid image (no ``image_fault``), optionally only
+        those in the top lists of ``genres`` (shortcuts or ids), mapped to
+        ``{"image_id": sha256 hex of the bytes served at chosen_size(album, min_side), "genre": the primary
+        genre shortcut, "genres": every genre shortcut of the album, primary first}``.
+
+        Only digests are kept, and images are rendered through the bounded cache, so a catalogue of
+        thousands of albums costs little memory (about 0.3 ms per 200px cover the first time).
+        """
+        return {
+            album_id: {
+                "image_id": self.image_digest(album_id, self.chosen_size(album_id, min_side)),
+                "genre": self.albums[album_id].primary_genre,
+                "genres": self.album_genres(album_id),
+            }
+            for album_id in self._album_ids_in(genres)
+            if self.image_fault(album_id) is None
+        }
+
+    def invalid_covers(self, min_side: int = 200, genres: Iterable[str] | None = None) -> dict[str, str]:
+        """The albums a correct crawl must reject, mapped to their image fault: the complement of
+        ``expected_covers`` (faults hit every size, so ``min_side`` changes nothing; it is there for symmetry)."""
+        self.chosen_size(next(iter(self.albums)), min_side)  # the same validation as expected_covers
+        faults = {album_id: self.image_fault(album_id) for album_id in self._album_ids_in(genres)}
+        return {album_id: fault for album_id, fault in faults.items() if fault is not None}
 
     def album_id_for_image_number(self, number: str) -> str:
         return f"alb.{number}"
@@ -326,6 +444,17 @@ class NapsterCatalog:
                 "parentGenres": {"ids": ["g.0"]},
             },
         }
+
+
+@functools.lru_cache(maxsize=16)
+def placeholder_image_bytes(size: int) -> bytes:
+    """The "no cover available" JPEG served for every placeholder album at ``size``: grey, a darker square."""
+    image = Image.new("RGB", (size, size), (192, 192, 192))
+    inset = size // 4
+    ImageDraw.Draw(image).rectangle((inset, inset, size - 1 - inset, size - 1 - inset), fill=(128, 128, 128))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 class _RateLimiter:
@@ -349,8 +478,8 @@ class _RateLimiter:
             return True
 
 
-def _error(code: str, message: str, status: int) -> Response:
-    return Response.json({"code": code, "message": message}, status=status)
+def _error(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response.json({"code": code, "message": message}, status=status, headers=headers)
 
 
 class NapsterEmulator(LoopbackServer):
@@ -367,8 +496,10 @@ class NapsterEmulator(LoopbackServer):
         *,
         null_total_count: bool = False,
         rate_limit_per_second: float | None = None,
+        faults: FaultPlan | None = None,
+        latency_s: float = 0.0,
     ) -> None:
-        super().__init__(host, port)
+        super().__init__(host, port, faults=faults, latency_s=latency_s)
         if not api_key:
             raise ValueError("the Napster emulator needs a non-empty api_key that clients must send")
         self.catalog = catalog if catalog is not None else NapsterCatalog()
@@ -408,7 +539,10 @@ class NapsterEmulator(LoopbackServer):
             if self._rate_limiter is not None and not self._rate_limiter.allow():
                 limit = self._rate_limiter.per_second
                 return _error(
-                    "TooManyRequestsError", f"Rate of {limit:g}/sec has been exceeded for this key", 429
+                    "TooManyRequestsError",
+                    f"Rate of {limit:g}/sec has been exceeded for this key",
+                    429,
+                    {"Retry-After": "1"},
                 )
             return handler(request)
 

@@ -2,18 +2,23 @@
 
 An emulator subclasses ``LoopbackServer`` and registers routes: a method set, a path regex and a handler that
 turns a ``Request`` into a ``Response``. The base class owns the socket, the serving thread, error handling,
-streamed replies and the request log, so the emulators only describe their API.
+streamed replies and the request log, so the emulators only describe their API. It also emulates a network
+that is slow (``latency_s``) and a service that fails now and then (``faults``, a ``FaultPlan`` from
+``album_pipeline.emulators.faults``), the same way for every emulator.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
+import struct
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +29,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 if TYPE_CHECKING:
     from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
+    from album_pipeline.emulators.faults import FaultPlan
+    from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
     from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
 
 LOOPBACK_HOST = "127.0.0.1"
@@ -31,6 +38,21 @@ STREAM_CHUNK_BYTES = 64 * 1024
 
 # Query parameters whose values must never reach the request log.
 SECRET_QUERY_PARAMETERS = frozenset({"apikey", "api_key", "access_token", "key"})
+
+# What the "html_error" fault serves instead of the real body: a proxy's error page, with status 200.
+HTML_ERROR_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Service temporarily unavailable</title></head>\n"
+    b"<body><h1>Service temporarily unavailable</h1>\n"
+    b"<p>The server is temporarily unable to service your request. Please try again later.</p>\n"
+    b"</body></html>\n"
+)
+# Bodies of the status faults; emulators with another error shape override ``LoopbackServer.fault_error``.
+_FAULT_ERRORS = {
+    429: ("TooManyRequestsError", "Rate of 5/sec has been exceeded for this key"),
+    500: ("InternalServerError", "An internal error occurred; please try again"),
+    502: ("BadGateway", "The upstream server returned an invalid response"),
+    503: ("ServiceUnavailable", "The service is temporarily unavailable; please try again later"),
+}
 
 
 @dataclass(frozen=True)
@@ -70,8 +92,9 @@ class RequestRecord:
     timestamp: float
     method: str
     path: str  # path plus the query without secret parameters
-    status: int
+    status: int  # 0 when the connection was reset without a reply
     range: str | None  # the Range header, if the client sent one
+    fault: str | None = None  # the fault injected into this request (a kind of FaultPlan), if any
 
 
 Handler = Callable[[Request], Response]
@@ -96,13 +119,42 @@ def redact_query(path_with_query: str) -> str:
 
 
 class LoopbackServer:
-    """A threaded HTTP server on 127.0.0.1 serving registered routes from a daemon thread."""
+    """A threaded HTTP server on 127.0.0.1 serving registered routes from a daemon thread.
+
+    ``latency_s`` delays every reply (404s included) by that many seconds, as a network round trip would;
+    requests are served on their own threads, so the delays overlap. ``faults`` injects the transient
+    failures of a ``FaultPlan``; ``injected_faults`` counts them and the request log marks them.
+    """
 
     name = "loopback"
 
-    def __init__(self, host: str = LOOPBACK_HOST, port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = LOOPBACK_HOST,
+        port: int = 0,
+        *,
+        faults: FaultPlan | None = None,
+        latency_s: float = 0.0,
+    ) -> None:
+        from album_pipeline.emulators.faults import FaultPlan  # faults imports this module
+
         if host not in {"127.0.0.1", "localhost"}:
             raise ValueError(f"emulators only listen on loopback; got host {host!r}, use '127.0.0.1'")
+        if faults is not None and not isinstance(faults, FaultPlan):
+            raise ValueError(f"faults must be a FaultPlan or None, got {type(faults).__name__}")
+        if (
+            isinstance(latency_s, bool)
+            or not isinstance(latency_s, int | float)
+            or not math.isfinite(latency_s)
+            or latency_s < 0
+        ):
+            raise ValueError(f"latency_s must be a finite number of seconds >= 0, got {latency_s!r}")
+        self._faults = faults
+        self._latency_s = float(latency_s)
+        self._attempts: Counter[str] = Counter()  # requests so far per faulty target
+        self._injected: Counter[str] = Counter()  # faults injected so far, by kind
+        self._fault_lock = threading.Lock()
+        self._stopping = threading.Event()  # wakes requests held by latency or a "slow" fault on stop()
         self._host = host
         self._requested_port = port
         self._routes: list[Route] = []
@@ -130,6 +182,14 @@ class LoopbackServer:
 
     def internal_error(self, error: BaseException) -> Response:
         return Response.json({"code": "InternalError", "message": f"{type(error).__name__}: {error}"}, 500)
+
+    def fault_error(self, status: int) -> Response:
+        """The reply of an injected 429, 500, 502 or 503; emulators override it with their service's shape.
+
+        The server adds ``Retry-After`` to 429 and 503 unless the reply already has one.
+        """
+        code, message = _FAULT_ERRORS[status]
+        return Response.json({"code": code, "message": message}, status=status)
 
     def dispatch(self, method: str, raw_path: str, headers: dict[str, str]) -> Response:
         parts = urlsplit(raw_path)
@@ -165,6 +225,44 @@ class LoopbackServer:
         with self._log_lock:
             self._log.clear()
 
+    # --- latency and faults ----------------------------------------------------------------------------
+    @property
+    def faults(self) -> FaultPlan | None:
+        return self._faults
+
+    @property
+    def latency_s(self) -> float:
+        return self._latency_s
+
+    @property
+    def injected_faults(self) -> Counter[str]:
+        """How many faults of each kind were injected so far (a copy)."""
+        with self._fault_lock:
+            return Counter(self._injected)
+
+    def reset_faults(self) -> None:
+        """Forget the attempts counted per target, so that faulty targets fail again, and the counts."""
+        with self._fault_lock:
+            self._attempts.clear()
+            self._injected.clear()
+
+    def _next_fault(self, target: str) -> str | None:
+        """Count a request to ``target`` and say which fault, if any, it gets."""
+        plan = self._faults
+        if plan is None or plan.kind_for(target) is None:
+            return None  # only faulty targets need their attempts counted
+        with self._fault_lock:
+            attempt = self._attempts[target]
+            self._attempts[target] = attempt + 1
+            fault = plan.fault_for(target, attempt)
+            if fault is not None:
+                self._injected[fault] += 1
+        return fault
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
     # --- lifecycle -------------------------------------------------------------------------------------
     @property
     def port(self) -> int:
@@ -185,6 +283,7 @@ class LoopbackServer:
     def start(self) -> Self:
         if self._httpd is not None:
             return self
+        self._stopping.clear()
         self._httpd = _EmulatorHTTPServer((self._host, self._requested_port), _EmulatorRequestHandler, self)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -198,6 +297,7 @@ class LoopbackServer:
     def stop(self) -> None:
         if self._httpd is None:
             return
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         # Keep-alive connections would otherwise go on being served by their handler threads after stop().
@@ -222,6 +322,8 @@ class LoopbackServer:
 class _EmulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default backlog of 5 drops the SYNs of a burst of parallel clients, which then wait ~1 s to retry.
+    request_queue_size = 128
 
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: LoopbackServer
@@ -272,16 +374,49 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         owner = self.server.owner
         headers = {name.lower(): value for name, value in self.headers.items()}
-        response = owner.dispatch(self.command, self.path, headers)
+        target = redact_query(self.path)
+        fault = owner._next_fault(target)
+        owner._pause(owner.latency_s)
+        if fault == "slow":
+            owner._pause(owner.faults.slow_seconds if owner.faults is not None else 0.0)
+        if fault == "reset":
+            owner._record(RequestRecord(time.time(), self.command, target, 0, headers.get("range"), fault))
+            self._reset_connection()
+            return
+        if fault is not None and fault in _STATUS_BY_FAULT:
+            response = owner.fault_error(_STATUS_BY_FAULT[fault])
+            if response.status in {429, 503} and owner.faults is not None:
+                response.headers.setdefault("Retry-After", str(owner.faults.retry_after_seconds))
+        elif fault == "html_error":
+            response = Response(200, HTML_ERROR_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+        else:
+            response = owner.dispatch(self.command, self.path, headers)
+            if fault == "invalid_json" and _is_json(response):
+                response = _cut_json(response)
+            elif fault in {"truncated", "invalid_json"}:
+                response = _cut_body(response)
         owner._record(
-            RequestRecord(
-                time.time(), self.command, redact_query(self.path), response.status, headers.get("range")
-            )
+            RequestRecord(time.time(), self.command, target, response.status, headers.get("range"), fault)
         )
         try:
             self._write(response)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:
             self.close_connection = True  # the client went away mid-reply; nothing to report
+
+    def _reset_connection(self) -> None:
+        """Drop the connection with a TCP reset and no reply, as a crashed proxy would."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        # The socket is only closed once its file objects are; the writer holds no reference and must stay
+        # open for the handler's last flush.
+        for closable in (self.rfile, self.connection):
+            try:
+                closable.close()
+            except OSError:
+                pass
 
     def _write(self, response: Response) -> None:
         if isinstance(response.body, bytes | bytearray):
@@ -318,6 +453,63 @@ def _close_chunks(chunks: Iterator[bytes]) -> None:
         close()
 
 
+_STATUS_BY_FAULT = {"429": 429, "500": 500, "502": 502, "503": 503}
+
+
+def _body_and_length(response: Response) -> tuple[Iterator[bytes], int]:
+    if isinstance(response.body, bytes | bytearray):
+        return iter([bytes(response.body)]), len(response.body)
+    if response.content_length is None:
+        raise ValueError("a streamed response needs content_length")
+    return iter(response.body), response.content_length
+
+
+class _FirstBytes:
+    """The first ``count`` bytes of ``chunks``; ``close`` closes the source (an open file, say) even when
+    nothing was read, as for a HEAD request."""
+
+    def __init__(self, chunks: Iterator[bytes], count: int) -> None:
+        self._chunks = chunks
+        self._left = count
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._left <= 0:
+            self.close()
+            raise StopIteration
+        try:
+            piece = next(self._chunks)[: self._left]
+        except StopIteration:
+            self.close()
+            raise
+        self._left -= len(piece)
+        return piece
+
+    def close(self) -> None:
+        _close_chunks(self._chunks)
+
+
+def _cut_body(response: Response) -> Response:
+    """The "truncated" fault: the real status, headers and Content-Length, but only half the body."""
+    chunks, length = _body_and_length(response)
+    return Response(response.status, _FirstBytes(chunks, length // 2), dict(response.headers), length)
+
+
+def _is_json(response: Response) -> bool:
+    content_type = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _cut_json(response: Response) -> Response:
+    """The "invalid_json" fault: 200 with the first half of the JSON bytes, sent in full (it won't parse)."""
+    chunks, length = _body_and_length(response)
+    body = b"".join(_FirstBytes(chunks, length // 2))
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+    return Response(200, body, {"Content-Type": "application/json", **headers})
+
+
 # --- all emulators at once ----------------------------------------------------------------------------------
 @dataclass
 class RunningEmulators:
@@ -330,6 +522,11 @@ class RunningEmulators:
     item: OmacirItem
     napster: NapsterEmulator
     archive: ArchiveEmulator
+    musicbrainz: MusicBrainzEmulator
+
+    @property
+    def musicbrainz_catalog(self) -> MusicBrainzCatalog:
+        return self.musicbrainz.catalog
 
     def environment(self) -> dict[str, str]:
         """The environment variables the pipeline reads to find its sources."""
@@ -337,8 +534,11 @@ class RunningEmulators:
             "NAPSTER_API_URL": self.napster_url,
             "NAPSTER_API_KEY": self.napster_api_key,
             "OMACIR_URL": self.omacir_url,
-            # The emulator serves its images itself, on loopback.
-            "NAPSTER_IMAGE_HOSTS": "127.0.0.1",
+            # The emulators serve their images themselves, on loopback.
+            "NAPSTER_IMAGE_HOSTS": LOOPBACK_HOST,
+            "MUSICBRAINZ_URL": self.musicbrainz.url,
+            "COVERART_URL": self.musicbrainz.url,
+            "COVERART_IMAGE_HOSTS": LOOPBACK_HOST,
         }
 
 
@@ -350,17 +550,24 @@ def running_emulators(
     genres: tuple[str, ...] | None = None,
     archive_letters: tuple[str, ...] = ("a", "b"),
     images_per_archive: int = 500,
+    release_groups_per_genre: int = 100,
+    musicbrainz_rate_limit: float | None = 1.0,
     seed: int = 0,
     api_key: str = "demo-key",
     napster_port: int = 0,
     archive_port: int = 0,
+    musicbrainz_port: int = 0,
+    faults: FaultPlan | None = None,
+    latency_s: float = 0.0,
 ) -> Iterator[RunningEmulators]:
-    """Start the Napster and archive.org emulators; the OMACIR tars are built under ``cache_dir``.
+    """Start the Napster, archive.org and MusicBrainz/Cover Art Archive emulators.
 
-    Without ``cache_dir`` the tars go to a temporary folder removed on exit.
+    The OMACIR tars are built under ``cache_dir`` (without one, in a temporary folder removed on exit).
+    ``faults`` and ``latency_s`` apply to the labelled sources' emulators, whose clients retry.
     """
     # Imported here: those modules import this one for LoopbackServer.
     from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
+    from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
     from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
     from album_pipeline.genres import DEFAULT_GENRES
 
@@ -374,9 +581,19 @@ def running_emulators(
         catalog = NapsterCatalog(
             genres=genres or DEFAULT_GENRES, albums_per_genre=albums_per_genre, seed=seed
         )
+        mb_catalog = MusicBrainzCatalog(release_groups_per_genre=release_groups_per_genre, seed=seed)
         with (
-            NapsterEmulator(catalog, api_key=api_key, port=napster_port) as napster,
+            NapsterEmulator(
+                catalog, api_key=api_key, port=napster_port, faults=faults, latency_s=latency_s
+            ) as napster,
             ArchiveEmulator(item, port=archive_port) as archive,
+            MusicBrainzEmulator(
+                mb_catalog,
+                port=musicbrainz_port,
+                rate_limit_per_second=musicbrainz_rate_limit,
+                faults=faults,
+                latency_s=latency_s,
+            ) as musicbrainz,
         ):
             yield RunningEmulators(
                 napster_url=napster.url,
@@ -386,4 +603,5 @@ def running_emulators(
                 item=item,
                 napster=napster,
                 archive=archive,
+                musicbrainz=musicbrainz,
             )

@@ -28,6 +28,8 @@ TINY_RUN_CONFIG = {
         "napster_covers": {
             "config": {"albums_per_genre": 24, "download_workers": 4, "api_requests_per_second": 50.0}
         },
+        "musicbrainz_covers": {"config": {"albums_per_genre": 10, "api_requests_per_second": 50.0}},
+        "labeled_manifest": {"config": {"min_covers_per_genre": 10}},
         "omacir_archives": {"config": {"archives": ["a"], "max_images": 150}},
         "unlabeled_manifest": {"config": {"max_images": 150}},
         "pretrained_generator": {
@@ -50,6 +52,8 @@ def emulators(tmp_path_factory):
         albums_per_genre=24,
         archive_letters=("a",),
         images_per_archive=180,
+        release_groups_per_genre=12,
+        musicbrainz_rate_limit=None,
         cache_dir=tmp_path_factory.mktemp("emulator_cache"),
     ) as running:
         yield running

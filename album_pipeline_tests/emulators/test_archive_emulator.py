@@ -219,7 +219,7 @@ def test_parse_single_range(header, expected):
     assert parse_single_range(header, 100) == expected
 
 
-def test_running_emulators_starts_both_for_the_demo(tmp_path):
+def test_running_emulators_starts_all_three_for_the_demo(tmp_path):
     with running_emulators(
         tmp_path, albums_per_genre=5, images_per_archive=12, archive_letters=("c",)
     ) as running:
@@ -228,6 +228,9 @@ def test_running_emulators_starts_both_for_the_demo(tmp_path):
             "NAPSTER_API_KEY": "demo-key",
             "OMACIR_URL": running.omacir_url,
             "NAPSTER_IMAGE_HOSTS": "127.0.0.1",
+            "MUSICBRAINZ_URL": running.musicbrainz.url,
+            "COVERART_URL": running.musicbrainz.url,
+            "COVERART_IMAGE_HOSTS": "127.0.0.1",
         }
         genres = requests.get(
             f"{running.napster_url}/v2.2/genres", headers={"apikey": "demo-key"}, timeout=10
@@ -261,7 +264,15 @@ def test_command_line_prints_the_environment_and_serves_until_stopped(tmp_path, 
             time.sleep(0.05)
             printed += capsys.readouterr().out
         exports = dict(re.findall(r"^export (\w+)=(\S+)$", printed, flags=re.MULTILINE))
-        assert exports.keys() == {"NAPSTER_API_URL", "NAPSTER_API_KEY", "OMACIR_URL", "NAPSTER_IMAGE_HOSTS"}
+        assert exports.keys() == {
+            "NAPSTER_API_URL",
+            "NAPSTER_API_KEY",
+            "OMACIR_URL",
+            "NAPSTER_IMAGE_HOSTS",
+            "MUSICBRAINZ_URL",
+            "COVERART_URL",
+            "COVERART_IMAGE_HOSTS",
+        }
         metadata = requests.get(f"{exports['OMACIR_URL']}/metadata/audio-covers", timeout=10)
         assert metadata.status_code == 200
         genres = requests.get(

@@ -1,5 +1,7 @@
+import hashlib
 import io
 import re
+from collections import Counter
 
 import pytest
 import requests
@@ -11,7 +13,9 @@ from album_pipeline.emulators.napster import (
     RANGES,
     NapsterCatalog,
     NapsterEmulator,
+    placeholder_image_bytes,
 )
+from album_pipeline.emulators.synthetic import draw_cover, encode_image
 from album_pipeline.genres import DEFAULT_GENRES
 
 KEY = "test-key-0123456789"
@@ -239,6 +243,7 @@ def test_rate_limit_answers_429_too_many_requests(catalog):
         ]
     assert [response.status_code for response in statuses[:3]] == [200, 200, 200]
     assert statuses[-1].status_code == 429 and statuses[-1].json()["code"] == "TooManyRequestsError"
+    assert statuses[-1].headers["Retry-After"] == "1"
 
 
 def test_catalog_is_deterministic_and_seeded():
@@ -264,3 +269,167 @@ def test_emulator_listens_on_loopback_only(catalog):
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.url)
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.url
+
+
+# --- damaged images and the ground truth of a crawl -----------------------------------------------------
+IMAGE_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*", b"\x00\x00\x01\x00")
+
+
+@pytest.fixture(scope="module")
+def faulty_catalog():
+    return NapsterCatalog(
+        albums_per_genre=60,
+        seed=5,
+        broken_image_share=0.1,
+        truncated_image_share=0.1,
+        placeholder_image_share=0.1,
+    )
+
+
+@pytest.fixture(scope="module")
+def faulty_emulator(faulty_catalog):
+    with NapsterEmulator(faulty_catalog, api_key=KEY) as server:
+        yield server
+
+
+def _fetch_chosen_image(emulator, album_id, min_side=200):
+    """What a crawler does: list the album's images, take the smallest square one >= min_side, fetch it."""
+    images = requests.get(
+        f"{emulator.url}/v2.2/albums/{album_id}/images", headers={"apikey": KEY}, timeout=10
+    ).json()["images"]
+    sizes = sorted(image["width"] for image in images if image["width"] == image["height"])
+    size = next((size for size in sizes if size >= min_side), sizes[-1])
+    url = next(image["url"] for image in images if image["width"] == size)
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+    assert response.headers["Content-Length"] == str(len(response.content))  # every transfer completes
+    return size, response.content
+
+
+def _albums_with(catalog, fault):
+    return [album_id for album_id in catalog.albums if catalog.image_fault(album_id) == fault]
+
+
+def test_image_faults_are_seeded_shares_and_off_by_default(catalog, faulty_catalog):
+    counts = Counter(faulty_catalog.image_fault(album_id) for album_id in faulty_catalog.albums)
+    for fault in ("broken", "truncated", "placeholder"):
+        assert 0.04 <= counts[fault] / len(faulty_catalog.albums) <= 0.18
+    again = NapsterCatalog(
+        albums_per_genre=60,
+        seed=5,
+        broken_image_share=0.1,
+        truncated_image_share=0.1,
+        placeholder_image_share=0.1,
+    )
+    assert all(again.image_fault(a) == faulty_catalog.image_fault(a) for a in faulty_catalog.albums)
+    assert all(catalog.image_fault(album_id) is None for album_id in catalog.albums)
+    assert catalog.invalid_covers() == {}
+    for bad in (
+        {"broken_image_share": -0.1},
+        {"placeholder_image_share": 1.5},
+        {"truncated_image_share": "0"},
+    ):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            NapsterCatalog(albums_per_genre=5, **bad)
+    with pytest.raises(ValueError, match="add up to more than 1"):
+        NapsterCatalog(albums_per_genre=5, broken_image_share=0.6, truncated_image_share=0.6)
+
+
+def test_broken_images_are_non_image_bytes_at_every_size(faulty_emulator, faulty_catalog):
+    for album_id in _albums_with(faulty_catalog, "broken")[:5]:
+        for size in faulty_catalog.albums[album_id].image_sizes:
+            url = faulty_emulator.url + faulty_catalog.image_path(album_id, size, size)
+            response = requests.get(url, timeout=10)
+            assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+            assert len(response.content) > 100 and not response.content.startswith(IMAGE_MAGIC)
+            with pytest.raises(Image.UnidentifiedImageError):
+                Image.open(io.BytesIO(response.content))
+
+
+def test_truncated_images_are_cut_jpegs_that_transfer_completely(faulty_emulator, faulty_catalog):
+    for album_id in _albums_with(faulty_catalog, "truncated")[:5]:
+        size, data = _fetch_chosen_image(faulty_emulator, album_id)
+        record = faulty_catalog.albums[album_id]
+        whole = encode_image(draw_cover(record.primary_genre, record.number, size))
+        assert data == whole[: int(len(whole) * 0.6)] and data.startswith(b"\xff\xd8")
+        with pytest.raises(OSError), Image.open(io.BytesIO(data)) as image:
+            image.load()
+
+
+def test_placeholder_images_are_one_plain_jpeg_shared_by_all_placeholder_albums(
+    faulty_emulator, faulty_catalog
+):
+    placeholders = _albums_with(faulty_catalog, "placeholder")
+    assert len(placeholders) >= 2
+    served = {_fetch_chosen_image(faulty_emulator, album_id) for album_id in placeholders[:6]}
+    assert served == {(200, placeholder_image_bytes(200))}
+    with Image.open(io.BytesIO(placeholder_image_bytes(200))) as image:
+        image.load()
+        assert image.format == "JPEG" and image.size == (200, 200)
+        assert image.convert("L").getcolors(64) is not None  # plain: grey with a darker square
+    valid = next(
+        album_id for album_id in faulty_catalog.albums if faulty_catalog.image_fault(album_id) is None
+    )
+    assert faulty_catalog.image_bytes(valid, 200, 200) != placeholder_image_bytes(200)
+
+
+def test_chosen_size_is_the_smallest_square_size_at_least_min_side_else_the_largest(faulty_catalog):
+    without_600 = next(a for a, album in faulty_catalog.albums.items() if 600 not in album.image_sizes)
+    with_600 = next(a for a, album in faulty_catalog.albums.items() if 600 in album.image_sizes)
+    assert faulty_catalog.chosen_size(with_600) == 200
+    assert faulty_catalog.chosen_size(with_600, min_side=250) == 300
+    assert faulty_catalog.chosen_size(with_600, min_side=550) == 600
+    assert faulty_catalog.chosen_size(without_600, min_side=550) == 500
+    assert faulty_catalog.chosen_size(with_600, min_side=1) == 70
+    with pytest.raises(ValueError, match="min_side"):
+        faulty_catalog.chosen_size(with_600, min_side=0)
+
+
+def test_expected_and_invalid_covers_partition_the_catalogue(faulty_catalog):
+    expected, invalid = faulty_catalog.expected_covers(), faulty_catalog.invalid_covers()
+    assert expected.keys() | invalid.keys() == faulty_catalog.albums.keys()
+    assert not expected.keys() & invalid.keys()
+    assert invalid == {
+        album_id: faulty_catalog.image_fault(album_id)
+        for album_id in faulty_catalog.albums
+        if faulty_catalog.image_fault(album_id)
+    }
+    assert set(invalid.values()) == {"broken", "truncated", "placeholder"}
+    for album_id, cover in expected.items():
+        assert cover["genres"] == faulty_catalog.album_genres(album_id)
+        assert cover["genre"] == cover["genres"][0] == faulty_catalog.albums[album_id].primary_genre
+        assert re.fullmatch(r"[0-9a-f]{64}", cover["image_id"])
+    assert len({cover["image_id"] for cover in expected.values()}) == len(expected)  # covers are distinct
+    assert any(len(cover["genres"]) == 2 for cover in expected.values())
+    assert expected == faulty_catalog.expected_covers()  # stable
+
+
+def test_expected_covers_of_some_genres_only(faulty_catalog):
+    jazz = faulty_catalog.expected_covers(genres=["jazz"])
+    assert jazz.keys() == faulty_catalog.top_album_ids("jazz") - faulty_catalog.invalid_covers().keys()
+    assert faulty_catalog.invalid_covers(
+        genres=["jazz"]
+    ).keys() | jazz.keys() == faulty_catalog.top_album_ids("jazz")
+    two = faulty_catalog.expected_covers(genres=("rock", "g.299"))
+    assert two.keys() == jazz.keys() | faulty_catalog.expected_covers(genres=["rock"]).keys()
+    # An album in a second genre's top lists is listed there too, with its own primary genre first.
+    album_id, cover = next(
+        (a, c) for a, c in faulty_catalog.expected_covers().items() if len(c["genres"]) == 2
+    )
+    primary, second = cover["genres"]
+    assert faulty_catalog.expected_covers(genres=[second])[album_id] == cover
+    assert cover["genre"] == primary
+
+
+@pytest.mark.parametrize("min_side", [200, 550])
+def test_expected_image_ids_are_the_digests_of_the_bytes_served(faulty_emulator, faulty_catalog, min_side):
+    expected = faulty_catalog.expected_covers(min_side=min_side)
+    sample = list(expected)[::15]
+    assert len(sample) >= 10
+    for album_id in sample:
+        size, data = _fetch_chosen_image(faulty_emulator, album_id, min_side)
+        assert size == faulty_catalog.chosen_size(album_id, min_side)
+        assert hashlib.sha256(data).hexdigest() == expected[album_id]["image_id"]
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            assert image.size == (size, size)

@@ -1,0 +1,122 @@
+"""A deterministic plan of transient HTTP failures for the loopback emulators.
+
+A ``FaultPlan`` picks, from a seed, which request *targets* misbehave and how. A target is the request path
+plus its query string with secret parameters removed (``redact_query``), so the same logical request is the
+same target whatever key it carries. A chosen target fails ``failures_per_target`` times, then is served
+normally: every fault is transient, and a client that retries eventually gets the real response.
+
+What each kind does when ``LoopbackServer`` applies it:
+
+- ``"429"``: status 429, ``{"code": "TooManyRequestsError", ...}`` and ``Retry-After``.
+- ``"500"``, ``"502"``, ``"503"``: that status with a JSON error body; 503 also sends ``Retry-After``.
+- ``"reset"``: the connection is reset (SO_LINGER 0, then close) without any response.
+- ``"slow"``: the reply is delayed by ``slow_seconds``, then sent normally.
+- ``"truncated"``: status line and headers with the real Content-Length, half the body, then close.
+- ``"invalid_json"``: a JSON reply becomes 200 with the first half of its bytes (and a matching
+  Content-Length, so the transfer completes but the JSON does not parse); other replies are truncated.
+- ``"html_error"``: 200 with ``Content-Type: text/html`` and a small HTML error page instead of the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from album_pipeline.emulators.server import redact_query
+
+TRANSIENT_FAULTS: tuple[str, ...] = (
+    "429",
+    "500",
+    "502",
+    "503",
+    "reset",
+    "slow",
+    "truncated",
+    "invalid_json",
+    "html_error",
+)
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Which targets fail, how, and how often; pass it to an emulator as ``faults=``.
+
+    ``rate`` is the share of distinct targets that misbehave; each faulty target gets one kind from ``kinds``
+    (repeat a kind to make it more likely). The choice hashes ``seed`` and the target, so it does not depend
+    on request order or timing, and the same seed picks the same targets in every run.
+    """
+
+    rate: float = 0.0  # share of distinct request targets that misbehave (0..1)
+    kinds: tuple[str, ...] = TRANSIENT_FAULTS
+    failures_per_target: int = 1  # a chosen target fails this many times, then behaves
+    seed: int = 0
+    slow_seconds: float = 2.0  # for "slow": longer than the client's timeout in tests
+    retry_after_seconds: int = 1  # Retry-After header value sent with 429 and 503
+
+    def __post_init__(self) -> None:
+        kinds = (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds)
+        object.__setattr__(self, "kinds", kinds)
+        if isinstance(self.rate, bool) or not isinstance(self.rate, int | float):
+            raise ValueError(f"fault rate must be a number between 0 and 1, got {self.rate!r}")
+        if not 0.0 <= self.rate <= 1.0:  # also refuses NaN
+            raise ValueError(f"fault rate must be between 0 and 1, got {self.rate}")
+        if not kinds:
+            raise ValueError(
+                f"a fault plan needs at least one kind; choose from {', '.join(TRANSIENT_FAULTS)}"
+            )
+        unknown = [kind for kind in kinds if kind not in TRANSIENT_FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault kinds {unknown}; choose from {', '.join(TRANSIENT_FAULTS)}")
+        if (
+            isinstance(self.failures_per_target, bool)
+            or not isinstance(self.failures_per_target, int)
+            or self.failures_per_target < 1
+        ):
+            raise ValueError(
+                f"failures_per_target must be a positive integer, got {self.failures_per_target!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"fault seed must be an integer, got {self.seed!r}")
+        if (
+            isinstance(self.slow_seconds, bool)
+            or not isinstance(self.slow_seconds, int | float)
+            or not math.isfinite(self.slow_seconds)
+            or self.slow_seconds < 0
+        ):
+            raise ValueError(f"slow_seconds must be a finite number >= 0, got {self.slow_seconds!r}")
+        if (
+            isinstance(self.retry_after_seconds, bool)
+            or not isinstance(self.retry_after_seconds, int)
+            or self.retry_after_seconds < 0
+        ):
+            raise ValueError(
+                f"retry_after_seconds must be a non-negative integer, got {self.retry_after_seconds!r}"
+            )
+
+    @staticmethod
+    def target_of(path_with_query: str) -> str:
+        """The target a request counts against: its path and query, secret parameters removed."""
+        return redact_query(path_with_query)
+
+    def _draw(self, target: str) -> tuple[float, int]:
+        digest = hashlib.sha256(f"fault-plan/{self.seed}/{self.target_of(target)}".encode()).digest()
+        share = int.from_bytes(digest[:8], "big") / 2.0**64  # uniform in [0, 1)
+        return share, int.from_bytes(digest[8:16], "big")
+
+    def kind_for(self, target: str) -> str | None:
+        """The fault a target is planned to get on its first requests, or None for a well-behaved one."""
+        if self.rate <= 0.0:
+            return None
+        share, pick = self._draw(target)
+        if share >= self.rate:
+            return None
+        return self.kinds[pick % len(self.kinds)]
+
+    def fault_for(self, target: str, attempt: int) -> str | None:
+        """The fault to inject into request number ``attempt`` (counting from 0) to ``target``, if any."""
+        if attempt < 0:
+            raise ValueError(f"attempt counts from 0, got {attempt}")
+        if attempt >= self.failures_per_target:
+            return None
+        return self.kind_for(target)

@@ -36,6 +36,7 @@ from album_pipeline.defs.resources import (
     PipelineHome,
 )
 from album_pipeline.settings import NAPSTER_KEY_VAR
+from album_pipeline.sources.musicbrainz import MUSICBRAINZ_REQUESTS_PER_SECOND
 
 LABELED_SOURCES = (NAPSTER, MUSICBRAINZ)
 
@@ -91,7 +92,9 @@ class MusicBrainzCrawlConfig(CrawlConfig):
     )
     thumbnail_size: int = Field(250, description="Cover Art Archive thumbnail size: 250, 500 or 1200.")
     api_requests_per_second: float = Field(
-        1.0, description="Client-side limit on MusicBrainz calls (its published limit is 1/s per IP)."
+        MUSICBRAINZ_REQUESTS_PER_SECOND,
+        description="Client-side limit on MusicBrainz calls: its published limit is 1/s per IP; 5% under it "
+        "leaves room for jitter.",
     )
 
 

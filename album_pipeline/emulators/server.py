@@ -373,6 +373,7 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         owner = self.server.owner
+        arrived = time.time()  # the log keeps arrival times, so rate checks see what a server's limiter sees
         headers = {name.lower(): value for name, value in self.headers.items()}
         target = redact_query(self.path)
         fault = owner._next_fault(target)
@@ -380,7 +381,7 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
         if fault == "slow":
             owner._pause(owner.faults.slow_seconds if owner.faults is not None else 0.0)
         if fault == "reset":
-            owner._record(RequestRecord(time.time(), self.command, target, 0, headers.get("range"), fault))
+            owner._record(RequestRecord(arrived, self.command, target, 0, headers.get("range"), fault))
             self._reset_connection()
             return
         if fault is not None and fault in _STATUS_BY_FAULT:
@@ -396,7 +397,7 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
             elif fault in {"truncated", "invalid_json"}:
                 response = _cut_body(response)
         owner._record(
-            RequestRecord(time.time(), self.command, target, response.status, headers.get("range"), fault)
+            RequestRecord(arrived, self.command, target, response.status, headers.get("range"), fault)
         )
         try:
             self._write(response)

@@ -1,5 +1,7 @@
 """The asset graph's shape: the lineage the pipeline promises, and that it loads as `dagster dev` loads it."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from album_pipeline.definitions import build_definitions, defs
@@ -68,3 +70,19 @@ def test_image_hosts_default_to_the_real_services_and_follow_the_environment():
     assert build_definitions(settings).resources["napster"].allowed_image_hosts == list(
         settings.napster_image_hosts
     )
+
+
+def test_weekly_labeled_recrawl_is_off_until_turned_on_and_recrawls_the_labelled_sources():
+    defs = build_definitions(Settings.from_environ({}))
+    schedule = defs.get_schedule_def("weekly_labeled_recrawl")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.cron_schedule == "0 3 * * 1" and schedule.job_name == "labeled_recrawl"
+    job = defs.resolve_job_def("labeled_recrawl")
+    assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
+        "napster_covers",
+        "musicbrainz_covers",
+        "labeled_manifest",
+    }
+    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 3, tzinfo=UTC)) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+    assert len(requests) == 1

@@ -6,6 +6,7 @@ A real (temporary) Dagster instance and a real sqlite MLflow store; assertions o
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import dagster as dg
 import mlflow
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 from album_pipeline.definitions import build_definitions
+from album_pipeline.emulators.faults import TRANSIENT_FAULTS, FaultPlan
 from album_pipeline.genres import DEFAULT_GENRES
 from album_pipeline.layout import HomeLayout
 from album_pipeline.model.networks import generate_covers
@@ -21,6 +23,12 @@ from album_pipeline.registry.mlflow_registry import load_champion
 from album_pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+# Distinctive, so that finding it anywhere is proof of a leak.
+SECRET_KEY = "napster-secret-7c1f3a9e5b2d4f60"
+
+# "slow" would only cost the default 30 s timeout here; the acceptance tests cover it with a short timeout.
+FAST_FAULTS = tuple(kind for kind in TRANSIENT_FAULTS if kind != "slow")
 
 TINY_GAN = {"batch_size": 16, "lr_discriminator": 2e-4, "checkpoint_every": 10, "log_every": 5}
 TINY_RUN_CONFIG = {
@@ -44,6 +52,9 @@ TINY_RUN_CONFIG = {
 }
 
 
+TINY_RUN_CONFIG_NAPSTER = {"ops": {"napster_covers": TINY_RUN_CONFIG["ops"]["napster_covers"]}}
+
+
 @pytest.fixture(scope="module")
 def emulators(tmp_path_factory):
     from album_pipeline.emulators.server import running_emulators
@@ -54,6 +65,9 @@ def emulators(tmp_path_factory):
         images_per_archive=180,
         release_groups_per_genre=12,
         musicbrainz_rate_limit=None,
+        api_key=SECRET_KEY,
+        # Every labelled-source request target fails once in ten (then behaves): errors and retries get logged.
+        faults=FaultPlan(rate=0.1, seed=1, slow_seconds=35.0, kinds=FAST_FAULTS),
         cache_dir=tmp_path_factory.mktemp("emulator_cache"),
     ) as running:
         yield running
@@ -68,7 +82,12 @@ def pipeline_env(emulators, tmp_path, monkeypatch):
     return HomeLayout(home)
 
 
-def test_whole_graph_materializes_with_every_output(pipeline_env, tmp_path):
+def _files_containing(folder: Path, secret: str) -> list[str]:
+    needle = secret.encode()
+    return [str(p) for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_whole_graph_materializes_with_every_output(emulators, pipeline_env, tmp_path, caplog):
     layout = pipeline_env
     settings = Settings.from_environ()
     assert settings.mlflow_tracking_uri == f"sqlite:///{layout.root}/mlflow.db"
@@ -79,7 +98,27 @@ def test_whole_graph_materializes_with_every_output(pipeline_env, tmp_path):
         result = job.execute_in_process(run_config=TINY_RUN_CONFIG, instance=instance)
         assert result.success
         materialized = {key.to_user_string() for key in instance.get_asset_keys()}
+        checks = {
+            (evaluation.asset_check_key.name, evaluation.passed)
+            for evaluation in result.get_asset_check_evaluations()
+        }
+        event_log = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
     assert materialized == {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert checks == {
+        ("failure_ratio_under_limit", True),  # both crawls (a set: one entry)
+        ("covers_per_genre_at_least_minimum", True),
+        ("image_id_unique_per_genre", True),
+    }
+    assert len(result.get_asset_check_evaluations()) == 4
+
+    # The Napster key is in no output: not the Dagster event log (run config, logs, metadata, stored
+    # events), not Python logging, not any file under the pipeline home (manifests, failures tables, crawl
+    # state, the MLflow store and artifacts) or the Dagster instance, though faults made errors and retries.
+    assert sum(emulators.napster.injected_faults.values()) > 10
+    assert sum(emulators.musicbrainz.injected_faults.values()) > 10
+    assert SECRET_KEY not in event_log and SECRET_KEY not in caplog.text
+    assert _files_containing(layout.root, SECRET_KEY) == []
+    assert _files_containing(tmp_path / "dagster", SECRET_KEY) == []
 
     # Manifests: the documented columns, content hashes that match the stored bytes.
     required = {"image_id", "path", "source", "source_id", "genre", "width", "height", "split"}
@@ -124,3 +163,28 @@ def test_whole_graph_materializes_with_every_output(pipeline_env, tmp_path):
     assert generate_covers(generator, list(range(len(genres)))).shape == (len(genres), 64, 64, 3)
     # Artifacts stay in the pipeline home, never in the working directory.
     assert (layout.root / "mlartifacts").exists()
+
+
+def test_a_refused_key_fails_the_crawl_clearly_and_shows_up_nowhere(
+    emulators, pipeline_env, monkeypatch, tmp_path
+):
+    wrong_key = "wrong-napster-key-3b9d2e7a0c"
+    monkeypatch.setenv("NAPSTER_API_KEY", wrong_key)
+    defs = build_definitions(Settings.from_environ())
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={dg.AssetKey("napster_covers")}
+    )
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        result = job.execute_in_process(
+            run_config=TINY_RUN_CONFIG_NAPSTER, instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        failure = result.get_step_failure_events()[0].step_failure_data.error
+        event_log = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+    cause = failure.cause
+    assert cause.cls_name == "SourceAuthError"
+    assert "NAPSTER_API_KEY" in cause.message and "401" in cause.message
+    assert wrong_key not in event_log and wrong_key not in failure.to_string()
+    assert _files_containing(pipeline_env.root, wrong_key) == []
+    assert _files_containing(tmp_path / "dagster", wrong_key) == []

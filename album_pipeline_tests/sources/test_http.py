@@ -13,10 +13,18 @@ import requests
 from album_pipeline import __version__
 from album_pipeline.sources.http import (
     DEFAULT_USER_AGENT,
+    BodyError,
+    LimitedRetry,
+    RateLimiter,
     SourceAuthError,
     SourceUnavailableError,
+    UntrustedURLError,
     error_for_status,
+    expect_json,
+    fetch,
+    host_checker,
     make_session,
+    rate_limit_prefix,
     redact_url,
     translate_request_error,
 )
@@ -181,3 +189,44 @@ def test_rate_limiter_holds_across_threads_and_refuses_nonsense():
     RateLimiter(None).wait()  # unlimited: returns at once
     with pytest.raises(ValueError, match="above 0"):
         RateLimiter(0)
+
+
+def test_host_checker_allows_listed_hosts_and_dot_suffixes_only():
+    check = host_checker(["coverartarchive.org", ".archive.org"], what="cover art", setting="HOSTS_VAR")
+    check("https://coverartarchive.org/release-group/x/front-250")
+    check("https://ia800.us.archive.org/1/items/x.jpg")
+    for refused in ("https://evilarchive.org/x.jpg", "ftp://coverartarchive.org/x", "file:///etc/passwd"):
+        with pytest.raises(UntrustedURLError, match="HOSTS_VAR|not http"):
+            check(refused)
+
+
+def test_retries_of_rate_limited_calls_wait_for_the_limiter(scripted) -> None:
+    server = scripted([(503, {}), (503, {}), (200, {})])
+    waits: list[float] = []
+    limiter = RateLimiter(1.0, clock=lambda: 0.0, sleep=waits.append)  # a frozen clock: every turn waits
+    session = make_session(backoff_factor=0)
+    rate_limit_prefix(session, f"{server.url}/api/", limiter)
+    adapter = session.get_adapter(f"{server.url}/api/x")
+    assert isinstance(adapter.max_retries, LimitedRetry) and adapter.max_retries.total == 5
+    limiter.wait()  # the caller takes the first try's turn, as the clients do
+    assert session.get(f"{server.url}/api/x", timeout=5).status_code == 200
+    # Each of the two retries waited its turn (1 s, then 2 s on the frozen clock); other paths keep the
+    # plain adapter.
+    assert len(server.seen) == 3 and waits == [1.0, 2.0]
+    assert not isinstance(session.get_adapter(f"{server.url}/img/x").max_retries, LimitedRetry)
+
+
+def test_fetch_retries_bodies_that_are_html_or_not_json_then_reports_the_reason(scripted) -> None:
+    server = scripted([(200, {"Content-Type": "text/html"}), (200, {"Content-Type": "application/json"})])
+    fetched = fetch(
+        make_session(backoff_factor=0), server.url, service="Test", url_env_var="TEST_URL", timeout=5,
+        expect=expect_json, backoff_factor=0,
+    )  # fmt: skip
+    assert fetched.status == 200 and len(server.seen) == 2
+    always_html = scripted([(200, {"Content-Type": "text/html"})])
+    with pytest.raises(BodyError, match="HTML page") as raised:
+        fetch(
+            make_session(backoff_factor=0), always_html.url, service="Test", url_env_var="TEST_URL",
+            timeout=5, expect=expect_json, body_retries=2, backoff_factor=0,
+        )  # fmt: skip
+    assert raised.value.reason == "html_instead_of_json" and len(always_html.seen) == 3

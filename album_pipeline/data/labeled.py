@@ -317,6 +317,18 @@ def merge_labeled_sources(
     return manifest, duplicates.reset_index(drop=True)
 
 
+def _classes_fed_by(
+    genre_map: Sequence[GenreClass], feed: str, feed_name: str, albums_per_genre: int
+) -> list[GenreClass]:
+    """The map's classes that list some ``feed`` (a GenreClass field), refusing a map or a count to crawl nothing."""
+    if albums_per_genre < 1:
+        raise ValueError(f"albums_per_genre must be at least 1, got {albums_per_genre}")
+    classes = [genre for genre in validate_genre_map(genre_map) if getattr(genre, feed)]
+    if not classes:
+        raise ValueError(f"no genre class lists a {feed_name}; add some to the genre map")
+    return classes
+
+
 # -- Napster -------------------------------------------------------------------------------------------------
 
 
@@ -341,12 +353,8 @@ def crawl_napster(
     log: Log | None = None,
 ) -> IngestResult:
     """Crawl the top albums of every class's Napster genres and store one validated cover per album."""
-    if albums_per_genre < 1:
-        raise ValueError(f"albums_per_genre must be at least 1, got {albums_per_genre}")
+    classes = _classes_fed_by(genre_map, "napster_shortcuts", "Napster shortcut", albums_per_genre)
     options = options or CrawlOptions()
-    classes = [genre for genre in validate_genre_map(genre_map) if genre.napster_shortcuts]
-    if not classes:
-        raise ValueError("no genre class lists a Napster shortcut; add some to the genre map")
     say = safe_log(log, client.scrub)
     client.check()  # fail fast on a bad key or an unreachable API, before any paging
     failures = FailureLog(NAPSTER)
@@ -484,12 +492,8 @@ def crawl_musicbrainz(
     log: Log | None = None,
 ) -> IngestResult:
     """Find album release groups by each class's MusicBrainz tags and store their Cover Art Archive fronts."""
-    if albums_per_genre < 1:
-        raise ValueError(f"albums_per_genre must be at least 1, got {albums_per_genre}")
+    classes = _classes_fed_by(genre_map, "musicbrainz_tags", "MusicBrainz tag", albums_per_genre)
     options = options or CrawlOptions()
-    classes = [genre for genre in validate_genre_map(genre_map) if genre.musicbrainz_tags]
-    if not classes:
-        raise ValueError("no genre class lists a MusicBrainz tag; add some to the genre map")
     coverart.front_url("00000000-0000-0000-0000-000000000000", thumbnail_size)  # refuses a bad size early
     say = safe_log(log)
     musicbrainz.check()

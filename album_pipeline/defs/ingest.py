@@ -152,7 +152,7 @@ def napster_covers(
         return _crawl_result(
             layout, NAPSTER, _empty_result(NAPSTER), config, skipped=f"{NAPSTER_KEY_VAR} unset"
         )
-    client = napster.client(requests_per_second=config.api_requests_per_second)
+    client = napster.client(config.api_requests_per_second, connections=max(16, config.download_workers))
     with CrawlState(layout.crawl_state(NAPSTER)) as state:
         result = crawl_napster(
             client,
@@ -218,7 +218,9 @@ def musicbrainz_covers(
     Resumable and incremental like the Napster crawl; release groups without art are recorded, not errors.
     """
     layout = home.layout
-    musicbrainz_client, coverart_client = musicbrainz.clients(config.api_requests_per_second)
+    musicbrainz_client, coverart_client = musicbrainz.clients(
+        config.api_requests_per_second, connections=max(16, config.download_workers)
+    )
     with CrawlState(layout.crawl_state(MUSICBRAINZ)) as state:
         result = crawl_musicbrainz(
             musicbrainz_client,

@@ -36,7 +36,7 @@ class NapsterApi(dg.ConfigurableResource):
     )
     request_timeout_s: float = 30.0
 
-    def client(self, requests_per_second: float | None = None):
+    def client(self, requests_per_second: float | None = None, connections: int = 16):
         from album_pipeline.sources.napster import NapsterClient
 
         if not self.api_key:
@@ -50,6 +50,7 @@ class NapsterApi(dg.ConfigurableResource):
             timeout=self.request_timeout_s,
             requests_per_second=requests_per_second,
             allowed_image_hosts=self.allowed_image_hosts,
+            connections=connections,
         )
 
 
@@ -68,7 +69,7 @@ class MusicBrainzApi(dg.ConfigurableResource):
     )
     request_timeout_s: float = 30.0
 
-    def clients(self, requests_per_second: float | None):
+    def clients(self, requests_per_second: float | None, connections: int = 16):
         from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
 
         try:
@@ -83,6 +84,7 @@ class MusicBrainzApi(dg.ConfigurableResource):
                 user_agent=self.user_agent,
                 allowed_image_hosts=self.allowed_image_hosts,
                 timeout=self.request_timeout_s,
+                connections=connections,
             )
         except ValueError as error:
             raise ConfigurationError(str(error)) from None

@@ -26,16 +26,20 @@ import hashlib
 import math
 import random
 import re
-import threading
-import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from album_pipeline.emulators.server import LOOPBACK_HOST, Handler, LoopbackServer, Request, Response
+from album_pipeline.emulators.server import (
+    LOOPBACK_HOST,
+    Handler,
+    LoopbackServer,
+    Request,
+    Response,
+    ServerRateLimit,
+)
 from album_pipeline.emulators.synthetic import draw_cover, encode_image
 from album_pipeline.genres import DEFAULT_GENRES
 
@@ -498,32 +502,6 @@ class MusicBrainzCatalog:
         return {"images": images, "release": release}
 
 
-class _RateLimiter:
-    """At most ``per_second`` requests per second, counted over a sliding window shared by every client.
-
-    Below one request a second the window grows so that one request is allowed every ``1 / per_second`` s.
-    """
-
-    def __init__(self, per_second: float) -> None:
-        if per_second <= 0:
-            raise ValueError(f"rate limit must be positive requests per second, got {per_second}")
-        self.per_second = per_second
-        self.window_s = max(1.0, 1.0 / per_second)
-        self.capacity = max(1, math.floor(per_second * self.window_s + 1e-9))
-        self._stamps: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            while self._stamps and now - self._stamps[0] >= self.window_s:
-                self._stamps.popleft()
-            if len(self._stamps) >= self.capacity:
-                return False
-            self._stamps.append(now)
-            return True
-
-
 class _QueryError(ValueError):
     pass
 
@@ -599,7 +577,7 @@ class MusicBrainzEmulator(LoopbackServer):
     ) -> None:
         super().__init__(host, port, faults=faults, latency_s=latency_s)
         self.catalog = catalog if catalog is not None else MusicBrainzCatalog()
-        self._rate_limiter = _RateLimiter(rate_limit_per_second) if rate_limit_per_second else None
+        self._rate_limiter = ServerRateLimit(rate_limit_per_second) if rate_limit_per_second else None
         methods = ("GET", "HEAD")
         self.add_route(methods, r"/ws/2/release-group/?", self._ws(self._search_release_groups))
         self.add_route(methods, r"/ws/2/genre/all/?", self._ws(self._all_genres))

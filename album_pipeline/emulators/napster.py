@@ -18,16 +18,20 @@ import functools
 import hashlib
 import io
 import random
-import threading
-import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
-from album_pipeline.emulators.server import LOOPBACK_HOST, Handler, LoopbackServer, Request, Response
+from album_pipeline.emulators.server import (
+    LOOPBACK_HOST,
+    Handler,
+    LoopbackServer,
+    Request,
+    Response,
+    ServerRateLimit,
+)
 from album_pipeline.emulators.synthetic import draw_cover, encode_image
 from album_pipeline.genres import DEFAULT_GENRES
 
@@ -457,27 +461,6 @@ def placeholder_image_bytes(size: int) -> bytes:
     return buffer.getvalue()
 
 
-class _RateLimiter:
-    """At most ``per_second`` requests in any one-second window, shared by every connection."""
-
-    def __init__(self, per_second: float) -> None:
-        if per_second <= 0:
-            raise ValueError(f"rate limit must be positive requests per second, got {per_second}")
-        self.per_second = per_second
-        self._stamps: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            while self._stamps and now - self._stamps[0] >= 1.0:
-                self._stamps.popleft()
-            if len(self._stamps) >= self.per_second:
-                return False
-            self._stamps.append(now)
-            return True
-
-
 def _error(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> Response:
     return Response.json({"code": code, "message": message}, status=status, headers=headers)
 
@@ -505,7 +488,7 @@ class NapsterEmulator(LoopbackServer):
         self.catalog = catalog if catalog is not None else NapsterCatalog()
         self.api_key = api_key
         self.null_total_count = null_total_count
-        self._rate_limiter = _RateLimiter(rate_limit_per_second) if rate_limit_per_second else None
+        self._rate_limiter = ServerRateLimit(rate_limit_per_second) if rate_limit_per_second else None
         api = r"/v2\.2"
         self.add_route("GET", rf"{api}/genres", self._api(self._all_genres))
         self.add_route("GET", rf"{api}/genres/(?P<ids>[^/]+)", self._api(self._genres_by_id))

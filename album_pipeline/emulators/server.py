@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -116,6 +116,32 @@ def redact_query(path_with_query: str) -> str:
         if k.lower() not in SECRET_QUERY_PARAMETERS
     ]
     return parts.path + (f"?{urlencode(kept)}" if kept else "")
+
+
+class ServerRateLimit:
+    """A server-side limit: at most ``per_second`` requests per sliding window, shared by every client.
+
+    Below one request a second the window grows so that one request is allowed every ``1 / per_second`` s.
+    """
+
+    def __init__(self, per_second: float) -> None:
+        if per_second <= 0:
+            raise ValueError(f"rate limit must be positive requests per second, got {per_second}")
+        self.per_second = per_second
+        self.window_s = max(1.0, 1.0 / per_second)
+        self.capacity = max(1, math.floor(per_second * self.window_s + 1e-9))
+        self._stamps: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            while self._stamps and now - self._stamps[0] >= self.window_s:
+                self._stamps.popleft()
+            if len(self._stamps) >= self.capacity:
+                return False
+            self._stamps.append(now)
+            return True
 
 
 class LoopbackServer:

@@ -158,11 +158,13 @@ class CoverArtClient:
         allowed_image_hosts: Iterable[str] = DEFAULT_COVERART_IMAGE_HOSTS,
         timeout: float = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
+        connections: int = 16,
     ) -> None:
         self.base_url = _base_url(base_url, COVERART_URL_ENV)
         self.user_agent = check_user_agent(user_agent)
         self.timeout = timeout
-        self._session = session or make_session(self.user_agent)
+        # One pooled connection per download worker, so parallel downloads reuse their connections.
+        self._session = session or make_session(self.user_agent, pool_size=connections)
         own_host = urlsplit(self.base_url).hostname or ""
         self._check_url = host_checker(
             [own_host, *allowed_image_hosts], what="cover art", setting=COVERART_IMAGE_HOSTS_ENV

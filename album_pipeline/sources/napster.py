@@ -72,6 +72,7 @@ class NapsterClient:
         timeout: float = DEFAULT_TIMEOUT,
         requests_per_second: float | None = None,
         allowed_image_hosts: Iterable[str] = DEFAULT_IMAGE_HOSTS,
+        connections: int = 16,
     ) -> None:
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ValueError(
@@ -82,7 +83,8 @@ class NapsterClient:
             raise SourceError(f"no Napster API key given; set {NAPSTER_KEY_ENV}")
         self.base_url = base_url.rstrip("/")
         self._api_key = _Secret(api_key.strip())
-        self._session = session or make_session()
+        # One pooled connection per download worker, so parallel downloads reuse their connections.
+        self._session = session or make_session(pool_size=connections)
         self.timeout = timeout
         # API calls count against the key's rate limit; image bytes come from a static host and do not.
         self._api_rate = RateLimiter(requests_per_second)

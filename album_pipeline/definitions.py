@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from album_pipeline.defs import evaluation, ingest, training
+from album_pipeline.defs import evaluation, labeled, training, unlabeled
 from album_pipeline.defs.resources import build_resources
 from album_pipeline.profiles import PROFILES
 from album_pipeline.settings import Settings
 
-all_assets = [*ingest.assets, *training.assets, *evaluation.assets]
+all_assets = [*labeled.assets, *unlabeled.assets, *training.assets, *evaluation.assets]
 
 
 def profile_job_name(profile: str) -> str:
@@ -39,7 +39,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
 # Crawl state makes a recrawl fetch only albums it has not seen; the manifest is rebuilt from all of them.
 labeled_recrawl_job = dg.define_asset_job(
     "labeled_recrawl",
-    selection=dg.AssetSelection.assets(*ingest.labeled_assets),
+    selection=dg.AssetSelection.assets(*labeled.assets),
     description="Recrawl the labelled sources (only new albums are fetched) and rebuild the labelled manifest.",
 )
 

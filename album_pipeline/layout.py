@@ -53,6 +53,10 @@ class HomeLayout:
     def crawl_failures(self, source: str) -> Path:
         return self.crawls_dir / f"{source}_failures.parquet"
 
+    def extracted_dir(self, source: str) -> Path:
+        """Per-archive extraction tables of an archive source (e.g. OMACIR), merged into its manifest."""
+        return self.root / "extracted" / source
+
     def crawl_state(self, source: str) -> Path:
         """The source's fetch journal: what a recrawl or a resumed crawl need not fetch again."""
         return self.crawls_dir / f"{source}_state.sqlite"

@@ -18,7 +18,7 @@ from album_pipeline.settings import (
 
 NAPSTER_ASSETS = {"napster_covers"}
 MUSICBRAINZ_ASSETS = {"musicbrainz_covers"}
-OMACIR_ASSETS = {"omacir_archives", "unlabeled_manifest"}
+OMACIR_ASSETS = {"omacir_archives", "omacir_archive_images"}
 
 
 def preflight(

@@ -11,6 +11,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import imagehash
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MIN_SIDE = 32
@@ -105,6 +106,18 @@ def validate_image(
         format=_STORED_FORMAT.get(image_format, image_format),
         extension=_EXTENSIONS[image_format],
     )
+
+
+def picture_hash(data: bytes) -> str:
+    """A 64-bit perceptual hash (imagehash's dHash) of an image's picture, as 16 hex digits.
+
+    Two encodings of one picture (another JPEG quality, a small resize, PNG versus JPEG) get the same hash
+    where their bytes differ, which is how re-encoded placeholders are recognised. Call it on bytes that
+    ``validate_image`` accepted. JPEG's draft mode decodes at a reduced scale, enough for a 9x8 thumbnail.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", (64, 64))
+        return str(imagehash.dhash(image.convert("L"), hash_size=8))
 
 
 def _classify_unknown(data: bytes) -> str:

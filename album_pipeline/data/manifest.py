@@ -49,6 +49,12 @@ UNLABELED_SCHEMA = pa.schema(
     ]
 )
 
+# What extracting one archive yields: every valid member (copies included) with its picture's perceptual
+# hash, so that placeholders repeated across archives can be found when the archives are merged.
+EXTRACTED_SCHEMA = pa.schema(
+    list(UNLABELED_SCHEMA) + [pa.field("picture_hash", pa.string(), nullable=False)]  # 16 hex digits (dHash)
+)
+
 FAILURES_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),

@@ -7,9 +7,10 @@ from pydantic import Field
 
 from album_pipeline.data.manifest import read_manifest
 from album_pipeline.data.training_data import load_packed, pack_training_data
-from album_pipeline.defs.ingest import labeled_manifest, unlabeled_manifest
+from album_pipeline.defs.labeled import labeled_manifest
 from album_pipeline.defs.metadata import counts_table
 from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
+from album_pipeline.defs.unlabeled import unlabeled_manifest
 from album_pipeline.model.checkpoint import load_checkpoint
 from album_pipeline.model.networks import GanArchitecture
 from album_pipeline.training.loop import TrainingConfig, train_gan

@@ -235,18 +235,21 @@ def iter_tar_images(
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     max_images: int | None = None,
     on_refused: Callable[[str, str], None] | None = None,
+    on_position: Callable[[int], None] | None = None,
 ) -> Iterator[TarMember]:
     """Regular-file members of a tar, read from the stream into memory (nothing is extracted to disk).
 
     Members with absolute paths, ``..`` components, links, devices, FIFOs or sizes above ``max_member_bytes``
     are skipped and reported through ``on_refused(name, reason)`` (and the module logger). Directories are
-    skipped silently. Stops after ``max_images`` members.
+    skipped silently. Stops after ``max_images`` members. ``on_position(bytes read)`` reports progress.
     """
     yielded = 0
     if max_images is not None and max_images <= 0:
         return
-    with tarfile.open(tar_path, mode="r|*") as archive:
+    with open(tar_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:
         for member in archive:
+            if on_position is not None:
+                on_position(raw.tell())
             if member.isdir():
                 continue
             reason = _refusal_reason(member, max_member_bytes)

@@ -1,13 +1,10 @@
-"""Ingest assets: crawl labelled covers, download OMACIR, and write both manifests."""
-
-import json
+"""Labelled covers: the Napster and MusicBrainz crawls and the labelled manifest built from both."""
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from album_pipeline.data.crawl_state import CrawlState
-from album_pipeline.data.ingest import ingest_omacir
 from album_pipeline.data.labeled import (
     MUSICBRAINZ,
     NAPSTER,
@@ -21,18 +18,16 @@ from album_pipeline.data.manifest import (
     DEFAULT_SPLIT_FRACTIONS,
     FAILURES_SCHEMA,
     LABELED_SCHEMA,
-    UNLABELED_SCHEMA,
     read_manifest,
     write_table,
 )
 from album_pipeline.data.results import FailureLog, IngestResult, frame_of
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.defs.metadata import counts_table, preview
+from album_pipeline.defs.metadata import counts_table, manifest_metadata
 from album_pipeline.defs.resources import (
     GenreTaxonomy,
     MusicBrainzApi,
     NapsterApi,
-    OmacirArchive,
     PipelineHome,
 )
 from album_pipeline.settings import NAPSTER_KEY_VAR
@@ -108,23 +103,6 @@ class LabeledManifestConfig(dg.Config):
 
     def fractions(self) -> dict[str, float]:
         return {"train": self.train, "val": self.val, "test": self.test}
-
-
-class OmacirArchivesConfig(dg.Config):
-    archives: list[str] = Field(
-        default_factory=list,
-        description="Archive file names (album_covers_s.tar) or letters (s); empty: in listed order until "
-        "max_images is covered at about estimated_bytes_per_image.",
-    )
-    max_images: int = Field(250_000, description="Unlabelled images wanted (seed: 250,000).")
-    estimated_bytes_per_image: int = Field(150_000, description="OMACIR averages ~148 GB / 1M images.")
-
-
-class UnlabeledManifestConfig(dg.Config):
-    max_images: int = Field(
-        250_000, description="Stop once this many clean images are stored (seed: 250,000)."
-    )
-    placeholder_min_repeats: int = Field(3, description="Identical bytes seen this often are a placeholder.")
 
 
 @dg.asset(
@@ -279,7 +257,7 @@ def labeled_manifest(
     per_genre = {genre: int((manifest["genre"] == genre).sum()) for genre in genres.genres}
     short = {genre: count for genre, count in per_genre.items() if count < config.min_covers_per_genre}
     repeated = int(manifest.duplicated(["genre", "image_id"]).sum())
-    metadata = _manifest_metadata(manifest, layout.labeled_manifest)
+    metadata = manifest_metadata(manifest, layout.labeled_manifest)
     metadata["cross_source_duplicates"] = len(duplicates)
     return dg.MaterializeResult(
         metadata=metadata,
@@ -304,94 +282,4 @@ def labeled_manifest(
     )
 
 
-@dg.asset(group_name="unlabeled", kinds={"python"})
-def omacir_archives(
-    context: dg.AssetExecutionContext, config: OmacirArchivesConfig, home: PipelineHome, omacir: OmacirArchive
-) -> dg.MaterializeResult:
-    """OMACIR tar archives downloaded (resumably) and verified against archive.org's md5 checksums."""
-    layout = home.layout
-    client = omacir.client()
-    available = client.list_archives()
-    chosen = _choose_archives(available, config)
-    download_dir = layout.omacir_downloads_dir
-    downloaded = []
-    for archive in chosen:
-        context.log.info(f"downloading {archive.name} ({archive.size / 1e6:,.1f} MB)")
-        path = client.download(archive, download_dir)
-        downloaded.append({"name": archive.name, "size": archive.size, "md5": archive.md5, "path": str(path)})
-    listing = download_dir / "archives.json"
-    listing.write_text(json.dumps(downloaded, indent=2))
-    return dg.MaterializeResult(
-        metadata={
-            "archives": len(downloaded),
-            "bytes": sum(item["size"] for item in downloaded),
-            "names": ", ".join(item["name"] for item in downloaded),
-            "available_archives": len(available),
-        }
-    )
-
-
-def _choose_archives(available: list, config: OmacirArchivesConfig) -> list:
-    if config.archives:
-        wanted = [name if name.endswith(".tar") else f"album_covers_{name}.tar" for name in config.archives]
-        by_name = {archive.name: archive for archive in available}
-        unknown = [name for name in wanted if name not in by_name]
-        if unknown:
-            raise ValueError(
-                f"OMACIR archives {unknown} are not in the item; available: {sorted(by_name)[:40]}"
-            )
-        return [by_name[name] for name in wanted]
-    chosen, covered = [], 0
-    for archive in available:
-        if covered >= config.max_images:
-            break
-        chosen.append(archive)
-        covered += max(1, archive.size // config.estimated_bytes_per_image)
-    return chosen
-
-
-@dg.asset(group_name="unlabeled", kinds={"parquet"}, deps=[omacir_archives])
-def unlabeled_manifest(
-    context: dg.AssetExecutionContext,
-    config: UnlabeledManifestConfig,
-    home: PipelineHome,
-    omacir: OmacirArchive,
-) -> dg.MaterializeResult:
-    """Clean unlabelled covers extracted from the downloaded archives: one row per kept image."""
-    layout = home.layout
-    listing = layout.omacir_downloads_dir / "archives.json"
-    if not listing.exists():
-        raise FileNotFoundError(f"{listing} is missing: materialize omacir_archives first")
-    archive_names = [item["name"] for item in json.loads(listing.read_text())]
-    result = ingest_omacir(
-        omacir.client(),
-        ImageStore(layout.root),
-        layout.omacir_downloads_dir,
-        archives=archive_names,
-        max_images=config.max_images,
-        placeholder_min_repeats=config.placeholder_min_repeats,
-        log=context.log.info,
-    )
-    write_table(result.rows, layout.unlabeled_manifest, UNLABELED_SCHEMA)
-    write_table(result.failures, layout.unlabeled_failures, FAILURES_SCHEMA)
-    metadata = _manifest_metadata(result.rows, layout.unlabeled_manifest)
-    metadata["dropped"] = len(result.failures)
-    metadata["drop_reasons"] = counts_table(result.failures["reason"].value_counts(), "reason", "items")
-    return dg.MaterializeResult(metadata=metadata)
-
-
-def _manifest_metadata(manifest: pd.DataFrame, path) -> dict:
-    return {
-        "dagster/row_count": len(manifest),
-        "per_genre": counts_table(manifest["genre"].fillna("(unlabelled)").value_counts(), "genre"),
-        "per_source": counts_table(manifest["source"].value_counts(), "source"),
-        "per_split": counts_table(manifest["split"].value_counts(), "split"),
-        "preview": preview(
-            manifest[["image_id", "path", "source", "source_id", "genre", "width", "height", "split"]]
-        ),
-        "path": dg.MetadataValue.path(str(path)),
-    }
-
-
-labeled_assets = [napster_covers, musicbrainz_covers, labeled_manifest]
-assets = [napster_covers, musicbrainz_covers, labeled_manifest, omacir_archives, unlabeled_manifest]
+assets = [napster_covers, musicbrainz_covers, labeled_manifest]

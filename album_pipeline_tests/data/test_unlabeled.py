@@ -1,4 +1,4 @@
-"""ingest_omacir against the archive.org emulator."""
+"""The OMACIR ingest (choose, download, extract, merge) against the archive.org emulator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from album_pipeline.data.ingest import ingest_omacir
+from album_pipeline.data.unlabeled import ingest_omacir
 from album_pipeline.data.manifest import (
     FAILURES_SCHEMA,
     UNLABELED_SCHEMA,
@@ -56,14 +56,14 @@ def test_omacir_rows_are_the_valid_unique_images(archive_server, item, tmp_path:
     expected_reasons = {"placeholder": "placeholder", "tiny": "too_small", "non_image": "not_an_image"}
     failures = dict(zip(result.failures["source_id"], result.failures["reason"], strict=True))
     assert failures == {k: expected_reasons[m.kind] for k, m in truth.items() if m.kind in expected_reasons}
-    assert result.stats["placeholder_images"] == 1
+    assert result.stats["placeholder_pictures"] == 1
     assert result.stats["bytes_downloaded"] == item.total_size()
     assert result.stats["rows_per_archive"] == {
         a.name: sum(m.kind in kept_kinds for m in a.members) for a in item.archives
     }
     write_table(result.rows, tmp_path / "manifests" / "unlabeled.parquet", UNLABELED_SCHEMA)
     write_table(result.failures, tmp_path / "manifests" / "unlabeled_failures.parquet", FAILURES_SCHEMA)
-    assert any("done" in message for message in messages)
+    assert any("MB/s" in message and "valid" in message for message in messages)  # per-archive progress
     # A rerun finds the archives complete and downloads nothing.
     before = len(archive_server.requests)
     again = ingest_omacir(_omacir(archive_server), store, tmp_path / "downloads")
@@ -72,13 +72,14 @@ def test_omacir_rows_are_the_valid_unique_images(archive_server, item, tmp_path:
     assert list(again.rows["image_id"]) == list(result.rows["image_id"])
 
 
-def test_omacir_stops_at_max_images_and_selects_archives(archive_server, item, tmp_path: Path) -> None:
-    result = ingest_omacir(
+def test_omacir_keeps_the_first_max_images_of_the_archives_named(archive_server, item, tmp_path) -> None:
+    whole = ingest_omacir(_omacir(archive_server), ImageStore(tmp_path), tmp_path / "dl", archives=["b"])
+    capped = ingest_omacir(
         _omacir(archive_server), ImageStore(tmp_path), tmp_path / "dl", archives=["b"], max_images=10
     )
-    assert len(result.rows) <= 10
-    assert set(result.rows["archive"]) == {"album_covers_b.tar"}
-    assert result.stats["members_read"] < len(item.archive("album_covers_b.tar").members)
+    assert list(capped.rows["source_id"]) == list(whole.rows["source_id"])[:10]
+    assert set(capped.rows["archive"]) == {"album_covers_b.tar"}
+    assert capped.stats["left_out_by_max_images"] == len(whole.rows) - 10
     assert not (tmp_path / "dl" / "album_covers_a.tar").exists()
     with pytest.raises(ValueError, match="album_covers_a.tar"):
         ingest_omacir(_omacir(archive_server), ImageStore(tmp_path), tmp_path / "dl", archives=["q"])

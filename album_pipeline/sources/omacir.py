@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -135,7 +136,9 @@ class OmacirClient:
     ) -> Path:
         """The verified archive on disk: resumed from ``{name}.partial`` with a Range request when present.
 
-        A complete file that already verifies is not fetched again. A size or md5 mismatch deletes the bad
+        A complete file that already verifies is not fetched again. Interruptions are resumed for as long as
+        each attempt brings more bytes; ``max_attempts`` attempts in a row without progress give up (with
+        exponential backoff between them). A size or md5 mismatch deletes the bad
         file and raises ArchiveChecksumError. In local-folder mode the archive is returned in place.
         """
         if not ARCHIVE_NAME_PATTERN.match(archive.name):
@@ -155,7 +158,9 @@ class OmacirClient:
             final.unlink()
         partial = dest_dir / f"{archive.name}.partial"
         url = f"{self.base_url}/download/{quote(self.item)}/{quote(archive.name)}"
-        for attempt in range(1, max_attempts + 1):
+        failures_in_a_row = 0
+        while True:
+            before = partial.stat().st_size if partial.exists() else 0
             try:
                 self._fetch_to_partial(url, partial, archive, progress)
                 break
@@ -164,12 +169,16 @@ class OmacirClient:
                 requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
             ) as error:
-                # The bytes already on disk are kept: the next attempt resumes after them.
-                if attempt == max_attempts:
+                # The bytes already on disk are kept and the next attempt resumes after them. A dropped
+                # connection that still brought bytes is progress: only attempts that bring nothing count.
+                gained = (partial.stat().st_size if partial.exists() else 0) > before
+                failures_in_a_row = 0 if gained else failures_in_a_row + 1
+                if failures_in_a_row >= max_attempts:
                     raise translate_request_error(
                         error, service=_SERVICE, url=url, url_env_var=OMACIR_URL_ENV
                     ) from None
                 logger.warning("download of %s interrupted (%s); resuming", archive.name, error)
+                time.sleep(min(30.0, 0.5 * 2**failures_in_a_row) if failures_in_a_row else 0.0)
         _verify_or_delete(partial, archive)
         os.replace(partial, final)
         return final

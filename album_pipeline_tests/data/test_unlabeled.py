@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from album_pipeline.data.unlabeled import ingest_omacir
 from album_pipeline.data.manifest import (
     FAILURES_SCHEMA,
     UNLABELED_SCHEMA,
@@ -17,6 +16,7 @@ from album_pipeline.data.manifest import (
     write_table,
 )
 from album_pipeline.data.storage import ImageStore
+from album_pipeline.data.unlabeled import ingest_omacir
 from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.omacir import OmacirClient

@@ -12,8 +12,26 @@ The contents are deliberately a little messy, like the real corpus; each member'
 - ``tiny``: a cover at 16x16 or 20x20;
 - ``non_image``: a ``.txt`` note and an HTML error page saved under a ``.jpg`` name.
 
+``OmacirItem.build(..., hostile_members=True)`` also plants trouble in every archive, spread among the ordinary
+members (which stay exactly those of the default build); see ``HOSTILE_KINDS``:
+
+- ``traversal``: ``../../escape_{letter}.jpg`` and ``album_covers_{letter}/../../escape2_{letter}.jpg``;
+- ``absolute``: ``/tmp/omacir_absolute_{letter}.jpg`` (these three hold real JPEG covers);
+- ``symlink`` (to ``/etc/passwd``), ``hardlink`` (one to an earlier ordinary cover of the archive, one to
+  ``../outside_{letter}.jpg``), ``device`` (a character device, 1:3 like /dev/null) and ``fifo`` members;
+- ``oversized``: a valid JPEG padded with comment segments past ``oversized_member_bytes``;
+- ``bomb``: a tiny PNG whose header claims 40000 x 40000 pixels, which Pillow refuses to open;
+- ``truncated``: three JPEG covers cut to 60 % of their bytes;
+- ``near_placeholder``: four re-encodings of the placeholder (JPEG quality 70 and 95, progressive, 4:4:4
+  chroma): different bytes, so exact-hash dedup misses them, but the same ``imagehash.dhash`` and ``phash``.
+
+``EXPECTED_REASON`` gives the failure reason a correct client records for each kind, and
+``OmacirItem.expected_kept`` the members whose images it keeps.
+
 ``ArchiveEmulator`` serves ``GET /metadata/{item}`` and ``GET``/``HEAD /download/{item}/{file}`` with single
-byte ranges, as archive.org does (see /work/shared/reference/data-sources.md, section OMACIR).
+byte ranges, as archive.org does (see /work/shared/reference/data-sources.md, section OMACIR). Opt-in faults:
+``cut_first_download_after_bytes`` (the first GET of each file is cut), ``drop_every_bytes`` (every GET is
+cut, so a download needs several Range resumes) and ``wrong_md5`` (the metadata lists a wrong md5).
 """
 
 from __future__ import annotations
@@ -29,8 +47,8 @@ import tarfile
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -40,9 +58,59 @@ from album_pipeline.emulators.synthetic import draw_unlabeled_cover, encode_imag
 
 ITEM_IDENTIFIER = "audio-covers"
 MEMBER_KINDS = ("cover", "png", "gif", "non_image", "placeholder", "tiny")
+# Planted only with ``OmacirItem.build(..., hostile_members=True)``.
+HOSTILE_KINDS = (
+    "traversal",
+    "absolute",
+    "symlink",
+    "hardlink",
+    "device",
+    "fifo",
+    "oversized",
+    "bomb",
+    "truncated",
+    "near_placeholder",
+)
+# The failure reason a correct client records for a member of each kind; None: the image is kept.
+# Refusals use the codes of ``album_pipeline.sources.omacir._refusal_reason`` (ingest records them as
+# ``unsafe_member:{code}``); the others are ``validate_image`` reasons, or ``placeholder`` for the dead-link
+# picture, whose exact copies and near-identical re-encodings all count as one repeated image. Assumes:
+# - ``oversized``: the client reads with ``max_member_bytes`` below the build's ``oversized_member_bytes``
+#   (the client's default limit is larger, so it would keep that image);
+# - ``placeholder`` / ``near_placeholder``: the copies reach the client's repeat threshold (3 by default);
+#   a default build with under 80 images per archive has only 2 exact copies per archive, and a client that
+#   reads just one such archive keeps one copy and records the other as ``duplicate``;
+# - ``near_placeholder``: the client compares perceptual hashes; an exact-hash client keeps these.
+EXPECTED_REASON: dict[str, str | None] = {
+    "cover": None,
+    "png": None,
+    "gif": None,
+    "non_image": "not_an_image",
+    "placeholder": "placeholder",
+    "tiny": "too_small",
+    "traversal": "parent_reference",
+    "absolute": "absolute_path",
+    "symlink": "symlink",
+    "hardlink": "hardlink",
+    "device": "device",
+    "fifo": "fifo",
+    "oversized": "too_large",
+    "bomb": "decompression_bomb",
+    "truncated": "truncated",
+    "near_placeholder": "placeholder",
+}
+# Kinds that a safe tar reader refuses from the member's header alone, before reading any image bytes.
+REFUSED_KINDS = frozenset({"traversal", "absolute", "symlink", "hardlink", "device", "fifo", "oversized"})
+KEPT_KINDS = frozenset(kind for kind, reason in EXPECTED_REASON.items() if reason is None)
+DEFAULT_OVERSIZED_MEMBER_BYTES = 2 * 1024 * 1024
+BOMB_SIDE = 40_000  # the bomb's claimed width and height: 1.6e9 pixels, past twice Pillow's default limit
+TRUNCATED_PER_ARCHIVE = 3
+SYMLINK_TARGET = "/etc/passwd"
 MIN_IMAGES_PER_ARCHIVE = 10
 # Bump when the member mix or encoding changes, so cached builds from older code are not reused.
 BUILD_FORMAT_VERSION = 1
+# Bump when the planted hostile members change; it is part of the cache key of hostile builds only.
+HOSTILE_FORMAT_VERSION = 1
 GROUND_TRUTH_FILE = "ground_truth.json"
 # Fixed timestamps keep the tars byte-identical across builds.
 MEMBER_MTIME = 1_466_000_000
@@ -55,13 +123,14 @@ class ArchiveMember:
     """Ground truth for one tar member."""
 
     name: str  # path inside the tar, e.g. album_covers_a/a3f0....jpg
-    kind: str  # one of MEMBER_KINDS
-    format: str | None  # Pillow format name; None for non-images
+    kind: str  # one of MEMBER_KINDS or HOSTILE_KINDS
+    format: str | None  # Pillow format name (as the header says); None for non-images and non-files
     width: int | None
     height: int | None
-    style: str | None  # the drawn style (a genre or "other") for covers, png, gif and tiny; else None
-    size: int  # bytes
-    md5: str
+    style: str | None  # the drawn style (a genre or "other") for drawn covers; else None
+    size: int  # bytes of content; 0 for links, devices and FIFOs
+    md5: str  # of the content (of no bytes for links, devices and FIFOs)
+    linkname: str | None = None  # the target of a symlink or hardlink member
 
 
 @dataclass(frozen=True)
@@ -97,17 +166,34 @@ class OmacirItem:
         images_per_archive: int = 500,
         seed: int = 0,
         identifier: str = ITEM_IDENTIFIER,
+        hostile_members: bool = False,
+        oversized_member_bytes: int = DEFAULT_OVERSIZED_MEMBER_BYTES,
     ) -> OmacirItem:
-        """Write the tars under ``cache_dir`` (or reuse an earlier build with the same parameters)."""
+        """Write the tars under ``cache_dir`` (or reuse an earlier build with the same parameters).
+
+        ``hostile_members`` plants the members of ``HOSTILE_KINDS`` in every archive (see the module
+        docstring), with the oversized one just over ``oversized_member_bytes``; ``images_per_archive`` still
+        counts only the ordinary image members, which are the same as without ``hostile_members``. Without
+        it the tars (and the cache folder) are those of earlier versions of this module.
+        """
         letters = tuple(letters)
         _check_parameters(letters, images_per_archive)
-        parameters = {
+        if isinstance(oversized_member_bytes, bool) or not isinstance(oversized_member_bytes, int):
+            raise ValueError(f"oversized_member_bytes must be an integer, got {oversized_member_bytes!r}")
+        if oversized_member_bytes < 1:
+            raise ValueError(f"oversized_member_bytes must be positive, got {oversized_member_bytes}")
+        parameters: dict[str, object] = {
             "identifier": identifier,
             "letters": list(letters),
             "images_per_archive": images_per_archive,
             "seed": seed,
             "version": BUILD_FORMAT_VERSION,
         }
+        if hostile_members:  # only then, so that default builds keep their cache key
+            parameters["hostile"] = {
+                "oversized_member_bytes": oversized_member_bytes,
+                "version": HOSTILE_FORMAT_VERSION,
+            }
         key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:16]
         cache_dir = Path(cache_dir)
         final_dir = cache_dir / f"{identifier}-{key}"
@@ -119,7 +205,13 @@ class OmacirItem:
         scratch = Path(tempfile.mkdtemp(prefix=f".{identifier}-building-", dir=cache_dir))
         try:
             archives = [
-                _write_archive(scratch / f"album_covers_{letter}.tar", letter, images_per_archive, seed)
+                _write_archive(
+                    scratch / f"album_covers_{letter}.tar",
+                    letter,
+                    images_per_archive,
+                    seed,
+                    oversized_member_bytes if hostile_members else None,
+                )
                 for letter in letters
             ]
             truth = {"parameters": parameters, "archives": [asdict(archive) for archive in archives]}
@@ -174,6 +266,16 @@ class OmacirItem:
     def total_size(self) -> int:
         return sum(archive.size for archive in self.archives)
 
+    def expected_kept(self, archive: str | None = None) -> set[str]:
+        """Ground truth: names of the members (of all archives, or of ``archive``) whose images a correct client
+        keeps: the kinds mapped to None in ``EXPECTED_REASON`` (``cover``, ``png``, ``gif``), each a distinct
+        picture. Placeholder copies, near-identical placeholders and every member with a failure reason are
+        left out, under the assumptions listed at ``EXPECTED_REASON``. Member names are unique across the
+        item (they carry the archive's letter); a manifest's source id is ``{archive name}/{member name}``.
+        """
+        archives = self.archives if archive is None else (self.archive(archive),)
+        return {member.name for each in archives for member in each.members if member.kind in KEPT_KINDS}
+
 
 def _check_parameters(letters: tuple[str, ...], images_per_archive: int) -> None:
     if not letters:
@@ -212,6 +314,25 @@ def placeholder_image_bytes() -> bytes:
     draw.polygon([(100, 190), (140, 140), (170, 175), (185, 160), (200, 190)], fill=(150, 150, 150))
     draw.ellipse((170, 112, 190, 132), fill=(150, 150, 150))
     return encode_image(image, "JPEG", quality=85)
+
+
+def near_placeholder_variants() -> list[tuple[bytes, int, int]]:
+    """(bytes, width, height) of re-encodings of the placeholder: other bytes, the same picture to a perceptual
+    hash, as when an image host recompressed it; all 300 x 300. (No resized copy: resizing moves borderline
+    dHash bits when a client decodes JPEGs at reduced scale with Pillow's ``draft``.)"""
+    with Image.open(io.BytesIO(placeholder_image_bytes())) as decoded:
+        picture = decoded.convert("RGB")
+    variants = []
+    for image, options in (
+        (picture, {"quality": 70}),
+        (picture, {"quality": 95}),
+        (picture, {"quality": 85, "progressive": True}),
+        (picture, {"quality": 85, "subsampling": 0}),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", **options)
+        variants.append((buffer.getvalue(), image.width, image.height))
+    return variants
 
 
 def _cover_dimensions(rng: random.Random) -> tuple[int, int]:
@@ -258,16 +379,165 @@ def _tar_info(name: str, size: int, is_directory: bool = False) -> tarfile.TarIn
     return info
 
 
-def _write_archive(path: Path, letter: str, images_per_archive: int, seed: int) -> ArchiveFile:
-    """Stream one tar to disk member by member, then checksum it as archive.org would."""
+@dataclass(frozen=True)
+class _Planted:
+    """A hostile member waiting to be written: its tar header fields, content and ground truth."""
+
+    kind: str
+    name: str
+    type: bytes  # a tarfile type: REGTYPE, SYMTYPE, LNKTYPE, CHRTYPE, FIFOTYPE
+    data: bytes = b""
+    linkname: str | None = None  # None for a hardlink: link to the last ordinary cover written before it
+    truth: dict | None = None  # format, width, height, style
+
+
+def _drawn_jpeg(rng: random.Random) -> tuple[bytes, dict]:
+    seed = rng.randrange(2**31)
+    width, height = _cover_dimensions(rng)
+    image = draw_unlabeled_cover(seed, max(width, height))
+    if (width, height) != image.size:
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    truth = {"format": "JPEG", "width": width, "height": height, "style": unlabeled_cover_style(seed)}
+    return encode_image(image, "JPEG"), truth
+
+
+def _pad_jpeg(data: bytes, more_than: int) -> bytes:
+    """The JPEG with comment (COM) segments after its SOI marker until it is longer than ``more_than`` bytes;
+    it still decodes to the same picture."""
+    assert data[:2] == b"\xff\xd8"
+    needed = max(0, more_than + 1 - len(data))
+    segments = []
+    filler = b"omacir emulator padding. " * 2700
+    while needed > 0:
+        payload = min(65533, max(1, needed - 4))  # a segment is 4 bytes of marker and length plus its payload
+        segments.append(b"\xff\xfe" + (payload + 2).to_bytes(2, "big") + filler[:payload])
+        needed -= payload + 4
+    return data[:2] + b"".join(segments) + data[2:]
+
+
+def _bomb_png(rng: random.Random) -> bytes:
+    """A real 8 x 8 PNG whose IHDR (with a correct CRC) claims ``BOMB_SIDE`` x ``BOMB_SIDE`` pixels."""
+    small = draw_unlabeled_cover(rng.randrange(2**31), 150).resize((8, 8), Image.Resampling.BILINEAR)
+    data = bytearray(encode_image(small, "PNG"))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = BOMB_SIDE.to_bytes(4, "big") + BOMB_SIDE.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # over the chunk type and its 13 bytes
+    return bytes(data)
+
+
+def _hostile_plan(
+    folder: str, letter: str, rng: random.Random, oversized_member_bytes: int
+) -> list[_Planted]:
+    """The hostile members of one archive, in the order they are spread among the ordinary ones."""
+
+    def stem() -> str:
+        return f"{folder}/{letter}{rng.getrandbits(60):015x}"
+
+    planted = []
+    for name in (f"../../escape_{letter}.jpg", f"{folder}/../../escape2_{letter}.jpg"):
+        data, truth = _drawn_jpeg(rng)
+        planted.append(_Planted("traversal", name, tarfile.REGTYPE, data, truth=truth))
+    data, truth = _drawn_jpeg(rng)
+    planted.append(
+        _Planted("absolute", f"/tmp/omacir_absolute_{letter}.jpg", tarfile.REGTYPE, data, truth=truth)
+    )
+    planted.append(_Planted("symlink", f"{stem()}.jpg", tarfile.SYMTYPE, linkname=SYMLINK_TARGET))
+    planted.append(_Planted("hardlink", f"{stem()}.jpg", tarfile.LNKTYPE, linkname=None))
+    planted.append(
+        _Planted("hardlink", f"{stem()}.jpg", tarfile.LNKTYPE, linkname=f"../outside_{letter}.jpg")
+    )
+    planted.append(_Planted("device", f"{stem()}.jpg", tarfile.CHRTYPE))
+    planted.append(_Planted("fifo", f"{stem()}.jpg", tarfile.FIFOTYPE))
+    data, truth = _drawn_jpeg(rng)
+    planted.append(
+        _Planted(
+            "oversized",
+            f"{stem()}.jpg",
+            tarfile.REGTYPE,
+            _pad_jpeg(data, oversized_member_bytes),
+            truth=truth,
+        )
+    )
+    bomb_truth = {"format": "PNG", "width": BOMB_SIDE, "height": BOMB_SIDE}
+    planted.append(_Planted("bomb", f"{stem()}.png", tarfile.REGTYPE, _bomb_png(rng), truth=bomb_truth))
+    for _ in range(TRUNCATED_PER_ARCHIVE):
+        data, truth = _drawn_jpeg(rng)
+        planted.append(
+            _Planted("truncated", f"{stem()}.jpg", tarfile.REGTYPE, data[: len(data) * 6 // 10], truth=truth)
+        )
+    for data, width, height in near_placeholder_variants():
+        truth = {"format": "JPEG", "width": width, "height": height}
+        planted.append(_Planted("near_placeholder", f"{stem()}.jpg", tarfile.REGTYPE, data, truth=truth))
+    rng.shuffle(planted)
+    return planted
+
+
+def _planted_tar_info(planted: _Planted, linkname: str | None) -> tarfile.TarInfo:
+    info = _tar_info(planted.name, len(planted.data))
+    info.type = planted.type
+    if planted.type != tarfile.REGTYPE:
+        info.size = 0
+    if linkname is not None:
+        info.linkname = linkname
+    if planted.type == tarfile.SYMTYPE:
+        info.mode = 0o777
+    elif planted.type == tarfile.CHRTYPE:
+        info.mode, info.devmajor, info.devminor = 0o666, 1, 3
+    return info
+
+
+def _member_truth(
+    name: str, kind: str, data: bytes, truth: dict, linkname: str | None = None
+) -> ArchiveMember:
+    return ArchiveMember(
+        name=name,
+        kind=kind,
+        format=truth.get("format"),
+        width=truth.get("width"),
+        height=truth.get("height"),
+        style=truth.get("style"),
+        size=len(data),
+        md5=hashlib.md5(data).hexdigest(),
+        linkname=linkname,
+    )
+
+
+def _write_archive(
+    path: Path, letter: str, images_per_archive: int, seed: int, oversized_member_bytes: int | None = None
+) -> ArchiveFile:
+    """Stream one tar to disk member by member, then checksum it as archive.org would.
+
+    With ``oversized_member_bytes`` (not None) the hostile members are planted too, from a random stream of
+    their own so that the ordinary members are exactly those of the default build."""
     rng = random.Random(f"omacir/{seed}/{letter}/{images_per_archive}")
     placeholder = placeholder_image_bytes()
     folder = path.stem
     used_stems: set[str] = set()
     members: list[ArchiveMember] = []
+    plan = _member_plan(images_per_archive, rng)
+    # The index of an ordinary member -> the hostile members written just before it.
+    planted_before: dict[int, list[_Planted]] = {}
+    if oversized_member_bytes is not None:
+        hostile_rng = random.Random(f"omacir-hostile/{seed}/{letter}/{images_per_archive}")
+        planted = _hostile_plan(folder, letter, hostile_rng, oversized_member_bytes)
+        # Spread evenly, never before the first ordinary member (a hardlink needs one to point at).
+        for position, hostile in enumerate(planted):
+            planted_before.setdefault(1 + position * len(plan) // len(planted), []).append(hostile)
+    previous_cover = previous_name = ""  # what a hardlink planted without a target points at
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
         tar.addfile(_tar_info(folder, 0, is_directory=True))
-        for kind in _member_plan(images_per_archive, rng):
+        for index in range(len(plan) + 1):
+            for hostile in planted_before.get(index, []):
+                linkname = hostile.linkname
+                if hostile.type == tarfile.LNKTYPE and linkname is None:
+                    linkname = previous_cover or previous_name
+                info = _planted_tar_info(hostile, linkname)
+                tar.addfile(info, io.BytesIO(hostile.data) if info.isreg() else None)
+                data = hostile.data if info.isreg() else b""
+                members.append(_member_truth(hostile.name, hostile.kind, data, hostile.truth or {}, linkname))
+            if index == len(plan):
+                break
+            kind = plan[index]
             stem = f"{letter}{rng.getrandbits(60):015x}"
             while stem in used_stems:
                 stem = f"{letter}{rng.getrandbits(60):015x}"
@@ -275,18 +545,13 @@ def _write_archive(path: Path, letter: str, images_per_archive: int, seed: int) 
             file_name, data, truth = _make_member(kind, stem, rng, placeholder)
             member_name = f"{folder}/{file_name}"
             tar.addfile(_tar_info(member_name, len(data)), io.BytesIO(data))
-            members.append(
-                ArchiveMember(
-                    name=member_name,
-                    kind=kind,
-                    format=truth.get("format"),
-                    width=truth.get("width"),
-                    height=truth.get("height"),
-                    style=truth.get("style"),
-                    size=len(data),
-                    md5=hashlib.md5(data).hexdigest(),
-                )
-            )
+            members.append(_member_truth(member_name, kind, data, truth))
+            previous_name = member_name
+            if kind in KEPT_KINDS:
+                previous_cover = member_name
+    names = [member.name for member in members]
+    if len(set(names)) != len(names):  # a 60-bit name collision between ordinary and planted members
+        raise RuntimeError(f"duplicate member names in {path.name}; build with another seed")
     md5, sha1, crc32 = _checksums(path)
     return ArchiveFile(path.name, path.stat().st_size, md5, sha1, crc32, tuple(members))
 
@@ -316,6 +581,7 @@ class _ServedFile:
     crc32: str
     path: Path | None = None
     data: bytes | None = None
+    listed_md5: str | None = None  # a wrong md5 to publish in the metadata instead of the true one
 
     def metadata_entry(self) -> dict[str, str]:
         return {
@@ -323,7 +589,7 @@ class _ServedFile:
             "source": self.source,
             "format": self.format,
             "size": str(self.size),  # archive.org publishes sizes as strings
-            "md5": self.md5,
+            "md5": self.listed_md5 or self.md5,
             "sha1": self.sha1,
             "crc32": self.crc32,
             "mtime": str(FILE_MTIME),
@@ -370,6 +636,11 @@ def _item_metadata(identifier: str) -> dict[str, object]:
         "publicdate": "2016-06-21 08:00:32",
         "addeddate": "2016-06-21 08:00:32",
     }
+
+
+def wrong_md5_for(true_md5: str) -> str:
+    """The md5 the metadata lists for a file named in ``ArchiveEmulator(wrong_md5=...)``: valid hex, not true."""
+    return hashlib.md5(f"not {true_md5}".encode()).hexdigest()
 
 
 def _served_files(item: OmacirItem) -> dict[str, _ServedFile]:
@@ -441,12 +712,40 @@ class ArchiveEmulator(LoopbackServer):
         port: int = 0,
         *,
         cut_first_download_after_bytes: int | None = None,
+        wrong_md5: Iterable[str] = (),
+        drop_every_bytes: int | None = None,
+        latency_s: float = 0.0,
     ) -> None:
-        """``cut_first_download_after_bytes`` drops the connection part-way through the first GET of each
-        file, so that tests can exercise a client's resume with Range."""
-        super().__init__(host, port)
+        """Opt-in faults, for tests of a client's resume and verification:
+
+        - ``cut_first_download_after_bytes`` drops the connection part-way through the first GET of each
+          file (later GETs are whole);
+        - ``drop_every_bytes`` drops the connection after that many body bytes of EVERY GET of a download
+          (200 or 206), so a file larger than that needs several Range requests; the request log
+          (``requests``, field ``range``) shows each Range header. With both, the smaller cut wins;
+        - ``wrong_md5`` names files (e.g. ``album_covers_a.tar``) whose metadata entry lists a wrong md5
+          (``wrong_md5_for`` of the true one); the bytes served, the ETag, sha1 and crc32 stay true;
+        - ``latency_s`` delays every response, as on a slow link.
+        """
+        super().__init__(host, port, latency_s=latency_s)
+        for name, value, least in (
+            ("cut_first_download_after_bytes", cut_first_download_after_bytes, 0),
+            ("drop_every_bytes", drop_every_bytes, 1),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"{name} must be an integer >= {least} or None, got {value!r}")
         self.item = item
         self._files = _served_files(item)
+        wrong = [wrong_md5] if isinstance(wrong_md5, str) else list(wrong_md5)
+        unknown = sorted(set(wrong) - self._files.keys())
+        if unknown:
+            raise ValueError(
+                f"wrong_md5 names files the item does not have: {unknown}; it has {list(self._files)}"
+            )
+        for name in wrong:
+            served = self._files[name]
+            self._files[name] = replace(served, listed_md5=wrong_md5_for(served.md5))
+        self._drop_every = drop_every_bytes
         self._cut_after = cut_first_download_after_bytes
         self._already_cut: set[str] = set()
         self._cut_lock = threading.Lock()
@@ -497,8 +796,11 @@ class ArchiveEmulator(LoopbackServer):
             headers["Content-Range"] = f"bytes {first}-{last}/{served.size}"
         length = last - first + 1
         streamed_length = length
-        if request.method == "GET" and self._should_cut(served.name):
-            streamed_length = min(length, self._cut_after or 0)
+        if request.method == "GET":
+            if self._drop_every is not None:
+                streamed_length = min(streamed_length, self._drop_every)
+            if self._should_cut(served.name):
+                streamed_length = min(streamed_length, self._cut_after or 0)
         return Response(status, served.read(first, streamed_length), headers, content_length=length)
 
     def _should_cut(self, name: str) -> bool:

@@ -4,29 +4,70 @@ import re
 import tarfile
 import threading
 import time
+import zlib
 from collections import Counter
 
+import imagehash
 import pytest
 import requests
 from PIL import Image
 
+from album_pipeline.data.images import InvalidImage, validate_image
 from album_pipeline.emulators import __main__ as emulators_main
 from album_pipeline.emulators.archive import (
+    BOMB_SIDE,
+    EXPECTED_REASON,
+    HOSTILE_KINDS,
     MEMBER_KINDS,
+    REFUSED_KINDS,
     ArchiveEmulator,
     OmacirItem,
     parse_single_range,
+    placeholder_image_bytes,
+    wrong_md5_for,
 )
 from album_pipeline.emulators.server import running_emulators
 from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.sources.omacir import iter_tar_images
 
 IMAGES_PER_ARCHIVE = 60
+HOSTILE_IMAGES_PER_ARCHIVE = 40
+OVERSIZED_BYTES = 300_000
+# What the default build for ("a", "b"), 60 images, seed 0 was before hostile members existed: opt-in
+# trouble must not change it. (A new Pillow/libjpeg that encodes differently changes these too.)
+DEFAULT_BUILD_FOLDER = "audio-covers-3dc04561139a8640"
+DEFAULT_BUILD_MD5 = ["a670b8d02d9fdd68aa65ee6270d602fd", "e06fc8cdaf7fc90242549d1d15d4c4d5"]
+PLANTED_COUNTS = {
+    "traversal": 2,
+    "absolute": 1,
+    "symlink": 1,
+    "hardlink": 2,
+    "device": 1,
+    "fifo": 1,
+    "oversized": 1,
+    "bomb": 1,
+    "truncated": 3,
+    "near_placeholder": 4,
+}
+TAR_TYPE = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "device": tarfile.CHRTYPE}
+TAR_TYPE["fifo"] = tarfile.FIFOTYPE
 
 
 @pytest.fixture(scope="module")
 def item(tmp_path_factory):
     return OmacirItem.build(
         tmp_path_factory.mktemp("omacir"), letters=("a", "b"), images_per_archive=IMAGES_PER_ARCHIVE
+    )
+
+
+@pytest.fixture(scope="module")
+def hostile_item(tmp_path_factory):
+    return OmacirItem.build(
+        tmp_path_factory.mktemp("omacir-hostile"),
+        letters=("a", "b"),
+        images_per_archive=HOSTILE_IMAGES_PER_ARCHIVE,
+        hostile_members=True,
+        oversized_member_bytes=OVERSIZED_BYTES,
     )
 
 
@@ -285,3 +326,228 @@ def test_command_line_prints_the_environment_and_serves_until_stopped(tmp_path, 
         stop.set()
         thread.join(timeout=10)
     assert result == [0]
+
+
+# --- opt-in trouble -----------------------------------------------------------------------------------------
+def test_default_builds_are_unchanged_by_the_opt_in_trouble(item):
+    assert item.directory.name == DEFAULT_BUILD_FOLDER
+    assert [archive.md5 for archive in item.archives] == DEFAULT_BUILD_MD5
+    assert all(member.kind in MEMBER_KINDS for member in item.members())
+
+
+def test_hostile_builds_add_members_to_the_default_ones_under_their_own_key(hostile_item, tmp_path):
+    plain = OmacirItem.build(tmp_path, letters=("a", "b"), images_per_archive=HOSTILE_IMAGES_PER_ARCHIVE)
+    assert plain.directory.name != hostile_item.directory.name
+    for hostile, ordinary in zip(hostile_item.archives, plain.archives, strict=True):
+        assert [m for m in hostile.members if m.kind in MEMBER_KINDS] == list(ordinary.members)
+        assert Counter(m.kind for m in hostile.members if m.kind in HOSTILE_KINDS) == PLANTED_COUNTS
+    again = OmacirItem.build(
+        tmp_path,
+        letters=("a", "b"),
+        images_per_archive=HOSTILE_IMAGES_PER_ARCHIVE,
+        hostile_members=True,
+        oversized_member_bytes=OVERSIZED_BYTES,
+    )
+    assert again.archives == hostile_item.archives and again.directory.name == hostile_item.directory.name
+    bigger = OmacirItem.build(
+        tmp_path, letters=("a",), images_per_archive=10, hostile_members=True, oversized_member_bytes=400_000
+    )
+    oversized = [m for m in bigger.members() if m.kind == "oversized"]
+    assert len(oversized) == 1 and 400_000 < oversized[0].size < 400_000 + 70_000
+    with pytest.raises(ValueError, match="oversized_member_bytes"):
+        OmacirItem.build(tmp_path, hostile_members=True, oversized_member_bytes=0)
+
+
+def _stream_members(path):
+    """(TarInfo, content or None) for every non-directory member, read in streaming mode."""
+    with tarfile.open(path, mode="r|") as tar:
+        for member in tar:
+            if member.isdir():
+                continue
+            yield member, (tar.extractfile(member).read() if member.isreg() else None)
+
+
+def test_hostile_members_have_the_planted_names_types_and_sizes(hostile_item):
+    for archive in hostile_item.archives:
+        letter = archive.name.removeprefix("album_covers_").removesuffix(".tar")
+        folder = f"album_covers_{letter}"
+        entries = list(_stream_members(hostile_item.path(archive.name)))
+        assert [info.name for info, _ in entries] == [member.name for member in archive.members]
+        earlier: dict[str, str] = {}
+        for (info, data), truth in zip(entries, archive.members, strict=True):
+            assert info.type == TAR_TYPE.get(truth.kind, tarfile.REGTYPE), truth
+            assert info.size == truth.size and info.linkname == (truth.linkname or "")
+            if data is not None:
+                assert hashlib.md5(data).hexdigest() == truth.md5
+                assert (truth.size > OVERSIZED_BYTES) == (truth.kind == "oversized")
+            else:
+                assert truth.size == 0
+            if truth.kind == "hardlink" and not truth.linkname.startswith(".."):
+                assert earlier.get(truth.linkname) in {"cover", "png", "gif"}  # a real earlier image
+            if truth.kind == "device":
+                assert (info.devmajor, info.devminor) == (1, 3)
+            earlier[truth.name] = truth.kind
+        by_kind: dict[str, list[str]] = {}
+        for truth in archive.members:
+            by_kind.setdefault(truth.kind, []).append(truth.name)
+        assert sorted(by_kind["traversal"]) == [
+            f"../../escape_{letter}.jpg",
+            f"{folder}/../../escape2_{letter}.jpg",
+        ]
+        assert by_kind["absolute"] == [f"/tmp/omacir_absolute_{letter}.jpg"]
+        assert {m.linkname for m in archive.members if m.kind == "symlink"} == {"/etc/passwd"}
+        assert f"../outside_{letter}.jpg" in {m.linkname for m in archive.members if m.kind == "hardlink"}
+        planted = [m.name for m in archive.members if m.kind in HOSTILE_KINDS]
+        assert all(
+            n.startswith(f"{folder}/{letter}")
+            for k in PLANTED_COUNTS
+            for n in by_kind[k]
+            if k not in {"traversal", "absolute"}
+        )
+        # Spread among the ordinary members, not bunched at either end.
+        positions = [i for i, m in enumerate(archive.members) if m.kind in HOSTILE_KINDS]
+        assert len(positions) == len(planted) == sum(PLANTED_COUNTS.values())
+        assert positions[0] < len(archive.members) // 4 and positions[-1] > 3 * len(archive.members) // 4
+        assert archive.members[0].kind in MEMBER_KINDS
+
+
+def _picture_hashes(data):
+    """dHash and pHash of the full decode, and dHash of a reduced-scale JPEG decode (as a fast client does)."""
+    with Image.open(io.BytesIO(data)) as image:
+        full = (str(imagehash.dhash(image)), str(imagehash.phash(image)))
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", (64, 64))
+        return (*full, str(imagehash.dhash(image.convert("L"))))
+
+
+def test_hostile_image_members_break_in_the_planted_ways(hostile_item):
+    placeholder = placeholder_image_bytes()
+    placeholder_hashes = _picture_hashes(placeholder)
+    for archive in hostile_item.archives:
+        truth = {member.name: member for member in archive.members}
+        contents = {info.name: data for info, data in _stream_members(hostile_item.path(archive.name))}
+        near = []
+        for name, data in contents.items():
+            member = truth[name]
+            if member.kind == "bomb":
+                assert len(data) < 1000
+                assert int.from_bytes(data[16:20], "big") == int.from_bytes(data[20:24], "big") == BOMB_SIDE
+                assert zlib.crc32(data[12:29]) == int.from_bytes(data[29:33], "big")  # a well-formed header
+                with pytest.raises(Image.DecompressionBombError):
+                    Image.open(io.BytesIO(data))
+            elif member.kind == "truncated":
+                with Image.open(io.BytesIO(data)) as image:
+                    assert (image.format, image.size) == ("JPEG", (member.width, member.height))
+                    with pytest.raises(OSError, match="truncated"):
+                        image.load()
+            elif member.kind in {"oversized", "traversal", "absolute"}:
+                with Image.open(io.BytesIO(data)) as image:
+                    image.load()  # real, complete JPEG covers
+                    assert (image.format, image.size) == ("JPEG", (member.width, member.height))
+            elif member.kind == "placeholder":
+                assert data == placeholder
+            elif member.kind == "near_placeholder":
+                near.append(data)
+                with Image.open(io.BytesIO(data)) as image:
+                    assert (image.format, image.size) == ("JPEG", (member.width, member.height))
+                assert _picture_hashes(data) == placeholder_hashes
+        assert len(set(near)) == len(near) == PLANTED_COUNTS["near_placeholder"] and placeholder not in near
+        assert sum(member.kind == "placeholder" for member in archive.members) >= 2
+
+
+def test_expected_reasons_are_what_a_careful_client_records(hostile_item):
+    """The tar reader's refusals, validate_image and a perceptual-hash placeholder check reproduce the truth."""
+    assert set(EXPECTED_REASON) == set(MEMBER_KINDS) | set(HOSTILE_KINDS)
+    with Image.open(io.BytesIO(placeholder_image_bytes())) as image:
+        placeholder_hash = imagehash.dhash(image)
+    for archive in hostile_item.archives:
+        kinds = archive.kinds()
+        refused: dict[str, str] = {}
+        recorded: dict[str, str | None] = {}
+        for member in iter_tar_images(
+            hostile_item.path(archive.name),
+            max_member_bytes=OVERSIZED_BYTES,
+            on_refused=refused.__setitem__,
+        ):
+            try:
+                validate_image(member.data)
+            except InvalidImage as invalid:
+                recorded[member.name] = invalid.reason
+                continue
+            with Image.open(io.BytesIO(member.data)) as image:
+                recorded[member.name] = "placeholder" if imagehash.dhash(image) == placeholder_hash else None
+        assert refused == {
+            name: EXPECTED_REASON[kind] for name, kind in kinds.items() if kind in REFUSED_KINDS
+        }
+        assert recorded == {
+            name: EXPECTED_REASON[kind] for name, kind in kinds.items() if kind not in REFUSED_KINDS
+        }
+        kept = {name for name, reason in recorded.items() if reason is None}
+        assert kept == hostile_item.expected_kept(archive.name)
+        assert {kinds[name] for name in kept} == {"cover", "png", "gif"}
+    assert hostile_item.expected_kept() == set().union(
+        *(hostile_item.expected_kept(archive.name) for archive in hostile_item.archives)
+    )
+
+
+def test_wrong_md5_is_listed_while_the_true_bytes_are_served(item):
+    with ArchiveEmulator(item, wrong_md5=["album_covers_a.tar"]) as server:
+        files = requests.get(f"{server.url}/metadata/audio-covers", timeout=10).json()["files"]
+        listed = {entry["name"]: entry for entry in files}
+        for name in ("album_covers_a.tar", "album_covers_b.tar"):
+            data = _download(server, name).content
+            assert data == item.path(name).read_bytes()
+            assert hashlib.sha1(data).hexdigest() == listed[name]["sha1"]
+            assert int(listed[name]["size"]) == len(data)
+        true_a = hashlib.md5(item.path("album_covers_a.tar").read_bytes()).hexdigest()
+        assert listed["album_covers_a.tar"]["md5"] == wrong_md5_for(true_a) != true_a
+        assert re.fullmatch(r"[0-9a-f]{32}", listed["album_covers_a.tar"]["md5"])
+        assert listed["album_covers_b.tar"]["md5"] == item.archive("album_covers_b.tar").md5
+    with pytest.raises(ValueError, match="album_covers_q.tar"):
+        ArchiveEmulator(item, wrong_md5=["album_covers_q.tar"])
+
+
+def _read_until_cut(url, headers):
+    """(status, headers, bytes received, whether the connection was cut before the announced length)."""
+    received = bytearray()
+    try:
+        with requests.get(url, headers=headers, stream=True, timeout=10) as response:
+            for chunk in response.iter_content(1024):
+                received.extend(chunk)
+    except requests.exceptions.RequestException:
+        return response.status_code, response.headers, bytes(received), True
+    return response.status_code, response.headers, bytes(received), False
+
+
+def test_drop_every_bytes_cuts_every_download_and_ranges_reassemble_the_file(item):
+    name = "album_covers_b.tar"
+    whole = item.path(name).read_bytes()
+    drop = len(whole) // 4 + 1000
+    with ArchiveEmulator(item, drop_every_bytes=drop) as server:
+        url = f"{server.url}/download/audio-covers/{name}"
+        received = bytearray()
+        offsets, cuts = [], []
+        while len(received) < len(whole) and len(offsets) < 20:
+            offset = len(received)
+            offsets.append(offset)
+            status, headers, data, cut = _read_until_cut(url, {"Range": f"bytes={offset}-"} if offset else {})
+            assert 0 < len(data) <= drop
+            if offset:
+                assert (
+                    status == 206
+                    and headers["Content-Range"] == f"bytes {offset}-{len(whole) - 1}/{len(whole)}"
+                )
+            else:
+                assert status == 200 and int(headers["Content-Length"]) == len(whole)
+            received.extend(data)
+            cuts.append(cut)
+        assert bytes(received) == whole
+        assert len(offsets) >= 4 and cuts == [True] * (len(offsets) - 1) + [False]
+        assert [record.range for record in server.requests] == [None] + [f"bytes={o}-" for o in offsets[1:]]
+        # Not only the first download of a file: a fresh whole-file GET is cut again, and so is a range.
+        assert _read_until_cut(url, {})[3]
+        assert _read_until_cut(url, {"Range": "bytes=0-"})[3]
+        short = requests.get(url, headers={"Range": f"bytes=0-{drop - 1}"}, timeout=10)
+        assert short.status_code == 206 and short.content == whole[:drop]
+    with pytest.raises(ValueError, match="drop_every_bytes"):
+        ArchiveEmulator(item, drop_every_bytes=0)

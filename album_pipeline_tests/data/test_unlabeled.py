@@ -113,3 +113,48 @@ def test_omacir_local_folder_and_unsafe_members(item, tmp_path: Path) -> None:
         "kept",
     ]
     assert result.stats["bytes_downloaded"] == 0
+
+
+def test_free_disk_check_gives_the_numbers(tmp_path: Path, monkeypatch) -> None:
+    import shutil as shutil_module
+
+    from album_pipeline.data.unlabeled import InsufficientDiskSpace, ensure_free_space
+
+    ensure_free_space(tmp_path, 1, "a tiny thing")
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        "album_pipeline.data.unlabeled.shutil.disk_usage", lambda _: usage._replace(free=3_000_000_000)
+    )
+    with pytest.raises(InsufficientDiskSpace, match=r"needs 12\.00 GB but only 3\.00 GB is free"):
+        ensure_free_space(tmp_path / "not" / "yet", 12_000_000_000, "album_covers_s.tar")
+
+
+def test_gif_and_png_are_kept_or_converted_to_jpeg_as_configured(item, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from album_pipeline.data.unlabeled import ExtractOptions, extract_archive
+
+    tar = item.path("album_covers_a.tar")
+    kept = extract_archive(tar, "album_covers_a.tar", ImageStore(tmp_path / "kept"))
+    converted = extract_archive(
+        tar, "album_covers_a.tar", ImageStore(tmp_path / "jpeg"), ExtractOptions(convert_to_jpeg=True)
+    )
+    assert {"PNG", "GIF"} <= set(kept.rows["format"])
+    assert set(converted.rows["format"]) == {"JPEG"}
+    assert list(converted.rows["source_id"]) == list(kept.rows["source_id"])
+    for row in converted.rows.itertuples():
+        with Image.open(ImageStore(tmp_path / "jpeg").absolute(row.path)) as image:
+            assert image.format == "JPEG" and image.size == (row.width, row.height)
+
+
+def test_progress_bar_shows_on_request(item, tmp_path: Path, capsys) -> None:
+    from album_pipeline.data.unlabeled import extract_archive
+
+    extract_archive(
+        item.path("album_covers_b.tar"), "album_covers_b.tar", ImageStore(tmp_path), progress_bar=True
+    )
+    assert "extract album_covers_b.tar" in capsys.readouterr().err
+    extract_archive(
+        item.path("album_covers_b.tar"), "album_covers_b.tar", ImageStore(tmp_path), progress_bar=False
+    )
+    assert capsys.readouterr().err == ""

@@ -70,3 +70,33 @@ def test_each_archive_is_a_partition_and_a_wrong_md5_fails_only_its_own(tmp_path
     assert leftovers == []
     manifest = pd.read_parquet(home.unlabeled_manifest)
     assert set(manifest["archive"]) == {"album_covers_a.tar", "album_covers_c.tar"}
+
+
+def test_a_tar_can_be_deleted_once_its_images_are_recorded(tmp_path, monkeypatch):
+    item = OmacirItem.build(tmp_path / "item", letters=("d",), images_per_archive=40, seed=3)
+    home = HomeLayout(tmp_path / "home")
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home.root))
+    with ArchiveEmulator(item) as server:
+        monkeypatch.setenv("OMACIR_URL", server.url)
+        job = (
+            build_definitions(Settings.from_environ())
+            .resolve_implicit_global_asset_job_def()
+            .get_subset(
+                asset_selection={dg.AssetKey("omacir_archives"), dg.AssetKey("omacir_archive_images")}
+            )
+        )
+        config = {
+            "ops": {
+                "omacir_archives": {"config": {"archives": ["d"]}},
+                "omacir_archive_images": {"config": {"delete_archive_after_extract": True}},
+            }
+        }
+        (tmp_path / "dagster").mkdir()
+        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+            assert job.execute_in_process(run_config=config, instance=instance).success
+            assert not (home.omacir_downloads_dir / "album_covers_d.tar").exists()
+            assert (home.extracted_dir("omacir") / "album_covers_d.tar.parquet").exists()
+            server.clear_requests()
+            assert job.execute_in_process(run_config=config, instance=instance).success
+            # The tar is gone but its extraction is recorded: nothing is downloaded again.
+            assert not [r for r in server.requests if r.path.startswith("/download/")]

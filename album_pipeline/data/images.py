@@ -45,6 +45,7 @@ class ImageInfo:
     height: int
     format: str  # Pillow format name: JPEG, PNG, GIF, WEBP
     extension: str  # without the dot: jpg, png, gif, webp
+    picture_hash: str | None = None  # set when asked for: see picture_hash()
 
 
 def _has_known_magic(data: bytes) -> bool:
@@ -57,8 +58,11 @@ def validate_image(
     min_side: int = DEFAULT_MIN_SIDE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+    with_picture_hash: bool = False,
 ) -> ImageInfo:
     """Check, fully decode and measure an image; raise InvalidImage with a reason code when it is unusable.
+
+    ``with_picture_hash`` also computes ``picture_hash`` from the same decode (decoding is most of the cost).
 
     Reasons: ``empty``, ``not_an_image``, ``unsupported_format``, ``decompression_bomb``, ``truncated``,
     ``corrupt``, ``too_small``, ``aspect_ratio``.
@@ -78,6 +82,7 @@ def validate_image(
                     raise InvalidImage("decompression_bomb", f"{width}x{height} exceeds {max_pixels} pixels")
                 image_format = image.format or ""
                 image.load()
+                hashed = _dhash(image) if with_picture_hash else None
     except InvalidImage:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
@@ -105,6 +110,7 @@ def validate_image(
         height=height,
         format=_STORED_FORMAT.get(image_format, image_format),
         extension=_EXTENSIONS[image_format],
+        picture_hash=hashed,
     )
 
 
@@ -113,11 +119,15 @@ def picture_hash(data: bytes) -> str:
 
     Two encodings of one picture (another JPEG quality, a small resize, PNG versus JPEG) get the same hash
     where their bytes differ, which is how re-encoded placeholders are recognised. Call it on bytes that
-    ``validate_image`` accepted. JPEG's draft mode decodes at a reduced scale, enough for a 9x8 thumbnail.
+    ``validate_image`` accepted; ``validate_image(..., with_picture_hash=True)`` gives the same hash from its
+    own decode, without a second one.
     """
     with Image.open(io.BytesIO(data)) as image:
-        image.draft("L", (64, 64))
-        return str(imagehash.dhash(image.convert("L"), hash_size=8))
+        return _dhash(image)
+
+
+def _dhash(image: Image.Image) -> str:
+    return str(imagehash.dhash(image.convert("L"), hash_size=8))
 
 
 def _classify_unknown(data: bytes) -> str:

@@ -39,7 +39,6 @@ from album_pipeline.data.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
     InvalidImage,
-    picture_hash,
     validate_image,
 )
 from album_pipeline.data.manifest import (
@@ -280,7 +279,7 @@ def _verdict(
     try:
         info = validate_image(
             data, min_side=options.min_side, max_pixels=options.max_pixels,
-            max_aspect_ratio=options.max_aspect_ratio,
+            max_aspect_ratio=options.max_aspect_ratio, with_picture_hash=True,
         )  # fmt: skip
     except InvalidImage as invalid:
         verdicts[key] = invalid.reason
@@ -297,7 +296,7 @@ def _verdict(
         "height": info.height,
         "format": image_format,
         "split": assign_split(stored.image_id),
-        "picture_hash": picture_hash(data),
+        "picture_hash": info.picture_hash,
     }
     verdicts[key] = verdict
     return verdict

@@ -257,6 +257,8 @@ def iter_tar_images(
         return
     with open(tar_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:
         for member in archive:
+            # Stream mode still keeps every TarInfo read in ``members``; dropping them keeps memory flat.
+            archive.members.clear()
             if on_position is not None:
                 on_position(raw.tell())
             if member.isdir():

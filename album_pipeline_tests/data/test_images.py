@@ -60,3 +60,15 @@ def test_pillow_bomb_warning_is_a_rejection(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)
     assert _reason(_encode(80, 80, "PNG"), max_pixels=10**9) == "decompression_bomb"
     assert _reason(_encode(120, 120, "PNG"), max_pixels=10**9) == "decompression_bomb"
+
+
+def test_picture_hash_comes_from_the_validating_decode_and_matches_re_encodings():
+    from album_pipeline.data.images import picture_hash
+    from album_pipeline.emulators.archive import near_placeholder_variants, placeholder_image_bytes
+
+    original = placeholder_image_bytes()
+    assert validate_image(original).picture_hash is None
+    hashed = validate_image(original, with_picture_hash=True).picture_hash
+    assert hashed == picture_hash(original) and len(hashed) == 16
+    for variant, _width, _height in near_placeholder_variants():
+        assert variant != original and picture_hash(variant) == hashed

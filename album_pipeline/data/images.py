@@ -45,7 +45,7 @@ class ImageInfo:
     height: int
     format: str  # Pillow format name: JPEG, PNG, GIF, WEBP
     extension: str  # without the dot: jpg, png, gif, webp
-    picture_hash: str | None = None  # set when asked for: see picture_hash()
+    picture_hash: PictureHash | None = None  # set when asked for: see picture_hash()
 
 
 def _has_known_magic(data: bytes) -> bool:
@@ -82,7 +82,7 @@ def validate_image(
                     raise InvalidImage("decompression_bomb", f"{width}x{height} exceeds {max_pixels} pixels")
                 image_format = image.format or ""
                 image.load()
-                hashed = _dhash(image) if with_picture_hash else None
+                hashed = _picture_hash(image) if with_picture_hash else None
     except InvalidImage:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
@@ -114,20 +114,37 @@ def validate_image(
     )
 
 
-def picture_hash(data: bytes) -> str:
-    """A 64-bit perceptual hash (imagehash's dHash) of an image's picture, as 16 hex digits.
+# Re-encodings of one picture (another JPEG quality or subsampling, PNG versus JPEG) differ by 0-1 bits of
+# the fine hash; distinct synthetic covers that share a layout, and so the coarse hash, differ by 9 or more.
+NEAR_IDENTICAL_BITS = 4
 
-    Two encodings of one picture (another JPEG quality, a small resize, PNG versus JPEG) get the same hash
-    where their bytes differ, which is how re-encoded placeholders are recognised. Call it on bytes that
-    ``validate_image`` accepted; ``validate_image(..., with_picture_hash=True)`` gives the same hash from its
-    own decode, without a second one.
+
+@dataclass(frozen=True)
+class PictureHash:
+    """Perceptual hashes of a picture (imagehash's dHash), as hex: a coarse 64-bit one that near-identical
+    pictures share, used to group candidates, and a fine 256-bit one to compare them within a group."""
+
+    coarse: str  # 16 hex digits
+    fine: str  # 64 hex digits
+
+    def distance(self, other: PictureHash) -> int:
+        """Differing bits of the fine hashes."""
+        return imagehash.hex_to_hash(self.fine) - imagehash.hex_to_hash(other.fine)
+
+
+def picture_hash(data: bytes) -> PictureHash:
+    """The perceptual hashes of an image's picture, from a full decode.
+
+    Call it on bytes that ``validate_image`` accepted; ``validate_image(..., with_picture_hash=True)`` gives
+    the same hashes from its own decode, without a second one.
     """
     with Image.open(io.BytesIO(data)) as image:
-        return _dhash(image)
+        return _picture_hash(image)
 
 
-def _dhash(image: Image.Image) -> str:
-    return str(imagehash.dhash(image.convert("L"), hash_size=8))
+def _picture_hash(image: Image.Image) -> PictureHash:
+    gray = image.convert("L")
+    return PictureHash(str(imagehash.dhash(gray, hash_size=8)), str(imagehash.dhash(gray, hash_size=16)))
 
 
 def _classify_unknown(data: bytes) -> str:

@@ -10,9 +10,9 @@ Three steps, each usable alone (the Dagster assets call them one archive per par
    content hash in the shared image store. The result lists every valid member, copies included, with a
    perceptual hash of its picture; everything dropped is a failure row with its reason.
 3. ``merge_extracted``: across archives, a picture seen ``placeholder_min_repeats`` times or more (the same
-   bytes, or a near-identical re-encoding: the same perceptual hash) is a dead-link placeholder and gives no
-   row; other exact copies keep their first occurrence; ``max_images`` keeps the first images in archive and
-   member order. The result is the unlabelled manifest.
+   bytes, or a near-identical re-encoding: perceptual hashes within ``NEAR_IDENTICAL_BITS``) is a dead-link
+   placeholder and gives no row; other exact copies keep their first occurrence; ``max_images`` keeps the
+   first images in archive and member order. The result is the unlabelled manifest.
 
 One corrupt archive never stops the others: ``ingest_omacir`` (all three steps over several archives) records
 it and goes on. Progress goes to the log (and to a progress bar on a terminal).
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import imagehash
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
@@ -38,6 +39,7 @@ from album_pipeline.data.images import (
     DEFAULT_MAX_ASPECT_RATIO,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
+    NEAR_IDENTICAL_BITS,
     InvalidImage,
     validate_image,
 )
@@ -201,7 +203,8 @@ def extract_archive(
 ) -> IngestResult:
     """Every valid image member of one tar (copies included), stored by content; failures for the rest.
 
-    Rows follow EXTRACTED_SCHEMA (the unlabelled manifest's columns plus ``picture_hash``) in tar order.
+    Rows follow EXTRACTED_SCHEMA (the unlabelled manifest's columns plus the picture's perceptual hashes) in
+    tar order.
     A tar that ends early (truncated, damaged) keeps the members read before the damage and adds the
     failure ``archive_unreadable``.
     """
@@ -296,7 +299,8 @@ def _verdict(
         "height": info.height,
         "format": image_format,
         "split": assign_split(stored.image_id),
-        "picture_hash": info.picture_hash,
+        "picture_bucket": info.picture_hash.coarse,
+        "picture_hash": info.picture_hash.fine,
     }
     verdicts[key] = verdict
     return verdict
@@ -327,8 +331,8 @@ def merge_extracted(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The unlabelled manifest from per-archive extraction tables (in archive order), its failures, stats.
 
-    A picture (perceptual hash) with ``placeholder_min_repeats`` or more copies is a placeholder: all its
-    rows become ``placeholder`` failures. Other repeated bytes keep their first row (``duplicate``).
+    A picture with ``placeholder_min_repeats`` or more copies, counting near-identical ones, is a placeholder:
+    all its rows become ``placeholder`` failures. Other repeated bytes keep their first row (``duplicate``).
     ``max_images`` keeps the first images; the rest are left out, not failures.
     """
     if placeholder_min_repeats < 2:
@@ -340,9 +344,9 @@ def merge_extracted(
     if not frames:
         return frame_of([], UNLABELED_SCHEMA), failures.frame(), {"rows": 0, "placeholder_pictures": 0}
     rows = pd.concat(frames, ignore_index=True)
-    copies = rows.groupby("picture_hash")["picture_hash"].transform("size")
-    placeholder_pictures = int(rows["picture_hash"].value_counts().ge(placeholder_min_repeats).sum())
-    placeholder = copies >= placeholder_min_repeats
+    placeholder_hashes = _placeholder_pictures(rows, placeholder_min_repeats)
+    placeholder_pictures = len(placeholder_hashes)
+    placeholder = rows["picture_hash"].isin(placeholder_hashes)
     for source_id in rows.loc[placeholder, "source_id"]:
         failures.add(source_id, "placeholder")
     rows = rows[~placeholder]
@@ -363,6 +367,27 @@ def merge_extracted(
         "rows_per_archive": manifest["archive"].value_counts().to_dict(),
     }
     return manifest, failures.frame(), stats
+
+
+def _placeholder_pictures(rows: pd.DataFrame, min_repeats: int) -> set[str]:
+    """Fine picture hashes that, with their near-identical neighbours, occur ``min_repeats`` times or more.
+
+    Rows are grouped by the coarse hash first; only within a group large enough are the distinct fine hashes
+    compared pairwise (few: copies of one placeholder share theirs), so the cost stays near linear.
+    """
+    found: set[str] = set()
+    for _, group in rows.groupby("picture_bucket", sort=False):
+        if len(group) < min_repeats:
+            continue
+        copies = group["picture_hash"].value_counts()
+        hashes = {fine: imagehash.hex_to_hash(fine) for fine in copies.index}
+        for fine, own in hashes.items():
+            near = sum(
+                copies[other] for other, theirs in hashes.items() if own - theirs <= NEAR_IDENTICAL_BITS
+            )
+            if near >= min_repeats:
+                found.add(fine)
+    return found
 
 
 # -- all three, for several archives --------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from album_pipeline.data.images import InvalidImage, validate_image
+from album_pipeline.data.images import NEAR_IDENTICAL_BITS, InvalidImage, validate_image
 
 
 def _encode(width: int, height: int, fmt: str, seed: int = 0) -> bytes:
@@ -69,6 +69,16 @@ def test_picture_hash_comes_from_the_validating_decode_and_matches_re_encodings(
     original = placeholder_image_bytes()
     assert validate_image(original).picture_hash is None
     hashed = validate_image(original, with_picture_hash=True).picture_hash
-    assert hashed == picture_hash(original) and len(hashed) == 16
+    assert hashed == picture_hash(original) and (len(hashed.coarse), len(hashed.fine)) == (16, 64)
     for variant, _width, _height in near_placeholder_variants():
-        assert variant != original and picture_hash(variant) == hashed
+        near = picture_hash(variant)
+        assert variant != original and near.coarse == hashed.coarse
+        assert near.distance(hashed) <= NEAR_IDENTICAL_BITS
+
+
+def test_distinct_covers_with_one_layout_are_not_near_identical():
+    from album_pipeline.data.images import picture_hash
+    from album_pipeline.emulators.synthetic import draw_cover, encode_image
+
+    hashes = [picture_hash(encode_image(draw_cover("classical", seed, 300))) for seed in range(12)]
+    assert all(a.distance(b) > NEAR_IDENTICAL_BITS for i, a in enumerate(hashes) for b in hashes[i + 1 :])

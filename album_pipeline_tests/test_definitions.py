@@ -14,7 +14,7 @@ EXPECTED_UPSTREAM = {
     "labeled_manifest": {"napster_covers", "musicbrainz_covers"},
     "omacir_archives": set(),
     "omacir_archive_images": {"omacir_archives"},
-    "unlabeled_manifest": {"omacir_archive_images"},
+    "unlabeled_manifest": {"omacir_archive_images", "labeled_manifest"},
     "labeled_training_data": {"labeled_manifest"},
     "unlabeled_training_data": {"unlabeled_manifest"},
     "pretrained_generator": {"unlabeled_training_data"},

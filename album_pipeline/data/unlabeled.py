@@ -49,6 +49,7 @@ from album_pipeline.data.manifest import (
     UNLABELED_SCHEMA,
     assign_split,
 )
+from album_pipeline.data.overlap import overlapping
 from album_pipeline.data.results import FailureLog, IngestResult, Log, frame_of, safe_log
 from album_pipeline.data.storage import ImageStore, image_id_of
 from album_pipeline.sources.http import SourceError
@@ -328,8 +329,12 @@ def merge_extracted(
     max_images: int | None = None,
     placeholder_min_repeats: int = 3,
     split_fractions: Mapping[str, float] = DEFAULT_SPLIT_FRACTIONS,
+    exclude: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The unlabelled manifest from per-archive extraction tables (in archive order), its failures, stats.
+
+    ``exclude`` (``image_id``, ``picture_bucket``, ``picture_hash`` of the labelled images) removes those
+    images and their near-duplicates first (``overlaps_labeled``), so pretraining never sees a test cover.
 
     A picture with ``placeholder_min_repeats`` or more copies, counting near-identical ones, is a placeholder:
     all its rows become ``placeholder`` failures. Other repeated bytes keep their first row (``duplicate``).
@@ -342,8 +347,16 @@ def merge_extracted(
     frames = [table for table in tables if len(table)]
     failures = FailureLog(OMACIR)
     if not frames:
-        return frame_of([], UNLABELED_SCHEMA), failures.frame(), {"rows": 0, "placeholder_pictures": 0}
+        empty = {"rows": 0, "placeholder_pictures": 0, "overlaps_labeled": 0}
+        return frame_of([], UNLABELED_SCHEMA), failures.frame(), empty
     rows = pd.concat(frames, ignore_index=True)
+    overlaps = 0
+    if exclude is not None and len(exclude):
+        labelled = overlapping(rows, exclude)
+        overlaps = int(labelled.sum())
+        for source_id in rows.loc[labelled, "source_id"]:
+            failures.add(source_id, "overlaps_labeled")
+        rows = rows[~labelled]
     placeholder_hashes = _placeholder_pictures(rows, placeholder_min_repeats)
     placeholder_pictures = len(placeholder_hashes)
     placeholder = rows["picture_hash"].isin(placeholder_hashes)
@@ -363,6 +376,7 @@ def merge_extracted(
     stats = {
         "rows": len(manifest),
         "placeholder_pictures": placeholder_pictures,
+        "overlaps_labeled": overlaps,
         "left_out_by_max_images": left_out,
         "rows_per_archive": manifest["archive"].value_counts().to_dict(),
     }

@@ -22,6 +22,7 @@ from album_pipeline.data.manifest import (
     read_manifest,
     write_table,
 )
+from album_pipeline.data.overlap import picture_hashes
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.data.unlabeled import (
     ExtractOptions,
@@ -32,6 +33,7 @@ from album_pipeline.data.unlabeled import (
     select_archives,
     space_needed,
 )
+from album_pipeline.defs.labeled import labeled_manifest
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
 from album_pipeline.defs.resources import OmacirArchive, PipelineHome
 from album_pipeline.layout import HomeLayout
@@ -226,12 +228,21 @@ def _per_archive_table(done: list[dict]) -> str:
     )
 
 
-@dg.asset(group_name="unlabeled", kinds={"parquet"}, deps=[omacir_archive_images])
+@dg.asset(
+    group_name="unlabeled",
+    kinds={"parquet"},
+    deps=[omacir_archive_images, labeled_manifest],
+    check_specs=[dg.AssetCheckSpec("no_labeled_images", asset="unlabeled_manifest", blocking=True)],
+)
 def unlabeled_manifest(
     context: dg.AssetExecutionContext, config: UnlabeledManifestConfig, home: PipelineHome
 ) -> dg.MaterializeResult:
-    """Clean unlabelled covers from every extracted archive: placeholders and repeats across archives removed."""
+    """Clean unlabelled covers from every extracted archive: placeholders and repeats across archives removed,
+    and every labelled image and its near-duplicates left out, so that pretraining never sees a test cover."""
     layout = home.layout
+    labelled = read_manifest(layout.labeled_manifest) if layout.labeled_manifest.exists() else None
+    if labelled is None:
+        context.log.warning("no labelled manifest yet: the unlabelled covers cannot be checked against it")
     names = [item["name"] for item in _listing(layout)]
     extracted = [name for name in names if _extracted_path(layout, name, "json").exists()]
     missing = [name for name in names if name not in extracted]
@@ -248,6 +259,7 @@ def unlabeled_manifest(
         [read_manifest(_extracted_path(layout, name)) for name in extracted],
         max_images=config.max_images,
         placeholder_min_repeats=config.placeholder_min_repeats,
+        exclude=None if labelled is None else picture_hashes(ImageStore(layout.root), labelled),
     )
     failures = pd.concat(
         [read_manifest(_extracted_path(layout, name, "failures.parquet")) for name in extracted]
@@ -262,7 +274,21 @@ def unlabeled_manifest(
     metadata["drop_reasons"] = counts_table(failures["reason"].value_counts(), "reason", "items")
     metadata["placeholder_pictures"] = stats["placeholder_pictures"]
     metadata["archives_not_extracted"] = ", ".join(missing) or "none"
-    return dg.MaterializeResult(metadata=metadata)
+    metadata["overlaps_labeled_removed"] = stats["overlaps_labeled"]
+    shared = 0 if labelled is None else int(manifest["image_id"].isin(set(labelled["image_id"])).sum())
+    check = dg.AssetCheckResult(
+        check_name="no_labeled_images",
+        passed=labelled is not None and shared == 0,
+        severity=dg.AssetCheckSeverity.ERROR if labelled is not None else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "labeled_images_in_unlabeled": shared,
+            "near_duplicates_removed": stats["overlaps_labeled"],
+        },
+        description="no labelled manifest to check against: materialize labeled_manifest"
+        if labelled is None
+        else "no labelled image, nor a near-duplicate of one, is in the unlabelled set",
+    )
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
 def _listing_path(layout: HomeLayout) -> Path:

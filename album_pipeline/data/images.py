@@ -45,7 +45,7 @@ class ImageInfo:
     height: int
     format: str  # Pillow format name: JPEG, PNG, GIF, WEBP
     extension: str  # without the dot: jpg, png, gif, webp
-    picture_hash: PictureHash | None = None  # set when asked for: see picture_hash()
+    picture_hash: str | None = None  # set when asked for: see picture_hash()
 
 
 def _has_known_magic(data: bytes) -> bool:
@@ -114,43 +114,33 @@ def validate_image(
     )
 
 
-# Re-encodings of one picture (another JPEG quality or subsampling, PNG versus JPEG) differ by 0-1 bits of
-# the fine hash; distinct synthetic covers that share a layout, and so the coarse hash, differ by 9 or more.
-NEAR_IDENTICAL_BITS = 4
+# Re-encodings of one picture (JPEG quality 50-95, other subsampling, PNG versus JPEG) differ by at most 12 of
+# the 256 bits (99% by 8 or fewer) on the synthetic covers; distinct covers of one style by 18 or more.
+NEAR_IDENTICAL_BITS = 14
+_HASH_SIZE = 16  # 16 x 16 DCT coefficients: 256 bits
 _HASH_WORKING_SIDE = 96
 
 
-@dataclass(frozen=True)
-class PictureHash:
-    """Perceptual hashes of a picture (imagehash's dHash), as hex: a coarse 64-bit one that near-identical
-    pictures share, used to group candidates, and a fine 256-bit one to compare them within a group."""
-
-    coarse: str  # 16 hex digits
-    fine: str  # 64 hex digits
-
-    def distance(self, other: PictureHash) -> int:
-        """Differing bits of the fine hashes."""
-        return imagehash.hex_to_hash(self.fine) - imagehash.hex_to_hash(other.fine)
-
-
-def picture_hash(data: bytes) -> PictureHash:
-    """The perceptual hashes of an image's picture, from a full decode.
+def picture_hash(data: bytes) -> str:
+    """A 256-bit perceptual hash (imagehash's pHash, which survives recompression better than dHash) of an
+    image's picture, as 64 hex digits, from a full decode. Near-identical pictures differ by at most
+    NEAR_IDENTICAL_BITS bits (see ``album_pipeline.data.near_duplicates``).
 
     Call it on bytes that ``validate_image`` accepted; ``validate_image(..., with_picture_hash=True)`` gives
-    the same hashes from its own decode, without a second one.
+    the same hash from its own decode, without a second one.
     """
     with Image.open(io.BytesIO(data)) as image:
         return _picture_hash(image)
 
 
-def _picture_hash(image: Image.Image) -> PictureHash:
+def _picture_hash(image: Image.Image) -> str:
     gray = image.convert("L")
-    # An exact box reduction to about 96 px first: dHash's Lanczos resize of a full cover costs 5x more and
-    # gives the same hashes to within a bit.
+    # An exact box reduction to about 96 px first: the hash's own Lanczos resize of a full cover costs 5x
+    # more and gives the same hash to within a bit.
     factor = min(gray.size) // _HASH_WORKING_SIDE
     if factor > 1:
         gray = gray.reduce(factor)
-    return PictureHash(str(imagehash.dhash(gray, hash_size=8)), str(imagehash.dhash(gray, hash_size=16)))
+    return str(imagehash.phash(gray, hash_size=_HASH_SIZE))
 
 
 def _classify_unknown(data: bytes) -> str:

@@ -288,12 +288,16 @@ def _one_per_class(rows: list[dict[str, Any]], failures: FailureLog) -> list[dic
 
 
 def merge_labeled_sources(
-    tables: Sequence[pd.DataFrame], split_fractions: Mapping[str, float] = DEFAULT_SPLIT_FRACTIONS
+    tables: Sequence[pd.DataFrame],
+    split_fractions: Mapping[str, float] = DEFAULT_SPLIT_FRACTIONS,
+    split_keys: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labelled manifest from per-source crawl tables (given in priority order), and the rows it dropped.
 
     Within a class an image keeps one row: the first table's (then the lowest source id). Splits are
-    re-derived from the content hash with ``split_fractions``. Rows are sorted by class, image and source.
+    re-derived from content with ``split_fractions``: from ``split_keys[image_id]`` where given (a picture
+    hash, so that near-duplicates share a split), else from the image id. Rows are sorted by class, image and
+    source.
     """
     frames = [table.assign(_priority=rank) for rank, table in enumerate(tables) if len(table)]
     if not frames:
@@ -312,7 +316,8 @@ def merge_labeled_sources(
         }
     )
     manifest = merged[~repeated].drop(columns="_priority")
-    manifest["split"] = [assign_split(image_id, split_fractions) for image_id in manifest["image_id"]]
+    keys = split_keys or {}
+    manifest["split"] = [assign_split(keys.get(i, i), split_fractions) for i in manifest["image_id"]]
     manifest = manifest.sort_values(["genre", "image_id", "source", "source_id"], ignore_index=True)
     return manifest, duplicates.reset_index(drop=True)
 

@@ -52,11 +52,7 @@ UNLABELED_SCHEMA = pa.schema(
 # What extracting one archive yields: every valid member (copies included) with its picture's perceptual
 # hash, so that placeholders repeated across archives can be found when the archives are merged.
 EXTRACTED_SCHEMA = pa.schema(
-    list(UNLABELED_SCHEMA)
-    + [
-        pa.field("picture_bucket", pa.string(), nullable=False),  # coarse dHash, 16 hex digits
-        pa.field("picture_hash", pa.string(), nullable=False),  # fine dHash, 64 hex digits
-    ]
+    list(UNLABELED_SCHEMA) + [pa.field("picture_hash", pa.string(), nullable=False)]  # 256-bit pHash, 64 hex
 )
 
 FAILURES_SCHEMA = pa.schema(

@@ -10,7 +10,7 @@ Three steps, each usable alone (the Dagster assets call them one archive per par
    content hash in the shared image store. The result lists every valid member, copies included, with a
    perceptual hash of its picture; everything dropped is a failure row with its reason.
 3. ``merge_extracted``: across archives, a picture seen ``placeholder_min_repeats`` times or more (the same
-   bytes, or a near-identical re-encoding: perceptual hashes within ``NEAR_IDENTICAL_BITS``) is a dead-link
+   bytes, or a near-identical re-encoding: ``album_pipeline.data.near_duplicates``) is a dead-link
    placeholder and gives no row; other exact copies keep their first occurrence; ``max_images`` keeps the
    first images in archive and member order. The result is the unlabelled manifest.
 
@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import imagehash
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
@@ -39,7 +38,6 @@ from album_pipeline.data.images import (
     DEFAULT_MAX_ASPECT_RATIO,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
-    NEAR_IDENTICAL_BITS,
     InvalidImage,
     validate_image,
 )
@@ -49,6 +47,7 @@ from album_pipeline.data.manifest import (
     UNLABELED_SCHEMA,
     assign_split,
 )
+from album_pipeline.data.near_duplicates import near_duplicate_groups
 from album_pipeline.data.overlap import overlapping
 from album_pipeline.data.results import FailureLog, IngestResult, Log, frame_of, safe_log
 from album_pipeline.data.storage import ImageStore, image_id_of
@@ -300,8 +299,7 @@ def _verdict(
         "height": info.height,
         "format": image_format,
         "split": assign_split(stored.image_id),
-        "picture_bucket": info.picture_hash.coarse,
-        "picture_hash": info.picture_hash.fine,
+        "picture_hash": info.picture_hash,
     }
     verdicts[key] = verdict
     return verdict
@@ -357,22 +355,24 @@ def merge_extracted(
         for source_id in rows.loc[labelled, "source_id"]:
             failures.add(source_id, "overlaps_labeled")
         rows = rows[~labelled]
-    placeholder_hashes = _placeholder_pictures(rows, placeholder_min_repeats)
-    placeholder_pictures = len(placeholder_hashes)
-    placeholder = rows["picture_hash"].isin(placeholder_hashes)
+    group = rows["picture_hash"].map(near_duplicate_groups(rows["picture_hash"]))
+    copies = group.map(group.value_counts())
+    placeholder = copies >= placeholder_min_repeats
+    placeholder_pictures = int(group[placeholder].nunique())
     for source_id in rows.loc[placeholder, "source_id"]:
         failures.add(source_id, "placeholder")
-    rows = rows[~placeholder]
+    rows, group = rows[~placeholder], group[~placeholder]
     repeated = rows.duplicated("image_id")
     for source_id in rows.loc[repeated, "source_id"]:
         failures.add(source_id, "duplicate")
-    rows = rows[~repeated]
+    rows, group = rows[~repeated], group[~repeated]
     left_out = 0
     if max_images is not None and len(rows) > max_images:
         left_out = len(rows) - max_images
-        rows = rows.iloc[:max_images]
+        rows, group = rows.iloc[:max_images], group.iloc[:max_images]
     manifest = rows[UNLABELED_SCHEMA.names].reset_index(drop=True)
-    manifest["split"] = [assign_split(image_id, split_fractions) for image_id in manifest["image_id"]]
+    # From the picture, not the bytes: near-duplicates that survive (under the placeholder count) share a split.
+    manifest["split"] = [assign_split(key, split_fractions) for key in group[rows.index]]
     stats = {
         "rows": len(manifest),
         "placeholder_pictures": placeholder_pictures,
@@ -381,27 +381,6 @@ def merge_extracted(
         "rows_per_archive": manifest["archive"].value_counts().to_dict(),
     }
     return manifest, failures.frame(), stats
-
-
-def _placeholder_pictures(rows: pd.DataFrame, min_repeats: int) -> set[str]:
-    """Fine picture hashes that, with their near-identical neighbours, occur ``min_repeats`` times or more.
-
-    Rows are grouped by the coarse hash first; only within a group large enough are the distinct fine hashes
-    compared pairwise (few: copies of one placeholder share theirs), so the cost stays near linear.
-    """
-    found: set[str] = set()
-    for _, group in rows.groupby("picture_bucket", sort=False):
-        if len(group) < min_repeats:
-            continue
-        copies = group["picture_hash"].value_counts()
-        hashes = {fine: imagehash.hex_to_hash(fine) for fine in copies.index}
-        for fine, own in hashes.items():
-            near = sum(
-                copies[other] for other, theirs in hashes.items() if own - theirs <= NEAR_IDENTICAL_BITS
-            )
-            if near >= min_repeats:
-                found.add(fine)
-    return found
 
 
 # -- all three, for several archives --------------------------------------------------------------------

@@ -21,6 +21,7 @@ from album_pipeline.data.manifest import (
     read_manifest,
     write_table,
 )
+from album_pipeline.data.overlap import picture_hashes, split_keys
 from album_pipeline.data.results import FailureLog, IngestResult, frame_of
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
@@ -244,9 +245,10 @@ def labeled_manifest(
     missing = sorted(set(LABELED_SOURCES) - set(present))
     if missing:
         context.log.warning(f"no crawl table yet for {missing}; building the manifest from {present}")
-    manifest, duplicates = merge_labeled_sources(
-        [read_manifest(layout.crawl_table(source)) for source in present], config.fractions()
-    )
+    tables = [read_manifest(layout.crawl_table(source)) for source in present]
+    # Splits follow near-duplicate groups of pictures, so near-duplicates never straddle train and test.
+    hashes = picture_hashes(ImageStore(layout.root), pd.concat(tables, ignore_index=True))
+    manifest, duplicates = merge_labeled_sources(tables, config.fractions(), split_keys=split_keys(hashes))
     failures = pd.concat(
         [read_manifest(layout.crawl_failures(s)) for s in present if layout.crawl_failures(s).exists()]
         + [duplicates],

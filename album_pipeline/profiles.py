@@ -50,7 +50,7 @@ PROFILES: dict[str, dict] = {
                 }
             },
             "finetuned_generator": {
-                "config": {**_DEMO_GAN, "steps": 1000, "fake_genre_weight_labelled": 0.0}
+                "config": {**_DEMO_GAN, "steps": 1300, "fake_genre_weight_labelled": 0.0}
             },
             "genre_classifier": {"config": {"epochs": 8}},
             "generator_evaluation": {

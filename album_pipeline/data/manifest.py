@@ -55,6 +55,15 @@ EXTRACTED_SCHEMA = pa.schema(
     list(UNLABELED_SCHEMA) + [pa.field("picture_hash", pa.string(), nullable=False)]  # 256-bit pHash, 64 hex
 )
 
+# The perceptual hash of every labelled image, written with the labelled manifest so that what is built from
+# it (the unlabelled set's overlap check) need not decode every labelled image again.
+PICTURE_HASHES_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("picture_hash", pa.string(), nullable=False),
+    ]
+)
+
 FAILURES_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),

@@ -18,6 +18,7 @@ from album_pipeline.data.manifest import (
     DEFAULT_SPLIT_FRACTIONS,
     FAILURES_SCHEMA,
     LABELED_SCHEMA,
+    PICTURE_HASHES_SCHEMA,
     read_manifest,
     write_table,
 )
@@ -255,6 +256,8 @@ def labeled_manifest(
         ignore_index=True,
     )
     write_table(manifest, layout.labeled_manifest, LABELED_SCHEMA)
+    write_table(hashes[hashes["image_id"].isin(set(manifest["image_id"]))], layout.labeled_picture_hashes,
+                PICTURE_HASHES_SCHEMA)  # fmt: skip
     write_table(failures, layout.labeled_failures, FAILURES_SCHEMA)
     per_genre = {genre: int((manifest["genre"] == genre).sum()) for genre in genres.genres}
     short = {genre: count for genre, count in per_genre.items() if count < config.min_covers_per_genre}

@@ -259,7 +259,7 @@ def unlabeled_manifest(
         [read_manifest(_extracted_path(layout, name)) for name in extracted],
         max_images=config.max_images,
         placeholder_min_repeats=config.placeholder_min_repeats,
-        exclude=None if labelled is None else picture_hashes(ImageStore(layout.root), labelled),
+        exclude=None if labelled is None else _labeled_picture_hashes(layout, labelled),
     )
     failures = pd.concat(
         [read_manifest(_extracted_path(layout, name, "failures.parquet")) for name in extracted]
@@ -289,6 +289,14 @@ def unlabeled_manifest(
         else "no labelled image, nor a near-duplicate of one, is in the unlabelled set",
     )
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+def _labeled_picture_hashes(layout: HomeLayout, labelled: pd.DataFrame) -> pd.DataFrame:
+    """The labelled images' hashes as labeled_manifest wrote them; computed here only for a home whose
+    labelled manifest predates that file."""
+    if layout.labeled_picture_hashes.exists():
+        return read_manifest(layout.labeled_picture_hashes)
+    return picture_hashes(ImageStore(layout.root), labelled)
 
 
 def _listing_path(layout: HomeLayout) -> Path:

@@ -10,6 +10,7 @@ from album_pipeline.profiles import PROFILES
 from album_pipeline.settings import Settings
 
 all_assets = [*labeled.assets, *unlabeled.assets, *training.assets, *evaluation.assets]
+all_asset_checks = [*labeled.checks, *unlabeled.checks]
 
 
 def profile_job_name(profile: str) -> str:
@@ -30,6 +31,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=all_assets,
+        asset_checks=all_asset_checks,
         resources=build_resources(settings),
         jobs=[*profile_jobs, labeled_recrawl_job],
         schedules=[weekly_labeled_recrawl],

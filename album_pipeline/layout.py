@@ -39,10 +39,6 @@ class HomeLayout:
         return self.manifests_dir / "labeled_failures.parquet"
 
     @property
-    def labeled_picture_hashes(self) -> Path:
-        return self.manifests_dir / "labeled_picture_hashes.parquet"
-
-    @property
     def unlabeled_failures(self) -> Path:
         return self.manifests_dir / "unlabeled_failures.parquet"
 

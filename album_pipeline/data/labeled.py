@@ -27,8 +27,9 @@ from typing import Any
 import pandas as pd
 
 from album_pipeline.data.crawl_state import MISSING, REJECTED, STORED, CrawlState, Fetch
+from album_pipeline.data.dedup import keep_one_per_picture
 from album_pipeline.data.images import InvalidImage, validate_image
-from album_pipeline.data.manifest import DEFAULT_SPLIT_FRACTIONS, LABELED_SCHEMA, assign_split
+from album_pipeline.data.manifest import CRAWL_SCHEMA, DEFAULT_SPLIT_FRACTIONS, MANIFEST_SCHEMA, assign_split
 from album_pipeline.data.results import (
     FailureLog,
     IngestResult,
@@ -185,7 +186,7 @@ def crawl_covers(
             f"{source}: none of the {len(to_fetch)} cover downloads gave a storable image (failures by reason: "
             f"{failure_reasons}); check that the source and its image host are reachable"
         )
-    return IngestResult(rows=frame_of(rows, LABELED_SCHEMA), failures=failures.frame(), stats=stats)
+    return IngestResult(rows=frame_of(rows, CRAWL_SCHEMA), failures=failures.frame(), stats=stats)
 
 
 def failure_ratio(failures_by_reason: Mapping[str, int], items: int) -> float:
@@ -289,37 +290,58 @@ def _one_per_class(rows: list[dict[str, Any]], failures: FailureLog) -> list[dic
 
 def merge_labeled_sources(
     tables: Sequence[pd.DataFrame],
+    hashes: pd.DataFrame,
     split_fractions: Mapping[str, float] = DEFAULT_SPLIT_FRACTIONS,
-    split_keys: Mapping[str, str] | None = None,
+    class_order: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The labelled manifest from per-source crawl tables (given in priority order), and the rows it dropped.
+    """The labelled manifest (MANIFEST_SCHEMA) from per-source crawl tables in priority order, and the rows
+    it dropped (FAILURES_SCHEMA).
 
-    Within a class an image keeps one row: the first table's (then the lowest source id). Splits are
-    re-derived from content with ``split_fractions``: from ``split_keys[image_id]`` where given (a picture
-    hash, so that near-duplicates share a split), else from the image id. Rows are sorted by class, image and
-    source.
+    ``hashes`` gives the ``picture_hash`` of every ``image_id`` of the tables. Each picture keeps one row, with
+    exact copies and near-duplicates across and within sources dropped as ``duplicate`` / ``near_duplicate``
+    (see ``dedup.keep_one_per_picture``; among equally large copies the first table wins, then the lowest
+    source id). The row kept trains under its own ``genre`` and lists in ``genres`` every class any copy was
+    found under, in ``class_order`` (unknown classes last, by name). Splits derive from the near-duplicate
+    group. Rows are sorted by class and image.
     """
     frames = [table.assign(_priority=rank) for rank, table in enumerate(tables) if len(table)]
     if not frames:
-        return frame_of([], LABELED_SCHEMA), FailureLog("").frame()
-    merged = pd.concat(frames, ignore_index=True).sort_values(
-        ["genre", "image_id", "_priority", "source_id"], ignore_index=True
-    )
-    repeated = merged.duplicated(["genre", "image_id"])
-    dropped = merged[repeated]
-    duplicates = pd.DataFrame(
+        return frame_of([], MANIFEST_SCHEMA), FailureLog("").frame()
+    merged = pd.concat(frames, ignore_index=True).sort_values(["_priority", "source_id"], ignore_index=True)
+    hash_of = dict(zip(hashes["image_id"], hashes["picture_hash"], strict=True))
+    unhashed = sorted(set(merged["image_id"]) - hash_of.keys())
+    if unhashed:
+        raise ValueError(
+            f"no picture_hash for {len(unhashed)} image(s), e.g. {unhashed[0]}; hash every image"
+        )
+    merged["picture_hash"] = merged["image_id"].map(hash_of)
+    deduplicated = keep_one_per_picture(merged, rank="_priority")
+
+    rank_of = {name: position for position, name in enumerate(class_order)}
+    every_copy = pd.concat([deduplicated.kept, deduplicated.dropped], ignore_index=True)
+    classes_per_group: dict[str, set[str]] = defaultdict(set)
+    for group, genre, genres in zip(
+        every_copy["duplicate_group"], every_copy["genre"], every_copy["genres"], strict=True
+    ):
+        classes_per_group[group].update([genre, *(genres if genres is not None else [])])
+    manifest = deduplicated.kept.drop(columns="_priority").copy()
+    manifest["genres"] = [
+        sorted(classes_per_group[group], key=lambda name: (rank_of.get(name, len(rank_of)), name))
+        for group in manifest["duplicate_group"]
+    ]
+    manifest["split"] = [assign_split(group, split_fractions) for group in manifest["duplicate_group"]]
+    manifest["archive"] = manifest["member"] = None
+    manifest = manifest[MANIFEST_SCHEMA.names].sort_values(["genre", "image_id"], ignore_index=True)
+    dropped = deduplicated.dropped
+    failures = pd.DataFrame(
         {
             "source": dropped["source"],
             "source_id": dropped["source_id"],
             "url": None,
-            "reason": "duplicate_in_genre",
+            "reason": dropped["reason"],
         }
     )
-    manifest = merged[~repeated].drop(columns="_priority")
-    keys = split_keys or {}
-    manifest["split"] = [assign_split(keys.get(i, i), split_fractions) for i in manifest["image_id"]]
-    manifest = manifest.sort_values(["genre", "image_id", "source", "source_id"], ignore_index=True)
-    return manifest, duplicates.reset_index(drop=True)
+    return manifest, failures.reset_index(drop=True)
 
 
 def _classes_fed_by(

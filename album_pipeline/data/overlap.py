@@ -6,6 +6,8 @@ the unlabelled pretraining set, whether as the same bytes or as a re-encoding of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 from album_pipeline.data.images import picture_hash
@@ -15,10 +17,19 @@ from album_pipeline.data.storage import ImageStore
 HASH_COLUMNS = ["image_id", "picture_hash"]
 
 
-def picture_hashes(store: ImageStore, rows: pd.DataFrame) -> pd.DataFrame:
-    """``image_id`` and ``picture_hash`` of the distinct stored images of manifest rows."""
+def picture_hashes(
+    store: ImageStore, rows: pd.DataFrame, known: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """``image_id`` and ``picture_hash`` of the distinct stored images of manifest rows.
+
+    ``known`` (image_id -> picture_hash, e.g. from the previous manifest) spares decoding those images again.
+    """
+    known = known or {}
     distinct = rows.drop_duplicates("image_id")
-    hashes = [picture_hash(store.absolute(path).read_bytes()) for path in distinct["path"]]
+    hashes = [
+        known.get(image_id) or picture_hash(store.absolute(path).read_bytes())
+        for image_id, path in zip(distinct["image_id"], distinct["path"], strict=True)
+    ]
     return pd.DataFrame(
         {"image_id": list(distinct["image_id"]), "picture_hash": hashes}, columns=HASH_COLUMNS
     )
@@ -32,12 +43,3 @@ def overlapping(candidates: pd.DataFrame, reference: pd.DataFrame) -> pd.Series:
     same_bytes = candidates["image_id"].isin(set(reference["image_id"]))
     near = candidates["picture_hash"].map(groups).isin(reference_groups)
     return same_bytes | near
-
-
-def split_keys(hashes: pd.DataFrame) -> dict[str, str]:
-    """image_id -> the key its split derives from: its near-duplicate group, so near-duplicates share a split."""
-    groups = near_duplicate_groups(hashes["picture_hash"])
-    return {
-        image_id: groups[value]
-        for image_id, value in zip(hashes["image_id"], hashes["picture_hash"], strict=True)
-    }

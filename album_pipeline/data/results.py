@@ -21,7 +21,7 @@ R = TypeVar("R")
 
 @dataclass
 class IngestResult:
-    rows: pd.DataFrame  # columns of LABELED_SCHEMA or UNLABELED_SCHEMA
+    rows: pd.DataFrame  # columns of CRAWL_SCHEMA, EXTRACTED_SCHEMA or MANIFEST_SCHEMA
     failures: pd.DataFrame  # columns of FAILURES_SCHEMA
     stats: dict[str, Any] = field(default_factory=dict)
 

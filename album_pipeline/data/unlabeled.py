@@ -34,6 +34,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from album_pipeline.data.dedup import keep_one_per_picture
 from album_pipeline.data.images import (
     DEFAULT_MAX_ASPECT_RATIO,
     DEFAULT_MAX_PIXELS,
@@ -44,7 +45,7 @@ from album_pipeline.data.images import (
 from album_pipeline.data.manifest import (
     DEFAULT_SPLIT_FRACTIONS,
     EXTRACTED_SCHEMA,
-    UNLABELED_SCHEMA,
+    MANIFEST_SCHEMA,
     assign_split,
 )
 from album_pipeline.data.near_duplicates import near_duplicate_groups
@@ -331,11 +332,12 @@ def merge_extracted(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The unlabelled manifest from per-archive extraction tables (in archive order), its failures, stats.
 
-    ``exclude`` (``image_id``, ``picture_bucket``, ``picture_hash`` of the labelled images) removes those
-    images and their near-duplicates first (``overlaps_labeled``), so pretraining never sees a test cover.
+    ``exclude`` (``image_id`` and ``picture_hash`` of the labelled images) removes those images and their
+    near-duplicates first (``overlaps_labeled``), so pretraining never sees a test cover.
 
     A picture with ``placeholder_min_repeats`` or more copies, counting near-identical ones, is a placeholder:
-    all its rows become ``placeholder`` failures. Other repeated bytes keep their first row (``duplicate``).
+    all its rows become ``placeholder`` failures. Other pictures keep one copy (``dedup.keep_one_per_picture``:
+    the largest, then the first), the rest are ``duplicate`` or ``near_duplicate`` failures.
     ``max_images`` keeps the first images; the rest are left out, not failures.
     """
     if placeholder_min_repeats < 2:
@@ -346,7 +348,7 @@ def merge_extracted(
     failures = FailureLog(OMACIR)
     if not frames:
         empty = {"rows": 0, "placeholder_pictures": 0, "overlaps_labeled": 0}
-        return frame_of([], UNLABELED_SCHEMA), failures.frame(), empty
+        return frame_of([], MANIFEST_SCHEMA), failures.frame(), empty
     rows = pd.concat(frames, ignore_index=True)
     overlaps = 0
     if exclude is not None and len(exclude):
@@ -355,24 +357,28 @@ def merge_extracted(
         for source_id in rows.loc[labelled, "source_id"]:
             failures.add(source_id, "overlaps_labeled")
         rows = rows[~labelled]
-    group = rows["picture_hash"].map(near_duplicate_groups(rows["picture_hash"]))
+    groups = near_duplicate_groups(rows["picture_hash"])
+    group = rows["picture_hash"].map(groups)
     copies = group.map(group.value_counts())
     placeholder = copies >= placeholder_min_repeats
     placeholder_pictures = int(group[placeholder].nunique())
     for source_id in rows.loc[placeholder, "source_id"]:
         failures.add(source_id, "placeholder")
-    rows, group = rows[~placeholder], group[~placeholder]
-    repeated = rows.duplicated("image_id")
-    for source_id in rows.loc[repeated, "source_id"]:
-        failures.add(source_id, "duplicate")
-    rows, group = rows[~repeated], group[~repeated]
+    deduplicated = keep_one_per_picture(rows[~placeholder], groups=groups)
+    for source_id, reason in zip(
+        deduplicated.dropped["source_id"], deduplicated.dropped["reason"], strict=True
+    ):
+        failures.add(source_id, reason)
+    rows = deduplicated.kept
     left_out = 0
     if max_images is not None and len(rows) > max_images:
         left_out = len(rows) - max_images
-        rows, group = rows.iloc[:max_images], group.iloc[:max_images]
-    manifest = rows[UNLABELED_SCHEMA.names].reset_index(drop=True)
-    # From the picture, not the bytes: near-duplicates that survive (under the placeholder count) share a split.
-    manifest["split"] = [assign_split(key, split_fractions) for key in group[rows.index]]
+        rows = rows.iloc[:max_images]
+    manifest = rows.assign(genres=None, album_name=None, artist=None, released=None, fetched_at=pd.NaT)[
+        MANIFEST_SCHEMA.names
+    ].reset_index(drop=True)
+    # From the picture, not the bytes, so that a recrawl keeping another copy keeps the split.
+    manifest["split"] = [assign_split(key, split_fractions) for key in manifest["duplicate_group"]]
     stats = {
         "rows": len(manifest),
         "placeholder_pictures": placeholder_pictures,

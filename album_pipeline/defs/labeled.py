@@ -15,16 +15,19 @@ from album_pipeline.data.labeled import (
     merge_labeled_sources,
 )
 from album_pipeline.data.manifest import (
+    CRAWL_SCHEMA,
     DEFAULT_SPLIT_FRACTIONS,
     FAILURES_SCHEMA,
-    LABELED_SCHEMA,
-    PICTURE_HASHES_SCHEMA,
+    ManifestError,
     read_manifest,
+    read_manifest_table,
+    write_manifest,
     write_table,
 )
-from album_pipeline.data.overlap import picture_hashes, split_keys
+from album_pipeline.data.overlap import picture_hashes
 from album_pipeline.data.results import FailureLog, IngestResult, frame_of
 from album_pipeline.data.storage import ImageStore
+from album_pipeline.defs.checks import manifest_contract_checks
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
 from album_pipeline.defs.resources import (
     GenreTaxonomy,
@@ -95,16 +98,21 @@ class MusicBrainzCrawlConfig(CrawlConfig):
     )
 
 
-class LabeledManifestConfig(dg.Config):
+class SplitConfig(dg.Config):
+    """Relative split sizes (normalised to sum to 1); each near-duplicate group lands in one split."""
+
     train: float = DEFAULT_SPLIT_FRACTIONS["train"]
     val: float = DEFAULT_SPLIT_FRACTIONS["val"]
     test: float = DEFAULT_SPLIT_FRACTIONS["test"]
-    min_covers_per_genre: int = Field(
-        500, description="Blocking asset check: every class needs at least this many covers to train on."
-    )
 
     def fractions(self) -> dict[str, float]:
         return {"train": self.train, "val": self.val, "test": self.test}
+
+
+class LabeledManifestConfig(SplitConfig):
+    min_covers_per_genre: int = Field(
+        500, description="Blocking asset check: every class needs at least this many covers to train on."
+    )
 
 
 @dg.asset(
@@ -149,13 +157,13 @@ def napster_covers(
 
 
 def _empty_result(source: str) -> IngestResult:
-    return IngestResult(rows=frame_of([], LABELED_SCHEMA), failures=FailureLog(source).frame())
+    return IngestResult(rows=frame_of([], CRAWL_SCHEMA), failures=FailureLog(source).frame())
 
 
 def _crawl_result(
     layout, source: str, result: IngestResult, config: CrawlConfig, skipped: str | None = None
 ) -> dg.MaterializeResult:
-    write_table(result.rows, layout.crawl_table(source), LABELED_SCHEMA)
+    write_table(result.rows, layout.crawl_table(source), CRAWL_SCHEMA)
     write_table(result.failures, layout.crawl_failures(source), FAILURES_SCHEMA)
     ratio = failure_ratio(result.failures["reason"].value_counts().to_dict(), result.stats.get("albums", 0))
     metadata = {
@@ -222,7 +230,6 @@ def musicbrainz_covers(
     deps=[napster_covers, musicbrainz_covers],
     check_specs=[
         dg.AssetCheckSpec("covers_per_genre_at_least_minimum", asset="labeled_manifest", blocking=True),
-        dg.AssetCheckSpec("image_id_unique_per_genre", asset="labeled_manifest", blocking=True),
     ],
 )
 def labeled_manifest(
@@ -231,10 +238,11 @@ def labeled_manifest(
     home: PipelineHome,
     genres: GenreTaxonomy,
 ) -> dg.MaterializeResult:
-    """One row per (stored image, source album) from every labelled source, with a content-derived split.
+    """One row per distinct picture from every labelled source (MANIFEST_SCHEMA), with a content-derived split.
 
-    An image two sources both offer for one class keeps the row of the first source (in LABELED_SOURCES
-    order); the other goes to the failures table as ``duplicate_in_genre``.
+    Exact copies and near-duplicates, within a source or across sources, keep one row: the largest copy, then
+    the first source (in LABELED_SOURCES order). The others go to the failures table as ``duplicate`` or
+    ``near_duplicate``.
     """
     layout = home.layout
     present = [source for source in LABELED_SOURCES if layout.crawl_table(source).exists()]
@@ -247,23 +255,23 @@ def labeled_manifest(
     if missing:
         context.log.warning(f"no crawl table yet for {missing}; building the manifest from {present}")
     tables = [read_manifest(layout.crawl_table(source)) for source in present]
-    # Splits follow near-duplicate groups of pictures, so near-duplicates never straddle train and test.
-    hashes = picture_hashes(ImageStore(layout.root), pd.concat(tables, ignore_index=True))
-    manifest, duplicates = merge_labeled_sources(tables, config.fractions(), split_keys=split_keys(hashes))
+    hashes = picture_hashes(
+        ImageStore(layout.root), pd.concat(tables, ignore_index=True), known=_known_hashes(layout)
+    )
+    manifest, duplicates = merge_labeled_sources(
+        tables, hashes, config.fractions(), class_order=genres.genres
+    )
     failures = pd.concat(
         [read_manifest(layout.crawl_failures(s)) for s in present if layout.crawl_failures(s).exists()]
         + [duplicates],
         ignore_index=True,
     )
-    write_table(manifest, layout.labeled_manifest, LABELED_SCHEMA)
-    write_table(hashes[hashes["image_id"].isin(set(manifest["image_id"]))], layout.labeled_picture_hashes,
-                PICTURE_HASHES_SCHEMA)  # fmt: skip
+    write_manifest(manifest, layout.labeled_manifest)
     write_table(failures, layout.labeled_failures, FAILURES_SCHEMA)
     per_genre = {genre: int((manifest["genre"] == genre).sum()) for genre in genres.genres}
     short = {genre: count for genre, count in per_genre.items() if count < config.min_covers_per_genre}
-    repeated = int(manifest.duplicated(["genre", "image_id"]).sum())
     metadata = manifest_metadata(manifest, layout.labeled_manifest)
-    metadata["cross_source_duplicates"] = len(duplicates)
+    metadata["duplicates_removed"] = counts_table(duplicates["reason"].value_counts(), "reason", "rows")
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -278,13 +286,18 @@ def labeled_manifest(
                     else "every class has enough covers"
                 ),
             ),
-            dg.AssetCheckResult(
-                check_name="image_id_unique_per_genre",
-                passed=repeated == 0,
-                metadata={"repeated_rows": repeated},
-            ),
         ],
     )
 
 
+def _known_hashes(layout) -> dict[str, str]:
+    """Picture hashes of the previous labelled manifest, so a rebuild decodes only new images."""
+    try:
+        previous = read_manifest_table(layout.labeled_manifest).select(["image_id", "picture_hash"])
+    except (FileNotFoundError, ManifestError):
+        return {}
+    return dict(zip(previous["image_id"].to_pylist(), previous["picture_hash"].to_pylist(), strict=True))
+
+
 assets = [napster_covers, musicbrainz_covers, labeled_manifest]
+checks = [manifest_contract_checks("labeled_manifest", lambda layout: layout.labeled_manifest)]

@@ -18,11 +18,11 @@ from album_pipeline.atomic import atomic_path
 from album_pipeline.data.manifest import (
     EXTRACTED_SCHEMA,
     FAILURES_SCHEMA,
-    UNLABELED_SCHEMA,
     read_manifest,
+    read_manifest_table,
+    write_manifest,
     write_table,
 )
-from album_pipeline.data.overlap import picture_hashes
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.data.unlabeled import (
     ExtractOptions,
@@ -33,7 +33,8 @@ from album_pipeline.data.unlabeled import (
     select_archives,
     space_needed,
 )
-from album_pipeline.defs.labeled import labeled_manifest
+from album_pipeline.defs.checks import manifest_contract_checks
+from album_pipeline.defs.labeled import SplitConfig, labeled_manifest
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
 from album_pipeline.defs.resources import OmacirArchive, PipelineHome
 from album_pipeline.layout import HomeLayout
@@ -80,7 +81,7 @@ class OmacirExtractConfig(dg.Config):
         )
 
 
-class UnlabeledManifestConfig(dg.Config):
+class UnlabeledManifestConfig(SplitConfig):
     max_images: int = Field(250_000, description="Keep the first this many clean images (seed: 250,000).")
     placeholder_min_repeats: int = Field(
         3, description="A picture (same bytes or near-identical) seen this often is a placeholder."
@@ -240,7 +241,11 @@ def unlabeled_manifest(
     """Clean unlabelled covers from every extracted archive: placeholders and repeats across archives removed,
     and every labelled image and its near-duplicates left out, so that pretraining never sees a test cover."""
     layout = home.layout
-    labelled = read_manifest(layout.labeled_manifest) if layout.labeled_manifest.exists() else None
+    labelled = (
+        read_manifest_table(layout.labeled_manifest).select(["image_id", "picture_hash"]).to_pandas()
+        if layout.labeled_manifest.exists()
+        else None
+    )
     if labelled is None:
         context.log.warning("no labelled manifest yet: the unlabelled covers cannot be checked against it")
     names = [item["name"] for item in _listing(layout)]
@@ -259,14 +264,15 @@ def unlabeled_manifest(
         [read_manifest(_extracted_path(layout, name)) for name in extracted],
         max_images=config.max_images,
         placeholder_min_repeats=config.placeholder_min_repeats,
-        exclude=None if labelled is None else _labeled_picture_hashes(layout, labelled),
+        split_fractions=config.fractions(),
+        exclude=labelled,
     )
     failures = pd.concat(
         [read_manifest(_extracted_path(layout, name, "failures.parquet")) for name in extracted]
         + [merge_failures],
         ignore_index=True,
     )
-    write_table(manifest, layout.unlabeled_manifest, UNLABELED_SCHEMA)
+    write_manifest(manifest, layout.unlabeled_manifest)
     write_table(failures, layout.unlabeled_failures, FAILURES_SCHEMA)
     metadata = manifest_metadata(manifest, layout.unlabeled_manifest)
     metadata["per_archive"] = counts_table(manifest["archive"].value_counts(), "archive")
@@ -291,14 +297,6 @@ def unlabeled_manifest(
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
-def _labeled_picture_hashes(layout: HomeLayout, labelled: pd.DataFrame) -> pd.DataFrame:
-    """The labelled images' hashes as labeled_manifest wrote them; computed here only for a home whose
-    labelled manifest predates that file."""
-    if layout.labeled_picture_hashes.exists():
-        return read_manifest(layout.labeled_picture_hashes)
-    return picture_hashes(ImageStore(layout.root), labelled)
-
-
 def _listing_path(layout: HomeLayout) -> Path:
     return layout.omacir_downloads_dir / "archives.json"
 
@@ -315,3 +313,4 @@ def _extracted_path(layout: HomeLayout, archive: str, suffix: str = "parquet") -
 
 
 assets = [omacir_archives, omacir_archive_images, unlabeled_manifest]
+checks = [manifest_contract_checks("unlabeled_manifest", lambda layout: layout.unlabeled_manifest)]

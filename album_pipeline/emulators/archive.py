@@ -269,8 +269,9 @@ class OmacirItem:
     def expected_kept(self, archive: str | None = None) -> set[str]:
         """Ground truth: names of the members (of all archives, or of ``archive``) whose images a correct client
         keeps: the kinds mapped to None in ``EXPECTED_REASON`` (``cover``, ``png``, ``gif``), each a distinct
-        picture. Placeholder copies, near-identical placeholders and every member with a failure reason are
-        left out, under the assumptions listed at ``EXPECTED_REASON``. Member names are unique across the
+        drawing (a few plain drawings are near-identical pictures, which a client may keep once). Placeholder
+        copies, near-identical placeholders and every member with a failure reason are left out, under the
+        assumptions listed at ``EXPECTED_REASON``. Member names are unique across the
         item (they carry the archive's letter); a manifest's source id is ``{archive name}/{member name}``.
         """
         archives = self.archives if archive is None else (self.archive(archive),)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,9 +14,8 @@ from album_pipeline.data.labeled import (
     crawl_musicbrainz,
     crawl_napster,
     failure_ratio,
-    merge_labeled_sources,
 )
-from album_pipeline.data.manifest import FAILURES_SCHEMA, LABELED_SCHEMA, assign_split, write_table
+from album_pipeline.data.manifest import CRAWL_SCHEMA, FAILURES_SCHEMA, assign_split, write_table
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
 from album_pipeline.emulators.napster import RANGES, NapsterCatalog, NapsterEmulator
@@ -68,7 +66,7 @@ def test_crawl_matches_the_catalogue_ground_truth(napster, catalog, tmp_path: Pa
             log=messages.append,
         )
     rows = result.rows
-    assert list(rows.columns) == LABELED_SCHEMA.names
+    assert list(rows.columns) == CRAWL_SCHEMA.names
     assert sorted(rows["source_id"]) == sorted(catalog.albums)
     assert result.failures.empty
     for row in rows.itertuples():
@@ -86,7 +84,7 @@ def test_crawl_matches_the_catalogue_ground_truth(napster, catalog, tmp_path: Pa
     # Some albums carry two classes, and those keep both labels.
     assert (rows["genres"].map(len) == 2).any()
     # The frames fit the manifest writer as they are.
-    write_table(rows, tmp_path / "labeled.parquet", LABELED_SCHEMA)
+    write_table(rows, tmp_path / "labeled.parquet", CRAWL_SCHEMA)
     write_table(result.failures, tmp_path / "failures.parquet", FAILURES_SCHEMA)
     assert pq.read_table(tmp_path / "labeled.parquet").num_rows == len(rows)
     assert KEY not in rows.to_csv() and not any(KEY in message for message in messages)
@@ -269,23 +267,3 @@ def test_musicbrainz_crawl_matches_the_ground_truth(musicbrainz, tmp_path: Path)
     again = _crawl_musicbrainz(musicbrainz, tmp_path)
     assert again.rows.drop(columns="fetched_at").equals(result.rows.drop(columns="fetched_at"))
     assert not [r for r in musicbrainz.requests if not r.path.startswith("/ws/2/")]
-
-
-def test_labeled_sources_merge_with_one_row_per_image_and_class() -> None:
-    rows = [
-        {"image_id": "a" * 64, "source": "napster", "source_id": "alb.2", "genre": "rock"},
-        {"image_id": "b" * 64, "source": "napster", "source_id": "alb.1", "genre": "jazz"},
-    ]
-    other = [
-        {"image_id": "a" * 64, "source": "musicbrainz", "source_id": "m1", "genre": "rock"},
-        {"image_id": "a" * 64, "source": "musicbrainz", "source_id": "m2", "genre": "pop"},
-    ]
-    napster_table, musicbrainz_table = (pd.DataFrame(part) for part in (rows, other))
-    manifest, dropped = merge_labeled_sources([napster_table, musicbrainz_table])
-    assert list(zip(manifest["genre"], manifest["source_id"], strict=True)) == [
-        ("jazz", "alb.1"),
-        ("pop", "m2"),
-        ("rock", "alb.2"),
-    ]
-    assert list(dropped["source_id"]) == ["m1"] and set(dropped["reason"]) == {"duplicate_in_genre"}
-    assert manifest["split"].isin(["train", "val", "test"]).all()

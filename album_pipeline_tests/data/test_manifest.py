@@ -13,11 +13,16 @@ import pytest
 
 from album_pipeline.data import manifest
 from album_pipeline.data.manifest import (
+    CRAWL_SCHEMA,
+    EXTRACTED_SCHEMA,
     FAILURES_SCHEMA,
-    LABELED_SCHEMA,
-    UNLABELED_SCHEMA,
+    MANIFEST_SCHEMA,
+    ManifestError,
     assign_split,
+    manifest_problems,
     read_manifest,
+    read_manifest_table,
+    write_manifest,
     write_table,
 )
 
@@ -36,14 +41,15 @@ def _unlabeled_row(n: int) -> dict:
         "split": assign_split(image_id),
         "archive": "album_covers_a.tar",
         "member": f"{n}.jpg",
+        "picture_hash": image_id,
     }
 
 
 def test_round_trip_keeps_schema(tmp_path: Path) -> None:
-    path = tmp_path / "manifests" / "unlabeled.parquet"
+    path = tmp_path / "extracted" / "a.parquet"
     rows = [_unlabeled_row(n) for n in range(5)]
-    write_table(rows, path, UNLABELED_SCHEMA)
-    assert pq.read_schema(path).equals(UNLABELED_SCHEMA, check_metadata=False)
+    write_table(rows, path, EXTRACTED_SCHEMA)
+    assert pq.read_schema(path).equals(EXTRACTED_SCHEMA, check_metadata=False)
     frame = read_manifest(path)
     assert frame["image_id"].tolist() == [row["image_id"] for row in rows]
     assert frame["genre"].isna().all()
@@ -51,7 +57,7 @@ def test_round_trip_keeps_schema(tmp_path: Path) -> None:
 
 def test_labeled_rows_with_lists_and_timestamps(tmp_path: Path) -> None:
     row = _unlabeled_row(1)
-    del row["archive"], row["member"]
+    del row["archive"], row["member"], row["picture_hash"]
     row.update(
         source="napster",
         source_id="alb.1",
@@ -62,7 +68,7 @@ def test_labeled_rows_with_lists_and_timestamps(tmp_path: Path) -> None:
         genres=["rock", "jazz"],
         fetched_at=datetime.now(UTC),
     )
-    table = write_table([row], tmp_path / "labeled.parquet", LABELED_SCHEMA)
+    table = write_table([row], tmp_path / "napster.parquet", CRAWL_SCHEMA)
     assert table.column("genres").to_pylist() == [["rock", "jazz"]]
 
 
@@ -70,14 +76,14 @@ def test_missing_columns_are_refused(tmp_path: Path) -> None:
     row = _unlabeled_row(1)
     del row["split"]
     with pytest.raises(ValueError, match="split"):
-        write_table(pd.DataFrame([row]), tmp_path / "x.parquet", UNLABELED_SCHEMA)
+        write_table(pd.DataFrame([row]), tmp_path / "x.parquet", EXTRACTED_SCHEMA)
 
 
 def test_nulls_in_required_columns_are_refused(tmp_path: Path) -> None:
     row = _unlabeled_row(1)
     row["image_id"] = None
     with pytest.raises((ValueError, pa.ArrowInvalid, pa.ArrowTypeError)):
-        write_table([row], tmp_path / "manifests" / "x.parquet", UNLABELED_SCHEMA)
+        write_table([row], tmp_path / "manifests" / "x.parquet", EXTRACTED_SCHEMA)
     assert not (tmp_path / "manifests" / "x.parquet").exists()
 
 
@@ -119,3 +125,60 @@ def test_split_fractions_are_normalised_and_validated() -> None:
     assert {assign_split(i, {"train": 2.0, "val": 0.0, "test": 0.0}) for i in ids} == {"train"}
     with pytest.raises(ValueError, match="non-negative"):
         assign_split(ids[0], {"train": 1.0, "val": -0.1, "test": 0.1})
+
+
+def _manifest(count: int = 6) -> pd.DataFrame:
+    rows = []
+    for n in range(count):
+        row = _unlabeled_row(n)
+        row.update(duplicate_group=row["picture_hash"], genres=None, album_name=None, artist=None)
+        row.update(released=None, fetched_at=None)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=MANIFEST_SCHEMA.names)
+
+
+def test_manifest_schema_documents_every_field_and_round_trips(tmp_path: Path) -> None:
+    assert all(field.metadata and field.metadata.get(b"description") for field in MANIFEST_SCHEMA)
+    table = write_manifest(_manifest(), tmp_path / "m.parquet")
+    assert manifest_problems(table) == {"schema": [], "image_id_unique": [], "splits_disjoint": []}
+    written = read_manifest_table(tmp_path / "m.parquet")
+    assert not any(manifest_problems(written).values())
+    assert [(f.name, f.metadata) for f in written.schema] == [(f.name, f.metadata) for f in MANIFEST_SCHEMA]
+
+
+def test_each_broken_invariant_is_named_and_the_write_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.parquet"
+    write_manifest(_manifest(), path)
+    repeated = _manifest()
+    repeated.loc[1, "image_id"] = repeated.loc[0, "image_id"]
+    straddling = _manifest()
+    straddling.loc[1, "duplicate_group"] = straddling.loc[0, "duplicate_group"]
+    straddling.loc[1, "split"] = "test" if straddling.loc[0, "split"] != "test" else "train"
+    bad_split = _manifest().assign(split="holdout")
+    bad_hash = _manifest().assign(picture_hash="not-a-hash")
+    cases = {
+        "image_id_unique": repeated,
+        "splits_disjoint": straddling,
+        "schema": bad_split,
+    }
+    for invariant, frame in cases.items():
+        problems = manifest_problems(
+            pa.Table.from_pandas(frame, schema=MANIFEST_SCHEMA, preserve_index=False)
+        )
+        assert problems[invariant] and not any(v for k, v in problems.items() if k != invariant), invariant
+        with pytest.raises(ManifestError, match=invariant):
+            write_manifest(frame, path)
+    assert (
+        "picture_hash"
+        in manifest_problems(pa.Table.from_pandas(bad_hash, schema=MANIFEST_SCHEMA, preserve_index=False))[
+            "schema"
+        ][0]
+    )
+    assert manifest_problems(pa.table({"image_id": ["x"]}))["schema"][0].startswith("missing columns")
+    assert read_manifest_table(path).num_rows == 6  # every refused write kept the good file
+
+
+def test_a_manifest_from_an_older_version_asks_to_be_rebuilt(tmp_path: Path) -> None:
+    write_table([_unlabeled_row(1)], tmp_path / "old.parquet", EXTRACTED_SCHEMA)
+    with pytest.raises(ManifestError, match="rematerialize"):
+        read_manifest_table(tmp_path / "old.parquet")

@@ -107,10 +107,12 @@ def test_whole_graph_materializes_with_every_output(emulators, pipeline_env, tmp
     assert checks == {
         ("failure_ratio_under_limit", True),  # both crawls (a set: one entry)
         ("covers_per_genre_at_least_minimum", True),
-        ("image_id_unique_per_genre", True),
         ("no_labeled_images", True),
+        ("manifest_schema_valid", True),  # the three contract checks: both manifests
+        ("image_id_unique", True),
+        ("splits_disjoint", True),
     }
-    assert len(result.get_asset_check_evaluations()) == 5
+    assert len(result.get_asset_check_evaluations()) == 10
 
     # The Napster key is in no output: not the Dagster event log (run config, logs, metadata, stored
     # events), not Python logging, not any file under the pipeline home (manifests, failures tables, crawl

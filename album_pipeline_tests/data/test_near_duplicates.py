@@ -41,3 +41,30 @@ def test_chains_of_re_encodings_form_one_group():
         chain.append(_flip(chain[-1], [10 * step, 10 * step + 1, 10 * step + 2]))
     groups = near_duplicate_groups([_hex(v) for v in chain])
     assert len(set(groups.values())) == 1
+
+
+def test_groups_equal_brute_force_on_clustered_hashes():
+    rng = random.Random(11)
+    values = []
+    for _ in range(60):  # clusters of re-encodings around a centre, some bridging, plus loners
+        centre = rng.getrandbits(256)
+        values.append(centre)
+        values += [
+            _flip(centre, rng.sample(range(256), rng.randint(1, 16))) for _ in range(rng.randint(0, 4))
+        ]
+    hexes = [_hex(v) for v in values]
+    distinct = sorted(set(hexes))
+    parent = {h: h for h in distinct}
+
+    def root(h: str) -> str:
+        while parent[h] != h:
+            h = parent[h]
+        return h
+
+    for i, a in enumerate(distinct):
+        for b in distinct[:i]:
+            if (int(a, 16) ^ int(b, 16)).bit_count() <= NEAR_IDENTICAL_BITS:
+                ra, rb = root(a), root(b)
+                parent[max(ra, rb)] = min(ra, rb)
+    assert near_duplicate_groups(hexes) == {h: root(h) for h in distinct}
+    assert near_duplicate_groups([]) == {}

@@ -74,7 +74,7 @@ class HomeLayout:
         return self.root / "training_data"
 
     def training_data(self, name: str) -> Path:
-        """Packed arrays for one dataset: ``labeled`` or ``unlabeled``."""
+        """Training shards of one dataset (``index.parquet``, ``shards/r{R}/``): ``labeled`` or ``unlabeled``."""
         return self.training_data_dir / name
 
     @property

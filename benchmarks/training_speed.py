@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from album_pipeline.data.training_data import PackedImages
+from album_pipeline.data.shards import ShardSet, write_shard_set_from_arrays
 from album_pipeline.model.networks import GanArchitecture
 from album_pipeline.training.loop import TrainingConfig, train_gan
 
@@ -31,13 +31,17 @@ CASES = [
 def main() -> None:
     rng = np.random.default_rng(0)
     count = 512
-    data = PackedImages(
-        rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8),
-        rng.integers(0, 5, count).astype(np.int64),
-        np.array([f"image{i}" for i in range(count)], dtype=object),
-        np.array(["train"] * count, dtype=object),
-        ("a", "b", "c", "d", "e"),
-    )
+    with tempfile.TemporaryDirectory() as shard_folder:
+        data = write_shard_set_from_arrays(
+            Path(shard_folder),
+            rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8),
+            rng.integers(0, 5, count),
+            ("a", "b", "c", "d", "e"),
+        )
+        _run_cases(data)
+
+
+def _run_cases(data: ShardSet) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| G width | D width | batch | precision | channels_last | threads | images/s | s/step |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,1 +1,1 @@
-"""Data: content-addressed image storage, validation, manifests and packed training arrays."""
+"""Data: content-addressed image storage, validation, manifests, training shards and their loader."""

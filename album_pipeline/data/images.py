@@ -2,7 +2,7 @@
 
 Every image is fully decoded with Pillow before it is stored, so truncated or corrupt files are caught at
 ingest rather than halfway through packing training data. The stored bytes keep their original format
-(JPEG/PNG/GIF/WebP); conversion to RGB happens when training data is packed.
+(JPEG/PNG/GIF/WebP); conversion to RGB happens when the training shards are built.
 """
 
 from __future__ import annotations

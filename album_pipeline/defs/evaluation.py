@@ -6,7 +6,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from album_pipeline.data.training_data import load_packed
+from album_pipeline.data.shards import load_shards
 from album_pipeline.defs.metadata import counts_table, png_markdown
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.defs.training import finetuned_generator, labeled_training_data
@@ -65,20 +65,20 @@ def genre_classifier(
 ) -> dg.MaterializeResult:
     """An independent CNN trained on the real labelled train split: the judge of generated covers' genres."""
     layout = home.layout
-    data = load_packed(layout.training_data("labeled"))
+    data = load_shards(layout.training_data("labeled"))
     train, val, test = data.subset("train"), data.subset("val"), data.subset("test")
     trained = train_genre_classifier(
-        train.images,
+        train.read_all(),
         train.labels,
         genres.genres,
         ClassifierConfig(
             epochs=config.epochs, batch_size=config.batch_size, lr=config.learning_rate, seed=config.seed
         ),
-        val_images=val.images if len(val) else None,
+        val_images=val.read_all() if len(val) else None,
         val_labels=val.labels if len(val) else None,
     )
     save_classifier(_classifier_path(layout), trained.model, genres.genres)
-    test_accuracy = accuracy(trained.model, test.images, test.labels) if len(test) else float("nan")
+    test_accuracy = accuracy(trained.model, test.read_all(), test.labels) if len(test) else float("nan")
     context.log.info(f"genre classifier accuracy on {len(test)} real test covers: {test_accuracy:.3f}")
     return dg.MaterializeResult(
         metadata={
@@ -114,12 +114,12 @@ def generator_evaluation(
         )
     extractor = _feature_extractor(config, classifier)
     generator = load_generator(layout.checkpoint_dir("finetuned") / "final.pt")
-    test = load_packed(layout.training_data("labeled")).subset("test")
+    test = load_shards(layout.training_data("labeled")).subset("test")
     report = evaluate_generator(
         generator,
         classifier,
         genres.genres,
-        test.images,
+        test.read_all(),
         test.labels,
         extractor,
         layout.evaluation_dir,
@@ -196,7 +196,7 @@ def _training_params(layout) -> dict[str, object]:
             for name, value in (payload.get(group) or {}).items():
                 params[f"{stage}.{name}"] = value
     for name in ("labeled", "unlabeled"):
-        params[f"data.{name}_images"] = len(load_packed(layout.training_data(name)))
+        params[f"data.{name}_images"] = len(load_shards(layout.training_data(name)))
     return params
 
 

@@ -1,4 +1,4 @@
-"""Training assets: packed training data, GAN pretraining on unlabelled covers, finetuning on labelled ones."""
+"""Training assets: training shards, GAN pretraining on unlabelled covers, finetuning on labelled ones."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from album_pipeline.data.manifest import read_manifest
-from album_pipeline.data.training_data import load_packed, pack_training_data
+from album_pipeline.data.shards import DEFAULT_SHARD_SIZE, build_shards, load_shards, manifest_mismatches
 from album_pipeline.defs.labeled import labeled_manifest
 from album_pipeline.defs.metadata import counts_table
 from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
@@ -21,7 +21,10 @@ _ARCH_FIELDS = {field.name for field in dataclasses.fields(GanArchitecture)} - {
 
 class TrainingDataConfig(dg.Config):
     resolution: int = Field(64, description="Side of the square training images (the seed's 64).")
-    workers: int | None = Field(None, description="Decode processes; default: all cores.")
+    workers: int | None = Field(
+        None, description="Decode processes; default: all cores when 20,000 or more images need decoding."
+    )
+    shard_size: int = Field(DEFAULT_SHARD_SIZE, description="Images per shard file (96 MiB at 64px).")
 
 
 class GanTrainingConfig(dg.Config):
@@ -70,46 +73,95 @@ class FinetuneConfig(GanTrainingConfig):
     steps: int = Field(5_000, description="Optimiser steps on the labelled train split.")
 
 
-def _pack(context, layout, name: str, genres, config: TrainingDataConfig) -> dg.MaterializeResult:
+SHARD_CHECK = "shard_rows_match_manifest"
+
+
+def _shard_check_spec(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        SHARD_CHECK,
+        asset=asset,
+        blocking=True,
+        description="The shard index has one row per manifest image: the same count and the same image ids.",
+    )
+
+
+def _build(context, layout, name: str, genres, config: TrainingDataConfig) -> dg.MaterializeResult:
     manifest_path = layout.labeled_manifest if name == "labeled" else layout.unlabeled_manifest
     out_dir = layout.training_data(name)
-    packed = pack_training_data(
-        read_manifest(manifest_path),
+    manifest = read_manifest(manifest_path)
+    build = build_shards(
+        manifest,
         layout.root,
         out_dir,
         genres,
         resolution=config.resolution,
         workers=config.workers,
+        shard_size=config.shard_size,
     )
-    labelled = packed.labels >= 0
-    per_genre = {genres[index]: int((packed.labels == index).sum()) for index in range(len(genres))}
+    data = build.shard_set
+    labelled = data.labels >= 0
+    per_genre = {genres[index]: int((data.labels == index).sum()) for index in range(len(genres))}
     if labelled.any():
         per_genre["(unlabelled)"] = int((~labelled).sum())
-    context.log.info(f"packed {len(packed):,} images into {out_dir}")
+    context.log.info(
+        f"{len(data):,} images in {out_dir} in {build.seconds:.1f} s: decoded {build.decoded:,}, "
+        f"reused {build.reused:,} (copied {build.copied:,}), dropped {build.dropped_shards} shard file(s)"
+    )
+    problems = manifest_mismatches(data, manifest["image_id"].astype(str))
     return dg.MaterializeResult(
         metadata={
-            "images": len(packed),
+            "images": len(data),
+            "decoded": build.decoded,
+            "reused": build.reused,
             "resolution": config.resolution,
             "per_genre": counts_table(per_genre, "genre"),
             "path": dg.MetadataValue.path(str(out_dir)),
-        }
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=SHARD_CHECK,
+                passed=not problems,
+                metadata={"index_rows": len(data), "manifest_rows": len(manifest)},
+                description=(
+                    "; ".join(problems) + "; rematerialize this asset to rebuild the index"
+                    if problems
+                    else f"the index and the manifest list the same {len(data):,} images"
+                ),
+            )
+        ],
     )
 
 
-@dg.asset(group_name="training", kinds={"numpy"}, deps=[unlabeled_manifest])
+@dg.asset(
+    group_name="training",
+    kinds={"numpy"},
+    deps=[unlabeled_manifest],
+    check_specs=[_shard_check_spec("unlabeled_training_data")],
+)
 def unlabeled_training_data(
     context: dg.AssetExecutionContext, config: TrainingDataConfig, home: PipelineHome, genres: GenreTaxonomy
 ) -> dg.MaterializeResult:
-    """Unlabelled covers decoded, fitted to the training resolution and packed as memory-mappable uint8."""
-    return _pack(context, home.layout, "unlabeled", genres.genres, config)
+    """Unlabelled covers decoded, fitted to the training resolution and stored in uint8 training shards.
+
+    Incremental: a rebuild decodes only the covers that no shard holds yet.
+    """
+    return _build(context, home.layout, "unlabeled", genres.genres, config)
 
 
-@dg.asset(group_name="training", kinds={"numpy"}, deps=[labeled_manifest])
+@dg.asset(
+    group_name="training",
+    kinds={"numpy"},
+    deps=[labeled_manifest],
+    check_specs=[_shard_check_spec("labeled_training_data")],
+)
 def labeled_training_data(
     context: dg.AssetExecutionContext, config: TrainingDataConfig, home: PipelineHome, genres: GenreTaxonomy
 ) -> dg.MaterializeResult:
-    """Labelled covers packed like the unlabelled ones, with class labels and train/val/test splits."""
-    return _pack(context, home.layout, "labeled", genres.genres, config)
+    """Labelled covers in training shards like the unlabelled ones, with class labels and train/val/test splits.
+
+    A changed genre or split only rewrites the shard index; no cover is decoded again.
+    """
+    return _build(context, home.layout, "labeled", genres.genres, config)
 
 
 def _training_metadata(summary) -> dict:
@@ -143,7 +195,7 @@ def pretrained_generator(
     layout = home.layout
     arch = GanArchitecture(num_genres=len(genres.genres), **config.model_dump(include=_ARCH_FIELDS))
     summary = train_gan(
-        load_packed(layout.training_data("unlabeled")),
+        load_shards(layout.training_data("unlabeled")),
         arch,
         config.training_config(),
         layout.checkpoint_dir("pretrained"),
@@ -162,7 +214,7 @@ def finetuned_generator(
     pretrained = layout.checkpoint_dir("pretrained") / "final.pt"
     arch = GanArchitecture(**load_checkpoint(pretrained)["arch"])
     summary = train_gan(
-        load_packed(layout.training_data("labeled")).subset("train"),
+        load_shards(layout.training_data("labeled")).subset("train"),
         arch,
         config.training_config(),
         layout.checkpoint_dir("finetuned"),

@@ -1,1 +1,1 @@
-"""Training: packed-data loading and the GAN training loop (pretrain and finetune)."""
+"""Training: the GAN training loop (pretrain and finetune)."""

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from album_pipeline.data.training_data import PackedImages, iterate_batches
+from album_pipeline.data.loader import iterate_batches
+from album_pipeline.data.shards import ShardSet
 from album_pipeline.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, sample_inputs
 
@@ -107,7 +108,7 @@ class TrainingSummary:
 
 
 def train_gan(
-    data: PackedImages,
+    data: ShardSet,
     arch: GanArchitecture,
     config: TrainingConfig,
     checkpoint_dir: Path,
@@ -133,7 +134,7 @@ def train_gan(
         data = data.labelled()
     if len(data) == 0:
         raise ValueError(
-            "the training dataset is empty; pack some images (and check the split) before training"
+            "the training dataset is empty; build its training shards (and check the split) before training"
         )
     if arch.num_genres != len(data.genres):
         raise ValueError(
@@ -202,91 +203,102 @@ def train_gan(
     # -- the loop ----------------------------------------------------------------------------------------
     torch.manual_seed(config.seed + start_step)  # a resumed run draws fresh noise, not a replay
     batches = iterate_batches(
-        data, batch_size, device=device, seed=config.seed + start_step, channels_last=channels_last
+        data,
+        batch_size,
+        device=device,
+        seed=config.seed + start_step,
+        channels_last=channels_last,
+        labels=use_labels,
     )
     generator.train()
     discriminator.train()
     sums: dict[str, torch.Tensor] = {}
     window_steps, window_start = 0, time.perf_counter()
     train_seconds = 0.0
-    for step in range(start_step, config.steps):
-        real, labels = next(batches)
-        noise_std = config.instance_noise * max(0.0, 1.0 - step / config.steps)
-        fake_genres = sample_fake_genres(batch_size, arch.num_genres, device)
-        latent, noise = sample_inputs(arch, fake_genres)
+    with closing(batches):  # stops the loader's reader thread, also when a step raises
+        for step in range(start_step, config.steps):
+            batch = next(batches)
+            real, labels = batch if use_labels else (batch, None)
+            noise_std = config.instance_noise * max(0.0, 1.0 - step / config.steps)
+            fake_genres = sample_fake_genres(batch_size, arch.num_genres, device)
+            latent, noise = sample_inputs(arch, fake_genres)
 
-        # Discriminator: tell real from fake, recover the fakes' genres and codes (and real genres).
-        discriminator.requires_grad_(True)
-        with autocast:
-            fake = generator(fake_genres, latent, noise)
-            real_logit, real_genre_logits, _ = discriminator(_with_noise(real, noise_std))
-            fake_logit, fake_genre_logits, fake_latent = discriminator(_with_noise(fake.detach(), noise_std))
-        d_adversarial = _adversarial_loss(real_logit, config.real_label) + _adversarial_loss(fake_logit, 0.0)
-        d_genre_fake = F.cross_entropy(fake_genre_logits.float(), fake_genres)
-        d_latent = F.mse_loss(fake_latent.float(), latent)
-        d_genre = d_genre_fake
-        if use_labels:
-            d_genre_real = F.cross_entropy(real_genre_logits.float(), labels)
-            d_genre = config.fake_genre_weight_labelled * d_genre_fake + d_genre_real
-        loss_d = d_adversarial + config.genre_loss_weight * d_genre + config.latent_loss_weight * d_latent
-        optimizer_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizer_d.step()
-
-        # Generator: fool the real/fake head while keeping genre and codes recoverable. The discriminator's
-        # weights need no gradients here, which saves a third of its backward pass.
-        discriminator.requires_grad_(False)
-        with autocast:
-            judged_logit, judged_genre_logits, judged_latent = discriminator(_with_noise(fake, noise_std))
-        g_adversarial = _adversarial_loss(judged_logit, 1.0)
-        g_genre = F.cross_entropy(judged_genre_logits.float(), fake_genres)
-        g_latent = F.mse_loss(judged_latent.float(), latent)
-        loss_g = g_adversarial + config.genre_loss_weight * g_genre + config.latent_loss_weight * g_latent
-        optimizer_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizer_g.step()
-
-        # Detached running sums on the device: no graph is kept, and a GPU is not synchronised every step.
-        observed = {
-            "loss_d": loss_d,
-            "loss_g": loss_g,
-            "d_adversarial": d_adversarial,
-            "d_genre_fake": d_genre_fake,
-            "d_latent": d_latent,
-            "g_adversarial": g_adversarial,
-            "g_genre": g_genre,
-            "g_latent": g_latent,
-            "d_genre_accuracy_fake": (fake_genre_logits.argmax(1) == fake_genres).float().mean(),
-            "d_real_probability": torch.sigmoid(real_logit.float()).mean(),
-            "d_fake_probability": torch.sigmoid(fake_logit.float()).mean(),
-        }
-        if use_labels:
-            observed["d_genre_real"] = d_genre_real
-            observed["d_genre_accuracy_real"] = (real_genre_logits.argmax(1) == labels).float().mean()
-        for name, value in observed.items():
-            sums[name] = sums.get(name, 0.0) + value.detach()
-        window_steps += 1
-
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            entry: dict[str, float] = {"step": done}
-            entry.update({name: float(total) / window_steps for name, total in sums.items()})
-            elapsed = time.perf_counter() - window_start
-            train_seconds += elapsed
-            entry["images_per_second"] = window_steps * batch_size / elapsed
-            entry["instance_noise"] = noise_std
-            if not all(math.isfinite(value) for value in entry.values()):
-                raise FloatingPointError(
-                    f"training diverged at step {done}: {entry}; lower the learning rates or use fp32"
+            # Discriminator: tell real from fake, recover the fakes' genres and codes (and real genres).
+            discriminator.requires_grad_(True)
+            with autocast:
+                fake = generator(fake_genres, latent, noise)
+                real_logit, real_genre_logits, _ = discriminator(_with_noise(real, noise_std))
+                fake_logit, fake_genre_logits, fake_latent = discriminator(
+                    _with_noise(fake.detach(), noise_std)
                 )
-            history.append(entry)
-            if log is not None:
-                log(dict(entry))
-            sums, window_steps = {}, 0
-            window_start = time.perf_counter()
-        if done % config.checkpoint_every == 0 and done != config.steps:
-            save_checkpoint(latest, payload(done, _speed(done - start_step, batch_size, train_seconds)))
-            window_start = time.perf_counter()  # saving is not training time
+            d_adversarial = _adversarial_loss(real_logit, config.real_label) + _adversarial_loss(
+                fake_logit, 0.0
+            )
+            d_genre_fake = F.cross_entropy(fake_genre_logits.float(), fake_genres)
+            d_latent = F.mse_loss(fake_latent.float(), latent)
+            d_genre = d_genre_fake
+            if use_labels:
+                d_genre_real = F.cross_entropy(real_genre_logits.float(), labels)
+                d_genre = config.fake_genre_weight_labelled * d_genre_fake + d_genre_real
+            loss_d = d_adversarial + config.genre_loss_weight * d_genre + config.latent_loss_weight * d_latent
+            optimizer_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            optimizer_d.step()
+
+            # Generator: fool the real/fake head while keeping genre and codes recoverable. The discriminator's
+            # weights need no gradients here, which saves a third of its backward pass.
+            discriminator.requires_grad_(False)
+            with autocast:
+                judged_logit, judged_genre_logits, judged_latent = discriminator(_with_noise(fake, noise_std))
+            g_adversarial = _adversarial_loss(judged_logit, 1.0)
+            g_genre = F.cross_entropy(judged_genre_logits.float(), fake_genres)
+            g_latent = F.mse_loss(judged_latent.float(), latent)
+            loss_g = g_adversarial + config.genre_loss_weight * g_genre + config.latent_loss_weight * g_latent
+            optimizer_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            optimizer_g.step()
+
+            # Detached running sums on the device: no graph is kept, and a GPU is not synchronised every step.
+            observed = {
+                "loss_d": loss_d,
+                "loss_g": loss_g,
+                "d_adversarial": d_adversarial,
+                "d_genre_fake": d_genre_fake,
+                "d_latent": d_latent,
+                "g_adversarial": g_adversarial,
+                "g_genre": g_genre,
+                "g_latent": g_latent,
+                "d_genre_accuracy_fake": (fake_genre_logits.argmax(1) == fake_genres).float().mean(),
+                "d_real_probability": torch.sigmoid(real_logit.float()).mean(),
+                "d_fake_probability": torch.sigmoid(fake_logit.float()).mean(),
+            }
+            if use_labels:
+                observed["d_genre_real"] = d_genre_real
+                observed["d_genre_accuracy_real"] = (real_genre_logits.argmax(1) == labels).float().mean()
+            for name, value in observed.items():
+                sums[name] = sums.get(name, 0.0) + value.detach()
+            window_steps += 1
+
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                entry: dict[str, float] = {"step": done}
+                entry.update({name: float(total) / window_steps for name, total in sums.items()})
+                elapsed = time.perf_counter() - window_start
+                train_seconds += elapsed
+                entry["images_per_second"] = window_steps * batch_size / elapsed
+                entry["instance_noise"] = noise_std
+                if not all(math.isfinite(value) for value in entry.values()):
+                    raise FloatingPointError(
+                        f"training diverged at step {done}: {entry}; lower the learning rates or use fp32"
+                    )
+                history.append(entry)
+                if log is not None:
+                    log(dict(entry))
+                sums, window_steps = {}, 0
+                window_start = time.perf_counter()
+            if done % config.checkpoint_every == 0 and done != config.steps:
+                save_checkpoint(latest, payload(done, _speed(done - start_step, batch_size, train_seconds)))
+                window_start = time.perf_counter()  # saving is not training time
 
     # -- the end -----------------------------------------------------------------------------------------
     steps_this_run = max(0, config.steps - start_step)
@@ -391,7 +403,7 @@ def _load_pretrained_weights(
 
 
 def _run_key(
-    data: PackedImages,
+    data: ShardSet,
     arch: GanArchitecture,
     config: TrainingConfig,
     use_labels: bool,
@@ -403,8 +415,7 @@ def _run_key(
     digest.update(
         json.dumps([settings, arch.to_dict(), use_labels, list(data.genres)], sort_keys=True).encode()
     )
-    digest.update("\n".join(map(str, data.image_ids)).encode())
-    digest.update(data.labels.astype("int64").tobytes())
+    digest.update(data.fingerprint().encode())  # image ids, labels, resolution
     if init_checkpoint is not None:
         digest.update(_checkpoint_identity(Path(init_checkpoint)).encode())
     return digest.hexdigest()

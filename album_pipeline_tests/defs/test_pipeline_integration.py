@@ -111,8 +111,9 @@ def test_whole_graph_materializes_with_every_output(emulators, pipeline_env, tmp
         ("manifest_schema_valid", True),  # the three contract checks: both manifests
         ("image_id_unique", True),
         ("splits_disjoint", True),
+        ("shard_rows_match_manifest", True),  # both training-data assets
     }
-    assert len(result.get_asset_check_evaluations()) == 10
+    assert len(result.get_asset_check_evaluations()) == 12
 
     # The Napster key is in no output: not the Dagster event log (run config, logs, metadata, stored
     # events), not Python logging, not any file under the pipeline home (manifests, failures tables, crawl

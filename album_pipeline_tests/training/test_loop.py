@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from album_pipeline.data.training_data import PackedImages
+from album_pipeline.data.shards import ShardSet, write_shard_set_from_arrays
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator_with_genres
 from album_pipeline.model.networks import GanArchitecture, generate_covers
 from album_pipeline.training import loop
@@ -19,19 +20,28 @@ TINY = GanArchitecture(num_genres=5, noise_dim=8, generator_width=16, discrimina
 FAST = TrainingConfig(steps=3, batch_size=8, log_every=1, checkpoint_every=2, precision="fp32")
 
 
-def _dataset(count: int = 24, labelled: bool = True) -> PackedImages:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
-    labels = np.arange(count, dtype=np.int64) % len(GENRES) if labelled else np.full(count, -1, np.int64)
-    ids = np.array([f"image{row}" for row in range(count)], dtype=object)
-    return PackedImages(images, labels, ids, np.array(["train"] * count, dtype=object), GENRES)
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Callable[..., ShardSet]:
+    """Random 64x64 covers as a shard set; one per (count, labelled) for the whole module (they are read-only)."""
+    made: dict[tuple[int, bool], ShardSet] = {}
+
+    def make(count: int = 24, labelled: bool = True) -> ShardSet:
+        if (count, labelled) not in made:
+            rng = np.random.default_rng(0)
+            images = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
+            labels = np.arange(count) % len(GENRES) if labelled else np.full(count, -1)
+            folder = tmp_path_factory.mktemp(f"shards-{count}-{labelled}")
+            made[count, labelled] = write_shard_set_from_arrays(folder, images, labels, GENRES)
+        return made[count, labelled]
+
+    return make
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_few_steps_stay_finite_and_write_a_loadable_checkpoint(tmp_path, precision):
+def test_a_few_steps_stay_finite_and_write_a_loadable_checkpoint(tmp_path, precision, dataset):
     logged: list[dict] = []
     config = replace(FAST, precision=precision)
-    summary = train_gan(_dataset(), TINY, config, tmp_path / "ckpt", use_labels=True, log=logged.append)
+    summary = train_gan(dataset(), TINY, config, tmp_path / "ckpt", use_labels=True, log=logged.append)
 
     assert summary.steps == summary.steps_this_run == 3 and summary.resumed_from_step == 0
     assert summary.precision == precision and summary.device == "cpu" and summary.batch_size == 8
@@ -52,13 +62,13 @@ def test_a_few_steps_stay_finite_and_write_a_loadable_checkpoint(tmp_path, preci
     assert covers.shape == (2, 64, 64, 3) and covers.dtype == torch.uint8
 
 
-def test_pretraining_ignores_labels(tmp_path):
-    summary = train_gan(_dataset(labelled=False), TINY, FAST, tmp_path, use_labels=False)
+def test_pretraining_ignores_labels(tmp_path, dataset):
+    summary = train_gan(dataset(labelled=False), TINY, FAST, tmp_path, use_labels=False)
     assert "d_genre_real" not in summary.final_losses and "d_genre_fake" in summary.final_losses
     assert load_checkpoint(summary.checkpoint_path)["use_labels"] is False
 
 
-def test_an_interrupted_run_resumes_from_latest(tmp_path):
+def test_an_interrupted_run_resumes_from_latest(tmp_path, dataset):
     config = replace(FAST, steps=4)
 
     def crash_after_step_3(entry: dict) -> None:
@@ -66,37 +76,37 @@ def test_an_interrupted_run_resumes_from_latest(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_gan(_dataset(), TINY, config, tmp_path, use_labels=True, log=crash_after_step_3)
+        train_gan(dataset(), TINY, config, tmp_path, use_labels=True, log=crash_after_step_3)
     assert load_checkpoint(tmp_path / "latest.pt")["step"] == 2
     assert not (tmp_path / "final.pt").exists()
 
     logged: list[dict] = []
-    summary = train_gan(_dataset(), TINY, config, tmp_path, use_labels=True, log=logged.append)
+    summary = train_gan(dataset(), TINY, config, tmp_path, use_labels=True, log=logged.append)
     assert summary.resumed_from_step == 2 and summary.steps_this_run == 2 and summary.steps == 4
     assert [entry["step"] for entry in logged] == [3, 4]
     assert [entry["step"] for entry in summary.history] == [1, 2, 3, 4]  # history survives the crash
 
     # Done already: a rerun trains nothing; only observation settings (log_every) differ.
-    again = train_gan(_dataset(), TINY, replace(config, log_every=2), tmp_path, use_labels=True)
+    again = train_gan(dataset(), TINY, replace(config, log_every=2), tmp_path, use_labels=True)
     assert again.steps_this_run == 0 and again.resumed_from_step == 4
 
 
-def test_a_checkpoint_of_a_different_run_is_not_resumed(tmp_path):
-    train_gan(_dataset(), TINY, FAST, tmp_path, use_labels=True)
-    other_config = train_gan(_dataset(), TINY, replace(FAST, lr_generator=1e-3), tmp_path, use_labels=True)
+def test_a_checkpoint_of_a_different_run_is_not_resumed(tmp_path, dataset):
+    train_gan(dataset(), TINY, FAST, tmp_path, use_labels=True)
+    other_config = train_gan(dataset(), TINY, replace(FAST, lr_generator=1e-3), tmp_path, use_labels=True)
     assert other_config.resumed_from_step == 0 and other_config.steps_this_run == 3
     other_data = train_gan(
-        _dataset(count=25), TINY, replace(FAST, lr_generator=1e-3), tmp_path, use_labels=True
+        dataset(count=25), TINY, replace(FAST, lr_generator=1e-3), tmp_path, use_labels=True
     )
     assert other_data.resumed_from_step == 0
 
 
-def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
-    pretrained = train_gan(_dataset(labelled=False), TINY, FAST, tmp_path / "pre", use_labels=False)
+def test_finetuning_starts_from_the_pretrained_weights(tmp_path, dataset):
+    pretrained = train_gan(dataset(labelled=False), TINY, FAST, tmp_path / "pre", use_labels=False)
     # With zero learning rates the optimizers change nothing, so the weights must be the pretrained ones.
     frozen = replace(FAST, steps=1, lr_generator=0.0, lr_discriminator=0.0)
     finetuned = train_gan(
-        _dataset(),
+        dataset(),
         TINY,
         frozen,
         tmp_path / "fine",
@@ -113,7 +123,7 @@ def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
     wider = replace(TINY, generator_width=24)
     with pytest.raises(ValueError, match="finetune with the pretrained run's architecture"):
         train_gan(
-            _dataset(),
+            dataset(),
             wider,
             FAST,
             tmp_path / "x",
@@ -122,7 +132,7 @@ def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
         )
 
 
-def test_fake_genres_cover_every_class(tmp_path, monkeypatch):
+def test_fake_genres_cover_every_class(tmp_path, monkeypatch, dataset):
     drawn: list[torch.Tensor] = []
     original = loop.sample_fake_genres
 
@@ -132,31 +142,31 @@ def test_fake_genres_cover_every_class(tmp_path, monkeypatch):
         return genres
 
     monkeypatch.setattr(loop, "sample_fake_genres", spy)
-    train_gan(_dataset(), TINY, replace(FAST, steps=4, batch_size=16), tmp_path, use_labels=True)
+    train_gan(dataset(), TINY, replace(FAST, steps=4, batch_size=16), tmp_path, use_labels=True)
     seen = torch.cat(drawn)
     assert len(drawn) == 4 and set(seen.tolist()) == set(range(len(GENRES)))
     counts = torch.bincount(loop.sample_fake_genres(5000, 5, "cpu"), minlength=5)
     assert counts.min() > 850  # uniform: about 1000 each, the last genre included
 
 
-def test_bad_inputs_get_clear_errors(tmp_path):
+def test_bad_inputs_get_clear_errors(tmp_path, dataset):
     with pytest.raises(ValueError, match="dataset is empty"):
-        train_gan(_dataset().subset("val"), TINY, FAST, tmp_path, use_labels=False)
+        train_gan(dataset().subset("val"), TINY, FAST, tmp_path, use_labels=False)
     with pytest.raises(ValueError, match="no labelled images"):
-        train_gan(_dataset(labelled=False), TINY, FAST, tmp_path, use_labels=True)
+        train_gan(dataset(labelled=False), TINY, FAST, tmp_path, use_labels=True)
     with pytest.raises(ValueError, match="num_genres=3 but the data has 5 genres"):
-        train_gan(_dataset(), replace(TINY, num_genres=3), FAST, tmp_path, use_labels=True)
+        train_gan(dataset(), replace(TINY, num_genres=3), FAST, tmp_path, use_labels=True)
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainingConfig(precision="fp16")
     with pytest.raises(ValueError, match="batch_size must be at least 2"):
         TrainingConfig(batch_size=1)
     with pytest.raises(FileNotFoundError, match="pretrain first"):
-        train_gan(_dataset(), TINY, FAST, tmp_path, use_labels=True, init_checkpoint=tmp_path / "none.pt")
+        train_gan(dataset(), TINY, FAST, tmp_path, use_labels=True, init_checkpoint=tmp_path / "none.pt")
     assert not list(Path(tmp_path).glob("*.pt"))
 
 
-def test_small_datasets_train_with_a_smaller_batch(tmp_path):
-    summary = train_gan(_dataset(count=5), TINY, replace(FAST, steps=1), tmp_path, use_labels=True)
+def test_small_datasets_train_with_a_smaller_batch(tmp_path, dataset):
+    summary = train_gan(dataset(count=5), TINY, replace(FAST, steps=1), tmp_path, use_labels=True)
     assert summary.batch_size == 5
 
 
@@ -172,10 +182,10 @@ def test_precision_and_device_resolution():
             loop.resolve_device("cuda")
 
 
-def test_training_depends_on_the_config_seed_not_on_earlier_random_draws(tmp_path):
+def test_training_depends_on_the_config_seed_not_on_earlier_random_draws(tmp_path, dataset):
     def trained_generator(folder: str, global_seed: int, config: TrainingConfig) -> dict:
         torch.manual_seed(global_seed)  # as if other work had drawn random numbers first
-        summary = train_gan(_dataset(), TINY, config, tmp_path / folder, use_labels=True)
+        summary = train_gan(dataset(), TINY, config, tmp_path / folder, use_labels=True)
         return load_checkpoint(summary.checkpoint_path)["generator"]
 
     first = trained_generator("a", 1, FAST)
@@ -185,11 +195,11 @@ def test_training_depends_on_the_config_seed_not_on_earlier_random_draws(tmp_pat
     assert not all(torch.equal(first[name], other_seed[name]) for name in first)
 
 
-def test_rerunning_a_finished_pipeline_trains_nothing_again(tmp_path):
+def test_rerunning_a_finished_pipeline_trains_nothing_again(tmp_path, dataset):
     def pipeline() -> tuple:
-        pretrained = train_gan(_dataset(labelled=False), TINY, FAST, tmp_path / "pre", use_labels=False)
+        pretrained = train_gan(dataset(labelled=False), TINY, FAST, tmp_path / "pre", use_labels=False)
         finetuned = train_gan(
-            _dataset(),
+            dataset(),
             TINY,
             FAST,
             tmp_path / "fine",
@@ -204,9 +214,9 @@ def test_rerunning_a_finished_pipeline_trains_nothing_again(tmp_path):
     second_pretrain, second_finetune = pipeline()
     assert second_pretrain.steps_this_run == second_finetune.steps_this_run == 0
     # A pretraining that really differs makes the finetuning run again.
-    train_gan(_dataset(labelled=False), TINY, replace(FAST, seed=5), tmp_path / "pre", use_labels=False)
+    train_gan(dataset(labelled=False), TINY, replace(FAST, seed=5), tmp_path / "pre", use_labels=False)
     rerun = train_gan(
-        _dataset(),
+        dataset(),
         TINY,
         FAST,
         tmp_path / "fine",

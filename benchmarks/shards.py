@@ -5,9 +5,10 @@
     .venv/bin/python benchmarks/shards.py speed                   # loader images/s vs seed-scale training
 
 Each prints a markdown table. ``build`` first writes the synthetic 300x300 JPEGs (gradients, shapes and
-grain, quality 90) with every core, then times ``build_shards`` into a fresh folder per worker count (the
-JPEGs were just written, so they come from the page cache: this measures decoding, not the disk), then adds
-1% new images and times the incremental rebuild. ``rss`` writes a 64x64 shard set from random pixels into
+grain, quality 90) with every core, then times ``build_shards`` into a fresh folder: one worker with the
+decoder's read-ahead turned off, then one worker and every core with it. Before each build it drops the
+page cache (as root), so the JPEGs come from disk, as a million covers would. Last it adds 1% new images and
+times the incremental rebuild. ``rss`` writes a 64x64 shard set from random pixels into
 a temporary folder under ``--dir`` (deleted afterwards) and iterates one full epoch with ``iterate_batches``
 (batch 128, cpu) in a fresh subprocess, which reports its peak RSS (VmHWM, and ``ru_maxrss``, which also
 counts the parent's RSS at the fork, as Linux carries it over). ``speed`` times the
@@ -20,6 +21,7 @@ torch is imported only by the subcommands that need it, so the decode pool of ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -37,6 +39,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from album_pipeline.data import shards
 from album_pipeline.data.shards import build_shards, load_shards, write_shard_set_from_arrays
 from album_pipeline.genres import DEFAULT_GENRES
 
@@ -90,13 +93,41 @@ def bench_build(args: argparse.Namespace) -> None:
         print("| build | workers | images decoded | seconds | images/s | images/s per core |")
         print("|---|---:|---:|---:|---:|---:|")
         first = manifest.iloc[: args.images]
-        for workers in worker_counts:
-            result = build_shards(first, home, Path(folder) / f"w{workers}", DEFAULT_GENRES, workers=workers)
-            _build_row(f"full, {args.images:,} images", workers, result)
+        cases = [(1, False)] + [(workers, True) for workers in worker_counts]
+        for workers, read_ahead in cases:
+            out_dir = Path(folder) / f"w{workers}{'' if read_ahead else '-no-read-ahead'}"
+            cold = _drop_page_cache()
+            with _read_ahead_enabled(read_ahead):
+                result = build_shards(first, home, out_dir, DEFAULT_GENRES, workers=workers)
+            note = "" if read_ahead else ", read-ahead off"
+            _build_row(f"full, {args.images:,} images{note}{cold}", workers, result)
         out_dir = Path(folder) / f"w{worker_counts[-1]}"
+        cold = _drop_page_cache()
         result = build_shards(manifest, home, out_dir, DEFAULT_GENRES)  # workers as the asset picks them
-        label = f"incremental, +{extra:,} new ({result.reused:,} reused)"
+        label = f"incremental, +{extra:,} new ({result.reused:,} reused){cold}"
         _build_row(label, "auto", result)
+
+
+def _drop_page_cache() -> str:
+    """Start a build with the JPEGs on disk only, as a million covers would be; '' if it could be done."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return " (page cache not dropped: needs root)"
+    return ""
+
+
+@contextlib.contextmanager
+def _read_ahead_enabled(enabled: bool):
+    """Turn the decoder's read-ahead off in this process (the one-worker build decodes in-process)."""
+    original = shards._read_ahead
+    if not enabled:
+        shards._read_ahead = lambda paths: None
+    try:
+        yield
+    finally:
+        shards._read_ahead = original
 
 
 def _build_row(label: str, workers: int | str, result) -> None:

@@ -751,9 +751,13 @@ def _write_new_shards(
         task_count = sum(len(shard.decode_tasks) for shard in shards)
         decode_count = sum(len(task[3]) for shard in shards for task in shard.decode_tasks)
         if _worker_count(workers, decode_count, task_count) == 1:
+            upcoming = [task for shard in shards for task in shard.decode_tasks][1:] + [None]
             for shard in shards:
                 _copy_rows(shard_dir, resolution, shard)
                 for task in shard.decode_tasks:
+                    following = upcoming.pop(0)
+                    if following is not None:
+                        _read_ahead(following[4])  # the disk reads the next chunk while this one decodes
                     _decode_into_shard(*task)
                 shard.finish()
         else:
@@ -772,6 +776,11 @@ def _decode_in_pool(shard_dir: Path, resolution: int, shards: list[_NewShard], w
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
         owners = {}
+        tasks = [task for shard in shards for task in shard.decode_tasks]
+        # The parent mostly waits: it keeps the disk reading the chunks the workers will take next.
+        look_ahead = 2 * workers
+        for task in tasks[:look_ahead]:
+            _read_ahead(task[4])
         for shard in shards:
             for task in shard.decode_tasks:
                 owners[pool.submit(_decode_into_shard, *task)] = shard
@@ -785,6 +794,9 @@ def _decode_in_pool(shard_dir: Path, resolution: int, shards: list[_NewShard], w
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for future in done:
                 future.result()  # a worker's error (say, a broken image) stops the build here
+                if look_ahead < len(tasks):
+                    _read_ahead(tasks[look_ahead][4])
+                    look_ahead += 1
                 shard = owners[future]
                 shard.pending_tasks -= 1
                 if shard.pending_tasks == 0:
@@ -808,6 +820,7 @@ def _decode_into_shard(
 
     Writing the file from here rather than returning the pixels spares pickling them back to the parent.
     """
+    _read_ahead(paths)
     pixels = np.empty((len(rows), resolution, resolution, 3), dtype=np.uint8)
     for slot, path in enumerate(paths):
         pixels[slot] = decode_image(path, resolution)
@@ -821,6 +834,23 @@ def _decode_into_shard(
     finally:
         os.close(fd)
     return len(rows)
+
+
+def _read_ahead(paths: list[str]) -> None:
+    """Ask the kernel to start reading ``paths`` now, so that decoding one image overlaps reading the next.
+
+    A million covers do not fit in the page cache; without this a decode process waits on the disk for each
+    file in turn.
+    """
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # decode_image reports it, naming the file
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
 
 def _copy_rows(shard_dir: Path, resolution: int, shard: _NewShard) -> None:

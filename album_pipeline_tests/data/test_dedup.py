@@ -27,6 +27,7 @@ from album_pipeline.data.overlap import picture_hashes
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.data.unlabeled import merge_extracted
 from album_pipeline.emulators.synthetic import draw_cover, encode_image
+from album_pipeline_tests.data.planted import extracted_row
 
 CLASSES = ("rock", "jazz", "pop")
 
@@ -39,17 +40,6 @@ def _crawl_row(store: ImageStore, data: bytes, source: str, source_id: str, genr
         "genre": genre, "width": info.width, "height": info.height, "format": info.format,
         "split": "train", "album_name": source_id, "artist": "x", "released": "2001", "genres": [genre],
         "fetched_at": datetime.now(UTC),
-    }  # fmt: skip
-
-
-def _extracted_row(store: ImageStore, data: bytes, member: str) -> dict:
-    info = validate_image(data, with_picture_hash=True)
-    stored = store.put(data, info.extension)
-    return {
-        "image_id": stored.image_id, "path": stored.path, "source": "omacir",
-        "source_id": f"album_covers_t.tar/{member}", "genre": None, "width": info.width,
-        "height": info.height, "format": info.format, "split": "train", "archive": "album_covers_t.tar",
-        "member": member, "picture_hash": info.picture_hash,
     }  # fmt: skip
 
 
@@ -133,12 +123,12 @@ def test_unlabelled_set_keeps_one_copy_and_nothing_of_the_labelled_pictures(
     hashes = picture_hashes(store, pd.concat(tables, ignore_index=True))
     labelled, _ = merge_labeled_sources(tables, hashes, class_order=CLASSES)
     archive = [
-        _extracted_row(store, encode_image(draw_cover("rock", 0, 300)), "labelled-copy.jpg"),
-        _extracted_row(store, encode_image(draw_cover("jazz", 1, 300), quality=60), "labelled-near.jpg"),
-        _extracted_row(store, encode_image(draw_cover("pop", 40, 300)), "cover.jpg"),
-        _extracted_row(store, encode_image(draw_cover("pop", 40, 450)), "cover-larger.jpg"),
-        _extracted_row(store, encode_image(draw_cover("rock", 41, 300)), "other.jpg"),
-        _extracted_row(store, encode_image(draw_cover("rock", 41, 300)), "other-again.jpg"),
+        extracted_row(store, encode_image(draw_cover("rock", 0, 300)), "labelled-copy.jpg"),
+        extracted_row(store, encode_image(draw_cover("jazz", 1, 300), quality=60), "labelled-near.jpg"),
+        extracted_row(store, encode_image(draw_cover("pop", 40, 300)), "cover.jpg"),
+        extracted_row(store, encode_image(draw_cover("pop", 40, 450)), "cover-larger.jpg"),
+        extracted_row(store, encode_image(draw_cover("rock", 41, 300)), "other.jpg"),
+        extracted_row(store, encode_image(draw_cover("rock", 41, 300)), "other-again.jpg"),
     ]
     extracted = pd.DataFrame(archive, columns=EXTRACTED_SCHEMA.names)
     manifest, failures, _ = merge_extracted([extracted], exclude=labelled[["image_id", "picture_hash"]])

@@ -5,39 +5,28 @@ from __future__ import annotations
 import pandas as pd
 from PIL import Image
 
-from album_pipeline.data.images import validate_image
 from album_pipeline.data.manifest import EXTRACTED_SCHEMA
 from album_pipeline.data.overlap import overlapping, picture_hashes
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.data.unlabeled import merge_extracted
 from album_pipeline.emulators.synthetic import draw_cover, encode_image
-
-
-def _row(store: ImageStore, data: bytes, member: str) -> dict:
-    info = validate_image(data, with_picture_hash=True)
-    stored = store.put(data, info.extension)
-    return {
-        "image_id": stored.image_id, "path": stored.path, "source": "omacir",
-        "source_id": f"album_covers_t.tar/{member}", "genre": None, "width": info.width,
-        "height": info.height, "format": info.format, "split": "train", "archive": "album_covers_t.tar",
-        "member": member, "picture_hash": info.picture_hash,
-    }  # fmt: skip
+from album_pipeline_tests.data.planted import extracted_row
 
 
 def test_exact_and_near_copies_of_labelled_images_are_removed_and_look_alikes_kept(tmp_path) -> None:
     store = ImageStore(tmp_path)
     labelled_picture = draw_cover("jazz", 11, 300)
     labelled_bytes = encode_image(labelled_picture)
-    labelled = pd.DataFrame([_row(store, labelled_bytes, "labelled.jpg")])[["image_id", "path"]]
+    labelled = pd.DataFrame([extracted_row(store, labelled_bytes, "labelled.jpg")])[["image_id", "path"]]
     look_alike = encode_image(draw_cover("jazz", 12, 300))  # same style and layout, another cover
     recompressed = encode_image(labelled_picture, quality=70)
     as_png = encode_image(labelled_picture, "PNG")
     unlabelled = pd.DataFrame(
         [
-            _row(store, labelled_bytes, "same_bytes.jpg"),
-            _row(store, recompressed, "recompressed.jpg"),
-            _row(store, as_png, "as_png.png"),
-            _row(store, look_alike, "look_alike.jpg"),
+            extracted_row(store, labelled_bytes, "same_bytes.jpg"),
+            extracted_row(store, recompressed, "recompressed.jpg"),
+            extracted_row(store, as_png, "as_png.png"),
+            extracted_row(store, look_alike, "look_alike.jpg"),
         ],
         columns=EXTRACTED_SCHEMA.names,
     )
@@ -59,7 +48,10 @@ def test_exact_and_near_copies_of_labelled_images_are_removed_and_look_alikes_ke
 def test_known_hashes_are_reused_without_decoding(tmp_path) -> None:
     store = ImageStore(tmp_path)
     rows = pd.DataFrame(
-        [_row(store, encode_image(draw_cover("pop", seed, 120)), f"{seed}.jpg") for seed in range(3)],
+        [
+            extracted_row(store, encode_image(draw_cover("pop", seed, 120)), f"{seed}.jpg")
+            for seed in range(3)
+        ],
         columns=EXTRACTED_SCHEMA.names,
     )
     first = picture_hashes(store, rows)

@@ -751,18 +751,13 @@ def _write_new_shards(
         task_count = sum(len(shard.decode_tasks) for shard in shards)
         decode_count = sum(len(task[3]) for shard in shards for task in shard.decode_tasks)
         if _worker_count(workers, decode_count, task_count) == 1:
-            tasks = [task for shard in shards for task in shard.decode_tasks]
-            if tasks:
-                _read_ahead(tasks[0][4])
-            position = 0
+            upcoming = [task for shard in shards for task in shard.decode_tasks][1:] + [None]
             for shard in shards:
                 _copy_rows(shard_dir, resolution, shard)
                 for task in shard.decode_tasks:
-                    position += 1
-                    if position < len(tasks):
-                        _read_ahead(
-                            tasks[position][4]
-                        )  # the disk reads the next chunk while this one decodes
+                    following = upcoming.pop(0)
+                    if following is not None:
+                        _read_ahead(following[4])  # the disk reads the next chunk while this one decodes
                     _decode_into_shard(*task)
                 shard.finish()
         else:
@@ -824,8 +819,8 @@ def _decode_into_shard(
     """Decode ``paths`` into rows ``rows`` (ascending) of the shard file ``target``; runs in a worker too.
 
     Writing the file from here rather than returning the pixels spares pickling them back to the parent.
-    The caller has asked the kernel to read ``paths`` ahead (``_read_ahead``).
     """
+    _read_ahead(paths)
     pixels = np.empty((len(rows), resolution, resolution, 3), dtype=np.uint8)
     for slot, path in enumerate(paths):
         pixels[slot] = decode_image(path, resolution)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from album_pipeline.layout import HomeLayout
 from album_pipeline.settings import (
     HOME_VAR,
     NAPSTER_URL_VAR,
@@ -26,9 +27,10 @@ def dagster_home(settings: Settings) -> Path:
     """DAGSTER_HOME if set, else `<pipeline home>/dagster` (the instance `dagster dev` uses per the README)."""
     if os.environ.get("DAGSTER_HOME"):
         return Path(os.environ["DAGSTER_HOME"])
-    home = settings.home / "dagster"
+    layout = HomeLayout(settings.home)
+    home = layout.dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
+    config = layout.dagster_instance_config
     if not config.exists():
         config.write_text(INSTANCE_YAML)
     return home
@@ -120,7 +122,7 @@ def demo_emulators(settings: Settings) -> Iterator[dict[str, str]]:
         archive_letters=DEMO_ARCHIVE_LETTERS,
         images_per_archive=DEMO_IMAGES_PER_ARCHIVE,
         release_groups_per_genre=DEMO_RELEASE_GROUPS_PER_GENRE,
-        cache_dir=settings.home / "emulator_cache",
+        cache_dir=HomeLayout(settings.home).emulator_cache_dir,
     ) as emulators:
         yield emulators.environment()
 
@@ -138,7 +140,7 @@ def run_demo(home: str | None, overrides: list[str] | None = None) -> int:
         )
         status = run_pipeline("demo", overrides=overrides)
     if status == 0:
-        status = generate(genre=None, count=8, out=settings.home / "generated" / "champion_samples.png")
+        status = generate(genre=None, count=8, out=HomeLayout(settings.home).champion_samples)
         print_outputs(Settings.from_environ(), time.monotonic() - started)
     return status
 
@@ -166,22 +168,21 @@ def generate(genre: str | None, count: int, out: Path, model_uri: str | None = N
 
 
 def print_outputs(settings: Settings, elapsed: float) -> None:
-    from album_pipeline.layout import HomeLayout
     from album_pipeline.metrics.evaluate import load_metrics
     from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME
 
     layout = HomeLayout(settings.home)
-    metrics = load_metrics(layout.evaluation_dir / "metrics.json")["metrics"]
+    metrics = load_metrics(layout.evaluation_metrics)["metrics"]
     lines = [
         "",
         f"Demo finished in {elapsed / 60:.1f} minutes. Outputs under {layout.root}:",
         f"  labelled manifest     {layout.labeled_manifest}",
         f"  unlabelled manifest   {layout.unlabeled_manifest}",
-        f"  pretrained generator  {layout.checkpoint_dir('pretrained') / 'final.pt'}",
-        f"  finetuned generator   {layout.checkpoint_dir('finetuned') / 'final.pt'}",
-        f"  evaluation            {layout.evaluation_dir / 'metrics.json'}",
-        f"  genre grid            {layout.evaluation_dir / 'grid.png'}",
-        f"  champion samples      {layout.generated_dir / 'champion_samples.png'}",
+        f"  pretrained generator  {layout.final_checkpoint('pretrained')}",
+        f"  finetuned generator   {layout.final_checkpoint('finetuned')}",
+        f"  evaluation            {layout.evaluation_metrics}",
+        f"  genre grid            {layout.evaluation_grid}",
+        f"  champion samples      {layout.champion_samples}",
         f"  MLflow store          {settings.mlflow_tracking_uri}  (model: models:/{DEFAULT_MODEL_NAME}@champion)",
         "",
         "Evaluation (independent genre classifier; 5 genres, chance 20%):",

@@ -9,6 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# File names inside the folders below. The core writes them (a training run into its checkpoint folder, an
+# evaluation into its output folder), so they are constants here rather than literals there.
+LATEST_CHECKPOINT = "latest.pt"  # rewritten while a run trains; resumed after a kill
+FINAL_CHECKPOINT = "final.pt"  # written once when a run finishes
+CLASSIFIER_CHECKPOINT = "classifier.pt"
+METRICS_FILE = "metrics.json"
+GRID_FILE = "grid.png"
+CHAMPION_SAMPLES_FILE = "champion_samples.png"
+OMACIR_LISTING_FILE = "archives.json"
+MLFLOW_DB_FILE = "mlflow.db"
+DAGSTER_DIR = "dagster"
+DAGSTER_INSTANCE_FILE = "dagster.yaml"
+
 
 @dataclass(frozen=True)
 class HomeLayout:
@@ -57,6 +70,11 @@ class HomeLayout:
         """Per-archive extraction tables of an archive source (e.g. OMACIR), merged into its manifest."""
         return self.root / "extracted" / source
 
+    def extracted(self, source: str, archive: str, suffix: str = "parquet") -> Path:
+        """One archive's extraction: ``parquet`` (valid members), ``failures.parquet``, ``json`` (summary,
+        written last, so its presence means the archive is fully recorded)."""
+        return self.extracted_dir(source) / f"{archive}.{suffix}"
+
     def crawl_state(self, source: str) -> Path:
         """The source's fetch journal: what a recrawl or a resumed crawl need not fetch again."""
         return self.crawls_dir / f"{source}_state.sqlite"
@@ -68,6 +86,11 @@ class HomeLayout:
     @property
     def omacir_downloads_dir(self) -> Path:
         return self.downloads_dir / "omacir"
+
+    @property
+    def omacir_listing(self) -> Path:
+        """The archives ``omacir_archives`` chose (name, size, md5), read by the download and the merge."""
+        return self.omacir_downloads_dir / OMACIR_LISTING_FILE
 
     @property
     def training_data_dir(self) -> Path:
@@ -85,17 +108,46 @@ class HomeLayout:
         """Checkpoints of one training stage: ``pretrained``, ``finetuned`` or ``genre_classifier``."""
         return self.checkpoints_dir / stage
 
+    def final_checkpoint(self, stage: str) -> Path:
+        """The finished checkpoint of a GAN training stage (``pretrained`` or ``finetuned``)."""
+        return self.checkpoint_dir(stage) / FINAL_CHECKPOINT
+
+    def latest_checkpoint(self, stage: str) -> Path:
+        return self.checkpoint_dir(stage) / LATEST_CHECKPOINT
+
+    @property
+    def genre_classifier_checkpoint(self) -> Path:
+        return self.checkpoint_dir("genre_classifier") / CLASSIFIER_CHECKPOINT
+
     @property
     def evaluation_dir(self) -> Path:
         return self.root / "evaluation"
+
+    @property
+    def evaluation_metrics(self) -> Path:
+        return self.evaluation_dir / METRICS_FILE
+
+    @property
+    def evaluation_grid(self) -> Path:
+        return self.evaluation_dir / GRID_FILE
 
     @property
     def generated_dir(self) -> Path:
         return self.root / "generated"
 
     @property
+    def champion_samples(self) -> Path:
+        """The grid `album-pipeline demo` draws from the registered champion."""
+        return self.generated_dir / CHAMPION_SAMPLES_FILE
+
+    @property
+    def emulator_cache_dir(self) -> Path:
+        """Archives the demo's archive.org emulator builds once and serves again on later runs."""
+        return self.root / "emulator_cache"
+
+    @property
     def mlflow_db(self) -> Path:
-        return self.root / "mlflow.db"
+        return self.root / MLFLOW_DB_FILE
 
     @property
     def mlflow_artifacts_dir(self) -> Path:
@@ -103,7 +155,11 @@ class HomeLayout:
 
     @property
     def dagster_home(self) -> Path:
-        return self.root / "dagster"
+        return self.root / DAGSTER_DIR
+
+    @property
+    def dagster_instance_config(self) -> Path:
+        return self.dagster_home / DAGSTER_INSTANCE_FILE
 
     def relative(self, path: Path) -> str:
         """A path as stored in manifests: relative to the home, with forward slashes."""

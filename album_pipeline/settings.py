@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from album_pipeline.layout import HomeLayout
 from album_pipeline.sources.musicbrainz import (
     DEFAULT_COVERART_IMAGE_HOSTS,
     DEFAULT_COVERART_URL,
@@ -76,4 +77,4 @@ def _hosts(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
 
 def default_tracking_uri(home: Path) -> str:
     # Four slashes: sqlite:/// followed by an absolute path.
-    return f"sqlite:///{Path(home).resolve().as_posix()}/mlflow.db"
+    return f"sqlite:///{HomeLayout(home).mlflow_db.as_posix()}"

@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from album_pipeline.data.shards import load_shards
+from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.metadata import counts_table, png_markdown
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.defs.training import finetuned_generator, labeled_training_data
@@ -23,11 +24,26 @@ from album_pipeline.model.checkpoint import load_checkpoint, load_generator
 from album_pipeline.registry.mlflow_registry import log_and_register
 
 
-class GenreClassifierConfig(dg.Config):
-    epochs: int = 15
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 0
+class GenreClassifierConfig(CoreConfig):
+    core_types = (ClassifierConfig,)
+    # The judge's architecture and augmentation stay as measured; only its schedule is a run setting.
+    fixed_core_fields = frozenset(
+        {
+            "weight_decay",
+            "widths",
+            "dropout",
+            "flip_probability",
+            "brightness_jitter",
+            "contrast_jitter",
+            "balance_classes",
+            "restore_best_val",
+        }
+    )
+
+    epochs: int = core_field(ClassifierConfig, "epochs")
+    batch_size: int = core_field(ClassifierConfig, "batch_size")
+    learning_rate: float = core_field(ClassifierConfig, "learning_rate")
+    seed: int = core_field(ClassifierConfig, "seed")
 
 
 class GeneratorEvaluationConfig(dg.Config):
@@ -71,9 +87,7 @@ def genre_classifier(
         train.read_all(),
         train.labels,
         genres.genres,
-        ClassifierConfig(
-            epochs=config.epochs, batch_size=config.batch_size, lr=config.learning_rate, seed=config.seed
-        ),
+        config.to_core(ClassifierConfig),
         val_images=val.read_all() if len(val) else None,
         val_labels=val.labels if len(val) else None,
     )

@@ -67,7 +67,9 @@ class GenreClassifier(nn.Module):
 class ClassifierConfig:
     epochs: int = 15
     batch_size: int = 64
-    lr: float = 2e-3
+    # The rate the pipeline has always trained its judge with (the asset's 1e-3; this class once said 2e-3,
+    # which only the unit tests used): 100% on the demo's real test covers in 8 epochs (BENCHMARKS.md).
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -86,8 +88,10 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate} and {self.weight_decay}"
+            )
         if not 0 <= self.flip_probability <= 1:
             raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
         object.__setattr__(self, "widths", tuple(int(width) for width in self.widths))
@@ -205,7 +209,9 @@ def train_genre_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = GenreClassifier(len(genres), config.widths, config.dropout).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
         loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
         rng = torch.Generator().manual_seed(config.seed)

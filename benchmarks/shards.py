@@ -39,9 +39,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from album_pipeline.data import shards
-from album_pipeline.data.shards import build_shards, load_shards, write_shard_set_from_arrays
+from album_pipeline.data.shards import build_shards, load_shards
+from album_pipeline.data.shards import decode as shard_decode
 from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.testing.shards import write_shard_set_from_arrays
 
 SIDE = 300
 
@@ -121,13 +122,13 @@ def _drop_page_cache() -> str:
 @contextlib.contextmanager
 def _read_ahead_enabled(enabled: bool):
     """Turn the decoder's read-ahead off in this process (the one-worker build decodes in-process)."""
-    original = shards._read_ahead
+    original = shard_decode.read_ahead
     if not enabled:
-        shards._read_ahead = lambda paths: None
+        shard_decode.read_ahead = lambda paths: None
     try:
         yield
     finally:
-        shards._read_ahead = original
+        shard_decode.read_ahead = original
 
 
 def _build_row(label: str, workers: int | str, result) -> None:

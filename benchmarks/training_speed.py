@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from album_pipeline.data.shards import ShardSet, write_shard_set_from_arrays
+from album_pipeline.data.shards import ShardSet
 from album_pipeline.model.networks import GanArchitecture
+from album_pipeline.testing.shards import write_shard_set_from_arrays
 from album_pipeline.training.loop import TrainingConfig, train_gan
 
 # (generator width, discriminator width, batch, precision, channels_last, threads, steps)

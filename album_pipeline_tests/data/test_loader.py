@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from album_pipeline.data.loader import iterate_batches
-from album_pipeline.data.shards import ShardSet, write_shard_set_from_arrays
+from album_pipeline.data.shards import ShardSet
+from album_pipeline.testing.shards import write_shard_set_from_arrays
 
 GENRES = ("rock", "jazz", "pop")
 

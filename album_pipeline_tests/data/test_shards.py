@@ -12,16 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps, JpegImagePlugin
 
-from album_pipeline.data import shards
 from album_pipeline.data.shards import (
     SHARD_SET_FORMAT,
+    ShardBuildOptions,
     ShardSet,
     build_shards,
     decode_image,
     load_shards,
     manifest_mismatches,
-    write_shard_set_from_arrays,
 )
+from album_pipeline.data.shards import decode as shard_decode
+from album_pipeline.testing.shards import write_shard_set_from_arrays
 
 GENRES = ("rock", "jazz", "pop")
 COLUMNS = ["image_id", "path", "genre", "split"]
@@ -86,13 +87,13 @@ def home_with_images(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
 def decoded(monkeypatch) -> list[str]:
     """The file names decode_image is called on (in-process builds)."""
     seen: list[str] = []
-    original = shards.decode_image
+    original = shard_decode.decode_image
 
     def counting(path, resolution):
         seen.append(Path(path).name)
         return original(path, resolution)
 
-    monkeypatch.setattr(shards, "decode_image", counting)
+    monkeypatch.setattr(shard_decode, "decode_image", counting)
     return seen
 
 
@@ -264,7 +265,7 @@ def test_a_build_that_dies_midway_keeps_the_previous_index_and_the_next_build_fi
     before = build_shards(first, home, out_dir, GENRES, resolution=8, shard_size=2).shard_set.read_all()
     grown = pd.concat([first, _covers(home, "cde")], ignore_index=True)
     calls: list[str] = []
-    original = shards.decode_image
+    original = shard_decode.decode_image
 
     def dies_on_the_third_image(path, resolution):
         calls.append(Path(path).name)
@@ -272,7 +273,7 @@ def test_a_build_that_dies_midway_keeps_the_previous_index_and_the_next_build_fi
             raise RuntimeError("killed")
         return original(path, resolution)
 
-    monkeypatch.setattr(shards, "decode_image", dies_on_the_third_image)
+    monkeypatch.setattr(shard_decode, "decode_image", dies_on_the_third_image)
     with pytest.raises(RuntimeError, match="killed"):
         build_shards(grown, home, out_dir, GENRES, resolution=8, shard_size=2)
     previous = load_shards(out_dir)
@@ -287,7 +288,7 @@ def test_a_build_that_dies_midway_keeps_the_previous_index_and_the_next_build_fi
     (shard_dir / ".shard-000007.npy.tmp").write_bytes(b"half")
     (shard_dir / "shard-000008.npy").write_bytes(b"orphan")
     pq.write_table(pa.table({"image_id": ["zz"]}), shard_dir / "shard-000009.ids.parquet")
-    monkeypatch.setattr(shards, "decode_image", original)
+    monkeypatch.setattr(shard_decode, "decode_image", original)
     build = build_shards(grown, home, out_dir, GENRES, resolution=8, shard_size=2)
     assert (build.decoded, build.reused) == (1, 4)  # only e; c and d come from the dead build's shard
     assert list(build.shard_set.image_ids()) == list("abcde")
@@ -335,6 +336,8 @@ def test_bad_inputs_get_clear_errors(home_with_images, tmp_path):
         build_shards(manifest, home, out_dir, GENRES, resolution=0)
     with pytest.raises(ValueError, match="shard_size must be at least 1"):
         build_shards(manifest, home, out_dir, GENRES, shard_size=0)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        build_shards(manifest, home, out_dir, GENRES, ShardBuildOptions(workers=0))
     (home / "images" / "a.png").unlink()
     with pytest.raises(FileNotFoundError, match="1 of 6 manifest images to decode are missing"):
         build_shards(manifest, home, out_dir, GENRES)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from album_pipeline.data.shards import ShardSet, write_shard_set_from_arrays
+from album_pipeline.data.shards import ShardSet
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator_with_genres
 from album_pipeline.model.networks import GanArchitecture, generate_covers
+from album_pipeline.testing.shards import write_shard_set_from_arrays
 from album_pipeline.training import loop
 from album_pipeline.training.loop import TrainingConfig, train_gan
 

@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.data.unlabeled import ExtractOptions, ingest_omacir
+from album_pipeline.data.unlabeled import ExtractOptions
 from album_pipeline.emulators.archive import EXPECTED_REASON, REFUSED_KINDS, ArchiveEmulator, OmacirItem
+from album_pipeline.layout import HomeLayout
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.omacir import OmacirClient
 from album_pipeline_tests.data.near_duplicate_truth import archive_picture_hashes, checked_look_alikes
+from album_pipeline_tests.data.omacir_ingest import ingest_omacir
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +51,7 @@ def test_every_planted_bad_member_is_refused_and_nothing_lands_outside(hostile_i
     outside.mkdir()
     monkeypatch.chdir(outside)  # a relative ``../`` member would land here or above if anything extracted it
     with ArchiveEmulator(hostile_item) as server:
-        result = ingest_omacir(_client(server), ImageStore(home), home / "downloads", options=OPTIONS)
+        result = ingest_omacir(_client(server), home, extract=OPTIONS)
     truth = {f"{a.name}/{m.name}": m for a in hostile_item.archives for m in a.members}
     kept = {f"{a.name}/{name}" for a in hostile_item.archives for name in hostile_item.expected_kept(a.name)}
     look_alikes = checked_look_alikes(
@@ -70,8 +72,10 @@ def test_every_planted_bad_member_is_refused_and_nothing_lands_outside(hostile_i
     }
     assert failures == expected
     assert {m.kind for m in truth.values()} >= set(REFUSED_KINDS) | {"bomb", "truncated", "near_placeholder"}
-    # Only the store and the downloads were written: no escaped, absolute or linked file anywhere.
-    assert {p.relative_to(home).parts[0] for p in home.rglob("*") if p.is_file()} == {"images", "downloads"}
+    # Only the store, the downloads and the pipeline's records (per-archive extractions, the manifest) were
+    # written: no escaped, absolute or linked file anywhere.
+    written = {p.relative_to(home).parts[0] for p in home.rglob("*") if p.is_file()}
+    assert written == {"images", "downloads", "extracted", "manifests"}
     assert not list(outside.rglob("*")) and not list(tmp_path.glob("escape*"))
     assert not any(Path("/tmp").glob("omacir_absolute_*"))
 
@@ -81,13 +85,12 @@ def test_every_planted_bad_member_is_refused_and_nothing_lands_outside(hostile_i
 _INGEST = """
 import sys
 from pathlib import Path
-from album_pipeline.data.storage import ImageStore
-from album_pipeline.data.unlabeled import ingest_omacir
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.omacir import OmacirClient
+from album_pipeline_tests.data.omacir_ingest import ingest_omacir
 url, home = sys.argv[1], Path(sys.argv[2])
 client = OmacirClient(url, session=make_session(backoff_factor=0), timeout=10)
-ingest_omacir(client, ImageStore(home), home / "downloads")
+ingest_omacir(client, home)
 """
 
 
@@ -120,23 +123,24 @@ def item(tmp_path_factory) -> OmacirItem:
 def reference(item, tmp_path_factory):
     home = tmp_path_factory.mktemp("reference")
     with ArchiveEmulator(item) as server:
-        return ingest_omacir(_client(server), ImageStore(home), home / "downloads")
+        return ingest_omacir(_client(server), home)
 
 
 def test_a_download_killed_mid_transfer_resumes_with_only_the_missing_bytes(
     item, reference, tmp_path
 ) -> None:
     archive = item.archives[0]
-    partial = tmp_path / "downloads" / f"{archive.name}.partial"
+    downloads = HomeLayout(tmp_path).omacir_downloads_dir
+    partial = downloads / f"{archive.name}.partial"
     # Small cuts and a little latency stretch the transfer so that the kill lands in the middle of it.
     with ArchiveEmulator(item, drop_every_bytes=64 * 1024, latency_s=0.02) as server:
         _run_and_kill(
             server.url, tmp_path, lambda: partial.exists() and partial.stat().st_size > archive.size * 0.4
         )
         on_disk = partial.stat().st_size
-        assert 0 < on_disk < archive.size and not (tmp_path / "downloads" / archive.name).exists()
+        assert 0 < on_disk < archive.size and not (downloads / archive.name).exists()
         server.clear_requests()
-        resumed = ingest_omacir(_client(server), ImageStore(tmp_path), tmp_path / "downloads")
+        resumed = ingest_omacir(_client(server), tmp_path)
         ranges = [r.range for r in server.requests if r.path.startswith("/download/")]
     # The first request after the kill asks for exactly the bytes that were not on disk.
     assert ranges[0] == f"bytes={on_disk}-"
@@ -155,7 +159,7 @@ def test_an_ingest_killed_mid_extraction_resumes_to_the_same_manifest(item, refe
         stored_at_kill = sum(1 for _ in images.rglob("*.*"))
         assert 80 < stored_at_kill < len(reference.rows)
         server.clear_requests()
-        resumed = ingest_omacir(_client(server), ImageStore(tmp_path), tmp_path / "downloads")
+        resumed = ingest_omacir(_client(server), tmp_path)
         downloads = [r for r in server.requests if r.path.startswith("/download/")]
     assert downloads == []  # the verified tar was kept: nothing is fetched again
     for got, want in zip(_comparable(resumed), _comparable(reference), strict=True):

@@ -105,6 +105,7 @@ class CrawlOptions:
             raise ValueError("max_consecutive_unavailable must be at least 1")
 
 
+# Shaped like every ingest step (``unlabeled.extract_archive``): inputs, store, options, then failures and log.
 def crawl_covers(
     source: str,
     candidates: Sequence[CoverCandidate],
@@ -121,24 +122,8 @@ def crawl_covers(
     say = safe_log(log)
     failures = failures or FailureLog(source)
     started = time.monotonic()
-    known = state.all()
-    outcomes: dict[str, Fetch] = {}
-    to_fetch: list[CoverCandidate] = []
-    reused = 0
-    for candidate in candidates:
-        if candidate.url is None:
-            failures.add(candidate.source_id, candidate.missing_reason)
-            continue
-        prior = known.get(candidate.source_id)
-        if prior is not None and prior.url == candidate.url:
-            if prior.outcome == STORED and prior.path and (store.root / prior.path).is_file():
-                outcomes[candidate.source_id] = prior
-                reused += 1
-                continue
-            if prior.outcome in (REJECTED, MISSING) and not options.recheck_missing:
-                failures.add(candidate.source_id, prior.reason or prior.outcome, candidate.url)
-                continue
-        to_fetch.append(candidate)
+    outcomes, to_fetch = _reuse_known(candidates, state, store, options, failures)
+    reused = len(outcomes)
     say(
         f"{source}: {len(candidates)} albums, {reused} covers already stored, {len(to_fetch)} to fetch "
         f"with {options.download_workers} workers"
@@ -203,6 +188,37 @@ def crawl_covers(
             f"{failure_reasons}); check that the source and its image host are reachable"
         )
     return IngestResult(rows=frame_of(rows, CRAWL_SCHEMA), failures=failures.frame(), stats=stats)
+
+
+def _reuse_known(
+    candidates: Sequence[CoverCandidate],
+    state: CrawlState,
+    store: ImageStore,
+    options: CrawlOptions,
+    failures: FailureLog,
+) -> tuple[dict[str, Fetch], list[CoverCandidate]]:
+    """The covers an earlier crawl stored (still on disk, same URL), and the candidates left to fetch.
+
+    Candidates without a URL, and those an earlier crawl rejected or found without a cover (unless
+    ``recheck_missing``), become failure rows here and are not fetched.
+    """
+    known = state.all()
+    outcomes: dict[str, Fetch] = {}
+    to_fetch: list[CoverCandidate] = []
+    for candidate in candidates:
+        if candidate.url is None:
+            failures.add(candidate.source_id, candidate.missing_reason)
+            continue
+        prior = known.get(candidate.source_id)
+        if prior is not None and prior.url == candidate.url:
+            if prior.outcome == STORED and prior.path and (store.root / prior.path).is_file():
+                outcomes[candidate.source_id] = prior
+                continue
+            if prior.outcome in (REJECTED, MISSING) and not options.recheck_missing:
+                failures.add(candidate.source_id, prior.reason or prior.outcome, candidate.url)
+                continue
+        to_fetch.append(candidate)
+    return outcomes, to_fetch
 
 
 def failure_ratio(failures_by_reason: Mapping[str, int], items: int) -> float:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from album_pipeline.data.crawl_state import CrawlState
-from album_pipeline.data.labeled import CrawlOptions, crawl_musicbrainz, crawl_napster
+from album_pipeline.data.musicbrainz_covers import MusicBrainzCrawlOptions, crawl_musicbrainz
+from album_pipeline.data.napster_covers import NapsterCrawlOptions, crawl_napster
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
 from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
@@ -87,8 +88,7 @@ def napster_row(emulator: NapsterEmulator, workers: int, rate: float, albums_per
                 ImageStore(Path(folder)),
                 state,
                 DEFAULT_GENRE_MAP,
-                albums_per_genre=albums_per_genre,
-                options=CrawlOptions(download_workers=workers),
+                options=NapsterCrawlOptions(albums_per_genre=albums_per_genre, download_workers=workers),
             )
         seconds = time.monotonic() - started
     log = emulator.requests
@@ -122,8 +122,7 @@ def musicbrainz_row(emulator: MusicBrainzEmulator, workers: int, rate: float, al
                 ImageStore(Path(folder)),
                 state,
                 DEFAULT_GENRE_MAP,
-                albums_per_genre=albums_per_genre,
-                options=CrawlOptions(download_workers=workers),
+                options=MusicBrainzCrawlOptions(albums_per_genre=albums_per_genre, download_workers=workers),
             )
         seconds = time.monotonic() - started
     log = emulator.requests

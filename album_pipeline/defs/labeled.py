@@ -4,16 +4,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from album_pipeline.data.covers import CrawlOptions, failure_ratio
 from album_pipeline.data.crawl_state import CrawlState
-from album_pipeline.data.labeled import (
-    MUSICBRAINZ,
-    NAPSTER,
-    CrawlOptions,
-    crawl_musicbrainz,
-    crawl_napster,
-    failure_ratio,
-    merge_labeled_sources,
-)
+from album_pipeline.data.labeled import merge_labeled_sources
 from album_pipeline.data.manifest import (
     CRAWL_SCHEMA,
     DEFAULT_SPLIT_FRACTIONS,
@@ -24,10 +17,13 @@ from album_pipeline.data.manifest import (
     write_manifest,
     write_table,
 )
+from album_pipeline.data.musicbrainz_covers import MUSICBRAINZ, MusicBrainzCrawlOptions, crawl_musicbrainz
+from album_pipeline.data.napster_covers import NAPSTER, NapsterCrawlOptions, crawl_napster
 from album_pipeline.data.overlap import picture_hashes
 from album_pipeline.data.results import FailureLog, IngestResult, frame_of
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.defs.checks import manifest_contract_checks
+from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
 from album_pipeline.defs.resources import (
     GenreTaxonomy,
@@ -37,47 +33,40 @@ from album_pipeline.defs.resources import (
 )
 from album_pipeline.settings import NAPSTER_KEY_VAR
 from album_pipeline.sources.musicbrainz import MUSICBRAINZ_REQUESTS_PER_SECOND
+from album_pipeline.sources.napster import NAPSTER_REQUESTS_PER_SECOND
 
 LABELED_SOURCES = (NAPSTER, MUSICBRAINZ)
+FAILURE_RATIO_CHECK = "failure_ratio_under_limit"
 
 
-class CrawlConfig(dg.Config):
+class CrawlConfig(CoreConfig):
     """Settings every labelled-cover crawl shares."""
 
-    download_workers: int = Field(8, description="Concurrent image downloads over pooled connections.")
-    min_stored_side: int = Field(
-        64, description="Covers with a side under this many pixels are rejected (training is 64x64)."
-    )
-    placeholder_min_albums: int = Field(
-        3, description="The same bytes served for this many albums are a 'no cover' placeholder: dropped."
-    )
-    recheck_missing: bool = Field(
-        False,
-        description="Fetch again albums recorded as rejected or without a cover (a recrawl skips them).",
-    )
+    core_types = (CrawlOptions,)
+    # Crawl rows get a provisional split only: labeled_manifest assigns the real one per near-duplicate group
+    # from its own SplitConfig, so a crawl setting here would have no effect.
+    fixed_core_fields = frozenset({"split_fractions"})
+
+    download_workers: int = core_field(CrawlOptions, "download_workers")
+    min_stored_side: int = core_field(CrawlOptions, "min_stored_side")
+    placeholder_min_albums: int = core_field(CrawlOptions, "placeholder_min_albums")
+    recheck_missing: bool = core_field(CrawlOptions, "recheck_missing")
+    max_consecutive_unavailable: int = core_field(CrawlOptions, "max_consecutive_unavailable")
     max_failure_ratio: float = Field(
         0.2, description="Asset check: share of albums that may fail (no cover at all is not a failure)."
     )
 
-    def options(self) -> CrawlOptions:
-        return CrawlOptions(
-            download_workers=self.download_workers,
-            min_image_side=self.min_stored_side,
-            placeholder_min_albums=self.placeholder_min_albums,
-            recheck_missing=self.recheck_missing,
-        )
-
 
 class NapsterCrawlConfig(CrawlConfig):
-    albums_per_genre: int = Field(
-        1000, description="Distinct top albums to collect per genre class (seed: ~1,000)."
-    )
-    min_image_side: int = Field(
-        200, description="Choose the smallest image at least this size, else the largest."
-    )
-    page_size: int = Field(200, description="Albums per page of /albums/top (the API allows at most 200).")
+    core_types = (NapsterCrawlOptions,)
+
+    albums_per_genre: int = core_field(NapsterCrawlOptions, "albums_per_genre")
+    preferred_image_side: int = core_field(NapsterCrawlOptions, "preferred_image_side")
+    page_size: int = core_field(NapsterCrawlOptions, "page_size")
+    # The rate belongs to the client the shell builds, not to what the crawl collects.
     api_requests_per_second: float = Field(
-        5.0, description="Client-side limit on Napster API calls (its documented default key limit is 5/s)."
+        NAPSTER_REQUESTS_PER_SECOND,
+        description="Client-side limit on Napster API calls (its documented default key limit is 5/s).",
     )
     require_key: bool = Field(
         False,
@@ -87,14 +76,29 @@ class NapsterCrawlConfig(CrawlConfig):
 
 
 class MusicBrainzCrawlConfig(CrawlConfig):
-    albums_per_genre: int = Field(
-        1000, description="Distinct album release groups to collect per genre class, over its tags."
-    )
-    thumbnail_size: int = Field(250, description="Cover Art Archive thumbnail size: 250, 500 or 1200.")
+    core_types = (MusicBrainzCrawlOptions,)
+
+    albums_per_genre: int = core_field(MusicBrainzCrawlOptions, "albums_per_genre")
+    thumbnail_size: int = core_field(MusicBrainzCrawlOptions, "thumbnail_size")
+    # The rate belongs to the clients the shell builds, not to what the crawl collects.
     api_requests_per_second: float = Field(
         MUSICBRAINZ_REQUESTS_PER_SECOND,
         description="Client-side limit on MusicBrainz calls: its published limit is 1/s per IP; 5% under it "
         "leaves room for jitter.",
+    )
+
+
+def _pooled_connections(config: CrawlConfig) -> int:
+    """One pooled connection per download worker, never fewer than a client's default of 16."""
+    return max(16, config.download_workers)
+
+
+def _crawl_asset(name: str):
+    """The asset decorator of a labelled crawl: its group, and the failure-ratio check it reports."""
+    return dg.asset(
+        group_name="labeled",
+        kinds={"python"},
+        check_specs=[dg.AssetCheckSpec(FAILURE_RATIO_CHECK, asset=name)],
     )
 
 
@@ -115,11 +119,7 @@ class LabeledManifestConfig(SplitConfig):
     )
 
 
-@dg.asset(
-    group_name="labeled",
-    kinds={"python"},
-    check_specs=[dg.AssetCheckSpec("failure_ratio_under_limit", asset="napster_covers")],
-)
+@_crawl_asset("napster_covers")
 def napster_covers(
     context: dg.AssetExecutionContext,
     config: NapsterCrawlConfig,
@@ -140,19 +140,11 @@ def napster_covers(
         return _crawl_result(
             layout, NAPSTER, _empty_result(NAPSTER), config, skipped=f"{NAPSTER_KEY_VAR} unset"
         )
-    client = napster.client(config.api_requests_per_second, connections=max(16, config.download_workers))
+    options = config.to_core(NapsterCrawlOptions)
+    client = napster.client(config.api_requests_per_second, connections=_pooled_connections(config))
     with CrawlState(layout.crawl_state(NAPSTER)) as state:
-        result = crawl_napster(
-            client,
-            ImageStore(layout.root),
-            state,
-            genres.genre_map,
-            albums_per_genre=config.albums_per_genre,
-            min_side=config.min_image_side,
-            page_size=config.page_size,
-            options=config.options(),
-            log=context.log.info,
-        )
+        store = ImageStore(layout.root)
+        result = crawl_napster(client, store, state, genres.genre_map, options=options, log=context.log.info)
     return _crawl_result(layout, NAPSTER, result, config)
 
 
@@ -180,7 +172,7 @@ def _crawl_result(
     if skipped:
         metadata["skipped"] = skipped
     check = dg.AssetCheckResult(
-        check_name="failure_ratio_under_limit",
+        check_name=FAILURE_RATIO_CHECK,
         passed=ratio <= config.max_failure_ratio,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"failure_ratio": ratio, "max_failure_ratio": config.max_failure_ratio},
@@ -189,11 +181,7 @@ def _crawl_result(
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
-@dg.asset(
-    group_name="labeled",
-    kinds={"python"},
-    check_specs=[dg.AssetCheckSpec("failure_ratio_under_limit", asset="musicbrainz_covers")],
-)
+@_crawl_asset("musicbrainz_covers")
 def musicbrainz_covers(
     context: dg.AssetExecutionContext,
     config: MusicBrainzCrawlConfig,
@@ -206,19 +194,19 @@ def musicbrainz_covers(
     Resumable and incremental like the Napster crawl; release groups without art are recorded, not errors.
     """
     layout = home.layout
+    options = config.to_core(MusicBrainzCrawlOptions)
     musicbrainz_client, coverart_client = musicbrainz.clients(
-        config.api_requests_per_second, connections=max(16, config.download_workers)
+        config.api_requests_per_second, connections=_pooled_connections(config)
     )
     with CrawlState(layout.crawl_state(MUSICBRAINZ)) as state:
+        store = ImageStore(layout.root)
         result = crawl_musicbrainz(
             musicbrainz_client,
             coverart_client,
-            ImageStore(layout.root),
+            store,
             state,
             genres.genre_map,
-            albums_per_genre=config.albums_per_genre,
-            thumbnail_size=config.thumbnail_size,
-            options=config.options(),
+            options=options,
             log=context.log.info,
         )
     return _crawl_result(layout, MUSICBRAINZ, result, config)

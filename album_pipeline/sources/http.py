@@ -27,6 +27,9 @@ DEFAULT_USER_AGENT = f"album_pipeline/{__version__} (+https://github.com/album-p
 
 # Seconds to wait for a connection and then for each read; clients take their own ``timeout`` argument.
 DEFAULT_TIMEOUT = 30.0
+# Largest bodies a client reads, past which a reply is refused (TooLargeError) rather than held in memory.
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_JSON_BYTES = 20 * 1024 * 1024
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 

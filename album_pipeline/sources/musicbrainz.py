@@ -16,7 +16,9 @@ import requests
 
 from album_pipeline import __version__
 from album_pipeline.sources.http import (
+    DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_TIMEOUT,
+    MAX_JSON_BYTES,
     NoImageError,
     RateLimiter,
     SourceResponseError,
@@ -43,8 +45,6 @@ DEFAULT_USER_AGENT = f"album_pipeline/{__version__} ( https://github.com/album-p
 MUSICBRAINZ_REQUESTS_PER_SECOND = 0.95
 MAX_SEARCH_LIMIT = 100
 THUMBNAIL_SIZES = (250, 500, 1200)
-DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_JSON_BYTES = 20 * 1024 * 1024
 
 _LIBRARY_AGENTS = ("python-requests", "python-urllib", "curl/", "wget", "java/", "go-http-client")
 _MBID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -64,6 +64,11 @@ def check_user_agent(user_agent: str | None) -> str:
             "'Application/version ( contact-email-or-url )', e.g. 'my_covers/1.0 ( me@example.org )'"
         )
     return agent
+
+
+def check_thumbnail_size(size: int) -> None:
+    if size not in THUMBNAIL_SIZES:
+        raise ValueError(f"thumbnail size {size} is not offered; choose one of {list(THUMBNAIL_SIZES)}")
 
 
 def _base_url(url: str, env_var: str) -> str:
@@ -173,11 +178,10 @@ class CoverArtClient:
     def __repr__(self) -> str:
         return f"CoverArtClient(base_url={self.base_url!r})"
 
-    def front_url(self, mbid: str, size: int = 250) -> str:
+    def front_url(self, mbid: str, size: int) -> str:
         if not _MBID.match(mbid):
             raise ValueError(f"{mbid!r} is not a MusicBrainz id (a lower-case UUID)")
-        if size not in THUMBNAIL_SIZES:
-            raise ValueError(f"thumbnail size {size} is not offered; choose one of {list(THUMBNAIL_SIZES)}")
+        check_thumbnail_size(size)
         return f"{self.base_url}/release-group/{mbid}/front-{size}"
 
     def fetch_image(self, url: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:

@@ -13,7 +13,9 @@ from urllib.parse import quote
 import requests
 
 from album_pipeline.sources.http import (
+    DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_TIMEOUT,
+    MAX_JSON_BYTES,
     RateLimiter,
     SourceError,
     expect_image,
@@ -35,14 +37,19 @@ NAPSTER_URL_ENV = "NAPSTER_API_URL"
 NAPSTER_KEY_ENV = "NAPSTER_API_KEY"
 TOP_RANGES = ("day", "week", "month", "year", "life")
 MAX_PAGE_SIZE = 200  # the API's documented maximum ``limit``
-DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_JSON_BYTES = 20 * 1024 * 1024
+# The documented rate limit of a default API key.
+NAPSTER_REQUESTS_PER_SECOND = 5.0
 
 _SERVICE = "Napster API"
 
 
 class UnknownGenreError(SourceError, ValueError):
     """The genre shortcut does not exist in the catalogue."""
+
+
+def check_page_size(page_size: int) -> None:
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
 
 
 class _Secret:
@@ -160,8 +167,7 @@ class NapsterClient:
         A range ends on a short or empty page (``totalCount`` may be null), once ``totalCount`` is reached, or
         at ``max_albums_per_range``. An album already yielded for an earlier range is not yielded again.
         """
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        check_page_size(page_size)
         unknown = [name for name in ranges if name not in TOP_RANGES]
         if unknown:
             raise ValueError(f"unknown top-album ranges {unknown}; use some of {list(TOP_RANGES)}")
@@ -210,8 +216,8 @@ class NapsterClient:
         return result
 
     @staticmethod
-    def choose_image(images: Sequence[dict], min_side: int = 200) -> dict | None:
-        """The smallest image with both sides >= ``min_side``; failing that, the largest one; None if none."""
+    def choose_image(images: Sequence[dict], *, preferred_side: int) -> dict | None:
+        """The smallest image with both sides >= ``preferred_side``; failing that, the largest; None if none."""
         usable = [
             image
             for image in images
@@ -221,7 +227,7 @@ class NapsterClient:
         ]
         if not usable:
             return None
-        big_enough = [i for i in usable if i["width"] >= min_side and i["height"] >= min_side]
+        big_enough = [i for i in usable if i["width"] >= preferred_side and i["height"] >= preferred_side]
         if big_enough:
             return min(big_enough, key=lambda i: (i["width"] * i["height"], not i.get("isDefault", False)))
         return max(usable, key=lambda i: (i["width"] * i["height"], i.get("isDefault", False)))

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 
 from album_pipeline.data.crawl_state import CrawlState
-from album_pipeline.data.labeled import CrawlOptions, crawl_musicbrainz, crawl_napster
+from album_pipeline.data.musicbrainz_covers import MusicBrainzCrawlOptions, crawl_musicbrainz
+from album_pipeline.data.napster_covers import NapsterCrawlOptions, crawl_napster
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.emulators.faults import TRANSIENT_FAULTS, FaultPlan
 from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
@@ -92,8 +93,7 @@ def test_napster_crawl_through_failures_equals_the_ground_truth(flaky_napster, n
             ImageStore(tmp_path),
             state,
             DEFAULT_GENRE_MAP,
-            albums_per_genre=CRAWL_CAP,
-            options=CrawlOptions(download_workers=8),
+            options=NapsterCrawlOptions(albums_per_genre=CRAWL_CAP, download_workers=8),
         )
     expected = catalog.expected_covers(200)
     invalid = catalog.invalid_covers(200)
@@ -122,7 +122,7 @@ _CRAWL_SCRIPT = """
 import sys
 from pathlib import Path
 from album_pipeline.data.crawl_state import CrawlState
-from album_pipeline.data.labeled import CrawlOptions, crawl_napster
+from album_pipeline.data.napster_covers import NapsterCrawlOptions, crawl_napster
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import DEFAULT_GENRE_MAP
 from album_pipeline.sources.http import make_session
@@ -132,8 +132,8 @@ url, key, home = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 client = NapsterClient(url, key, session=make_session(backoff_factor=0.05), timeout=0.5,
                        requests_per_second=25.0, allowed_image_hosts=("127.0.0.1",))
 with CrawlState(home / "state.sqlite") as state:
-    crawl_napster(client, ImageStore(home), state, DEFAULT_GENRE_MAP, albums_per_genre=200,
-                  options=CrawlOptions(download_workers=4))
+    crawl_napster(client, ImageStore(home), state, DEFAULT_GENRE_MAP,
+                  options=NapsterCrawlOptions(albums_per_genre=200, download_workers=4))
 """
 
 
@@ -151,7 +151,7 @@ def test_a_crawl_killed_midway_resumes_to_the_same_manifest_without_refetching(t
         with CrawlState(tmp_path / "whole" / "state.sqlite") as state:
             whole = crawl_napster(
                 _napster_client(server.url), ImageStore(tmp_path / "whole"), state, DEFAULT_GENRE_MAP,
-                albums_per_genre=200, options=CrawlOptions(download_workers=4),
+                options=NapsterCrawlOptions(albums_per_genre=200, download_workers=4),
             )  # fmt: skip
 
         home = tmp_path / "killed"
@@ -179,7 +179,7 @@ def test_a_crawl_killed_midway_resumes_to_the_same_manifest_without_refetching(t
         with CrawlState(home / "state.sqlite") as state:
             resumed = crawl_napster(
                 _napster_client(server.url), ImageStore(home), state, DEFAULT_GENRE_MAP,
-                albums_per_genre=200, options=CrawlOptions(download_workers=4),
+                options=NapsterCrawlOptions(albums_per_genre=200, download_workers=4),
             )  # fmt: skip
         fetched_after = Counter(
             f"{server.url}{r.path}"
@@ -214,8 +214,7 @@ def test_musicbrainz_crawl_through_failures_equals_the_ground_truth(tmp_path):
                 ImageStore(tmp_path),
                 state,
                 DEFAULT_GENRE_MAP,
-                albums_per_genre=CRAWL_CAP,
-                options=CrawlOptions(download_workers=8),
+                options=MusicBrainzCrawlOptions(albums_per_genre=CRAWL_CAP, download_workers=8),
             )
         injected = server.injected_faults
         busiest = _busiest_second(server, "/ws/2/")

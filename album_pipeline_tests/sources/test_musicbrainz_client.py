@@ -117,6 +117,6 @@ def test_redirects_to_hosts_not_allowed_are_refused_before_sending(emulator, cat
 def test_front_url_refuses_bad_ids_and_sizes(emulator) -> None:
     client = _coverart(emulator)
     with pytest.raises(ValueError, match="MusicBrainz id"):
-        client.front_url("not-an-id")
+        client.front_url("not-an-id", 250)
     with pytest.raises(ValueError, match="250, 500, 1200"):
         client.front_url("00000000-0000-0000-0000-000000000000", 300)

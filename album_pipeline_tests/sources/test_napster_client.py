@@ -95,16 +95,16 @@ def test_album_images_are_grouped_by_album_and_sized_choices(client: NapsterClie
     assert images["alb.does-not-exist"] == []
     for album_id in album_ids:
         assert {i["contentId"] for i in images[album_id]} == {album_id}
-        chosen = NapsterClient.choose_image(images[album_id], min_side=200)
+        chosen = NapsterClient.choose_image(images[album_id], preferred_side=200)
         assert (chosen["width"], chosen["height"]) == (200, 200)
-        largest = NapsterClient.choose_image(images[album_id], min_side=10_000)
+        largest = NapsterClient.choose_image(images[album_id], preferred_side=10_000)
         assert largest["width"] == max(i["width"] for i in images[album_id])
-    assert NapsterClient.choose_image([], min_side=200) is None
+    assert NapsterClient.choose_image([], preferred_side=200) is None
 
 
 def test_fetch_image_returns_the_served_bytes(client: NapsterClient, catalog: NapsterCatalog) -> None:
     album_id = sorted(catalog.top_album_ids("rock"))[0]
-    chosen = NapsterClient.choose_image(client.album_images([album_id])[album_id], min_side=170)
+    chosen = NapsterClient.choose_image(client.album_images([album_id])[album_id], preferred_side=170)
     assert client.fetch_image(chosen["url"]) == catalog.image_bytes(album_id, 170, 170)
 
 

@@ -1,4 +1,4 @@
-"""The labelled-cover crawls (Napster, MusicBrainz) against the loopback emulators: ground truth, failures, resume."""
+"""The Napster crawl against the loopback emulator: ground truth, failures, resume."""
 
 from __future__ import annotations
 
@@ -9,19 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from album_pipeline.data.crawl_state import CrawlState
-from album_pipeline.data.labeled import (
-    CrawlOptions,
-    crawl_musicbrainz,
-    crawl_napster,
-    failure_ratio,
-)
 from album_pipeline.data.manifest import CRAWL_SCHEMA, FAILURES_SCHEMA, assign_split, write_table
+from album_pipeline.data.napster_covers import NapsterCrawlOptions, crawl_napster
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
 from album_pipeline.emulators.napster import RANGES, NapsterCatalog, NapsterEmulator
-from album_pipeline.genres import DEFAULT_GENRE_MAP, DEFAULT_GENRES, GenreClass, default_classes
+from album_pipeline.genres import DEFAULT_GENRE_MAP, GenreClass, default_classes
 from album_pipeline.sources.http import SourceError, SourceUnavailableError, make_session
-from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
 from album_pipeline.sources.napster import NapsterClient
 
 KEY = "crawl-key-9f8e7d6c5b"
@@ -48,7 +41,11 @@ def _client(server: NapsterEmulator, cls: type[NapsterClient] = NapsterClient) -
 def _crawl(client: NapsterClient, home: Path, classes=DEFAULT_GENRE_MAP, albums: int = 1000, **options):
     with CrawlState(home / "state.sqlite") as state:
         return crawl_napster(
-            client, ImageStore(home), state, classes, albums_per_genre=albums, options=CrawlOptions(**options)
+            client,
+            ImageStore(home),
+            state,
+            classes,
+            options=NapsterCrawlOptions(albums_per_genre=albums, **options),
         )
 
 
@@ -61,8 +58,7 @@ def test_crawl_matches_the_catalogue_ground_truth(napster, catalog, tmp_path: Pa
             store,
             state,
             DEFAULT_GENRE_MAP,
-            albums_per_genre=1000,
-            options=CrawlOptions(download_workers=4),
+            options=NapsterCrawlOptions(albums_per_genre=1000, download_workers=4),
             log=messages.append,
         )
     rows = result.rows
@@ -216,54 +212,10 @@ def test_a_host_that_keeps_failing_stops_the_crawl_clearly(napster, tmp_path: Pa
         _crawl(client, tmp_path, default_classes("classical"), albums=4)
 
 
-def test_failure_ratio_ignores_albums_without_a_cover() -> None:
-    assert failure_ratio({"no_cover_art": 5, "no_images": 1, "truncated": 2}, 20) == 0.1
-    assert failure_ratio({}, 0) == 0.0
-
-
-# -- MusicBrainz + Cover Art Archive ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def musicbrainz() -> Iterator[MusicBrainzEmulator]:
-    with MusicBrainzEmulator(
-        MusicBrainzCatalog(release_groups_per_genre=25, seed=3), rate_limit_per_second=None
-    ) as server:
-        yield server
-
-
-def _crawl_musicbrainz(server: MusicBrainzEmulator, home: Path, albums: int = 1000, **options):
-    session = make_session(backoff_factor=0)
-    with CrawlState(home / "mb_state.sqlite") as state:
-        return crawl_musicbrainz(
-            MusicBrainzClient(server.url, session=session, requests_per_second=None),
-            CoverArtClient(server.url, allowed_image_hosts=LOOPBACK, session=session),
-            ImageStore(home),
-            state,
-            DEFAULT_GENRE_MAP,
-            albums_per_genre=albums,
-            options=CrawlOptions(**options),
-        )
-
-
-def test_musicbrainz_crawl_matches_the_ground_truth(musicbrainz, tmp_path: Path) -> None:
-    catalog = musicbrainz.catalog
-    result = _crawl_musicbrainz(musicbrainz, tmp_path)
-    expected = catalog.expected_covers(250)
-    rows = result.rows.set_index("source_id")
-    assert sorted(rows.index) == sorted(expected)
-    for mbid, truth in expected.items():
-        assert rows.loc[mbid, "image_id"] == truth["image_id"]
-        assert rows.loc[mbid, "genre"] == truth["genre"]
-        # Every class kept, in class order (the emulator lists the primary first).
-        assert list(rows.loc[mbid, "genres"]) == [g for g in DEFAULT_GENRES if g in truth["genres"]]
-        assert rows.loc[mbid, "source"] == "musicbrainz" and rows.loc[mbid, "album_name"]
-    no_art = {m for m in catalog.release_groups() if not catalog.has_art(m)}
-    assert set(result.failures["source_id"]) == no_art
-    assert set(result.failures["reason"]) == {"no_cover_art"}
-    assert result.stats["failure_ratio"] == 0.0  # no art is a fact about the album, not a failure
-    # A recrawl asks MusicBrainz again (to find new albums) but the archive for nothing it already knows.
-    musicbrainz.clear_requests()
-    again = _crawl_musicbrainz(musicbrainz, tmp_path)
-    assert again.rows.drop(columns="fetched_at").equals(result.rows.drop(columns="fetched_at"))
-    assert not [r for r in musicbrainz.requests if not r.path.startswith("/ws/2/")]
+def test_options_refuse_settings_that_would_crawl_nothing_or_break_the_api() -> None:
+    with pytest.raises(ValueError, match="albums_per_genre"):
+        NapsterCrawlOptions(albums_per_genre=0)
+    with pytest.raises(ValueError, match="page_size must be between 1 and 200"):
+        NapsterCrawlOptions(page_size=201)
+    with pytest.raises(ValueError, match="download_workers"):
+        NapsterCrawlOptions(download_workers=0)

@@ -1,0 +1,69 @@
+"""The MusicBrainz + Cover Art Archive crawl against the loopback emulator: ground truth and recrawl."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from album_pipeline.data.crawl_state import CrawlState
+from album_pipeline.data.musicbrainz_covers import MusicBrainzCrawlOptions, crawl_musicbrainz
+from album_pipeline.data.storage import ImageStore
+from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
+from album_pipeline.genres import DEFAULT_GENRE_MAP, DEFAULT_GENRES
+from album_pipeline.sources.http import make_session
+from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
+
+LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images
+
+
+@pytest.fixture(scope="module")
+def musicbrainz() -> Iterator[MusicBrainzEmulator]:
+    with MusicBrainzEmulator(
+        MusicBrainzCatalog(release_groups_per_genre=25, seed=3), rate_limit_per_second=None
+    ) as server:
+        yield server
+
+
+def _crawl_musicbrainz(server: MusicBrainzEmulator, home: Path, albums: int = 1000, **options):
+    session = make_session(backoff_factor=0)
+    with CrawlState(home / "mb_state.sqlite") as state:
+        return crawl_musicbrainz(
+            MusicBrainzClient(server.url, session=session, requests_per_second=None),
+            CoverArtClient(server.url, allowed_image_hosts=LOOPBACK, session=session),
+            ImageStore(home),
+            state,
+            DEFAULT_GENRE_MAP,
+            options=MusicBrainzCrawlOptions(albums_per_genre=albums, **options),
+        )
+
+
+def test_musicbrainz_crawl_matches_the_ground_truth(musicbrainz, tmp_path: Path) -> None:
+    catalog = musicbrainz.catalog
+    result = _crawl_musicbrainz(musicbrainz, tmp_path)
+    expected = catalog.expected_covers(250)
+    rows = result.rows.set_index("source_id")
+    assert sorted(rows.index) == sorted(expected)
+    for mbid, truth in expected.items():
+        assert rows.loc[mbid, "image_id"] == truth["image_id"]
+        assert rows.loc[mbid, "genre"] == truth["genre"]
+        # Every class kept, in class order (the emulator lists the primary first).
+        assert list(rows.loc[mbid, "genres"]) == [g for g in DEFAULT_GENRES if g in truth["genres"]]
+        assert rows.loc[mbid, "source"] == "musicbrainz" and rows.loc[mbid, "album_name"]
+    no_art = {m for m in catalog.release_groups() if not catalog.has_art(m)}
+    assert set(result.failures["source_id"]) == no_art
+    assert set(result.failures["reason"]) == {"no_cover_art"}
+    assert result.stats["failure_ratio"] == 0.0  # no art is a fact about the album, not a failure
+    # A recrawl asks MusicBrainz again (to find new albums) but the archive for nothing it already knows.
+    musicbrainz.clear_requests()
+    again = _crawl_musicbrainz(musicbrainz, tmp_path)
+    assert again.rows.drop(columns="fetched_at").equals(result.rows.drop(columns="fetched_at"))
+    assert not [r for r in musicbrainz.requests if not r.path.startswith("/ws/2/")]
+
+
+def test_options_refuse_a_thumbnail_size_the_archive_does_not_offer() -> None:
+    with pytest.raises(ValueError, match="250, 500, 1200"):
+        MusicBrainzCrawlOptions(thumbnail_size=300)
+    with pytest.raises(ValueError, match="albums_per_genre"):
+        MusicBrainzCrawlOptions(albums_per_genre=0)

@@ -17,12 +17,14 @@ from album_pipeline.data.labeled import (
 )
 from album_pipeline.data.manifest import CRAWL_SCHEMA, FAILURES_SCHEMA, assign_split, write_table
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
-from album_pipeline.emulators.napster import RANGES, NapsterCatalog, NapsterEmulator
 from album_pipeline.genres import DEFAULT_GENRE_MAP, DEFAULT_GENRES, GenreClass, default_classes
 from album_pipeline.sources.http import SourceError, SourceUnavailableError, make_session
 from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
 from album_pipeline.sources.napster import NapsterClient
+from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
+from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
+from album_pipeline.testing.emulators.napster import NapsterEmulator
+from album_pipeline.testing.emulators.napster_catalog import RANGES, NapsterCatalog
 
 KEY = "crawl-key-9f8e7d6c5b"
 LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images

@@ -109,21 +109,10 @@ def run_pipeline(profile: str, select: str | None = None, overrides: list[str] |
 @contextmanager
 def demo_emulators(settings: Settings) -> Iterator[dict[str, str]]:
     """The bundled emulators at the demo's scale; yields the environment that points the pipeline at them."""
-    from album_pipeline.emulators.server import running_emulators
-    from album_pipeline.profiles import (
-        DEMO_ALBUMS_PER_GENRE,
-        DEMO_ARCHIVE_LETTERS,
-        DEMO_IMAGES_PER_ARCHIVE,
-        DEMO_RELEASE_GROUPS_PER_GENRE,
-    )
+    from album_pipeline.testing.emulators.composition import running_emulators
 
-    with running_emulators(
-        albums_per_genre=DEMO_ALBUMS_PER_GENRE,
-        archive_letters=DEMO_ARCHIVE_LETTERS,
-        images_per_archive=DEMO_IMAGES_PER_ARCHIVE,
-        release_groups_per_genre=DEMO_RELEASE_GROUPS_PER_GENRE,
-        cache_dir=HomeLayout(settings.home).emulator_cache_dir,
-    ) as emulators:
+    # running_emulators defaults to the demo's scale (album_pipeline.profiles).
+    with running_emulators(HomeLayout(settings.home).emulator_cache_dir) as emulators:
         yield emulators.environment()
 
 
@@ -242,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model-uri", help="an MLflow model URI (default models:/NAME@champion)")
     gen.add_argument("--seed", type=int, default=0)
 
-    commands.add_parser("emulators", help="serve the Napster and archive.org emulators until Ctrl-C")
+    commands.add_parser(
+        "emulators",
+        help="serve the Napster, MusicBrainz (with the Cover Art Archive) and archive.org emulators at the "
+        "demo's scale until Ctrl-C",
+    )
     return parser
 
 
@@ -258,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             return generate(args.genre, args.count, args.out, args.model_uri, args.seed)
         if args.command == "emulators":
-            from album_pipeline.emulators.__main__ import main as serve_emulators
+            from album_pipeline.testing.emulators.__main__ import main as serve_emulators
 
             return serve_emulators([]) or 0
     except ConfigurationError as error:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 
-# The demo's emulators serve this many albums per genre and these archives (see album_pipeline.emulators).
+# The demo's emulators serve this many albums per genre and these archives (see album_pipeline.testing.emulators).
 DEMO_ALBUMS_PER_GENRE = 240
 DEMO_RELEASE_GROUPS_PER_GENRE = 100
 DEMO_ARCHIVE_LETTERS = ("a", "b")

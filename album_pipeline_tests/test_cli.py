@@ -37,7 +37,7 @@ def test_unknown_asset_names_are_a_clear_error(monkeypatch, tmp_path, capsys):
 
 
 def test_cli_runs_persist_in_the_instance_the_ui_opens(monkeypatch, tmp_path):
-    from album_pipeline.emulators.server import running_emulators
+    from album_pipeline.testing.emulators.composition import running_emulators
 
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
     with running_emulators(

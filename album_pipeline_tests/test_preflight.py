@@ -64,7 +64,7 @@ def test_unreachable_sources_are_reported_together_by_variable(tmp_path):
 
 
 def test_wrong_key_is_an_auth_error_without_the_key(tmp_path):
-    from album_pipeline.emulators.napster import NapsterEmulator
+    from album_pipeline.testing.emulators.napster import NapsterEmulator
 
     with NapsterEmulator(api_key="right-key") as emulator:
         with pytest.raises(ConfigurationError) as raised:

@@ -30,9 +30,6 @@ from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.musicbrainz_covers import MusicBrainzCrawlOptions, crawl_musicbrainz
 from album_pipeline.data.napster_covers import NapsterCrawlOptions, crawl_napster
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
-from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
-from album_pipeline.emulators.server import LOOPBACK_HOST, LoopbackServer
 from album_pipeline.genres import DEFAULT_GENRE_MAP
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.musicbrainz import DEFAULT_USER_AGENT as MUSICBRAINZ_USER_AGENT
@@ -42,6 +39,12 @@ from album_pipeline.sources.musicbrainz import (
     MusicBrainzClient,
 )
 from album_pipeline.sources.napster import NapsterClient
+from album_pipeline.testing.emulators.base import LOOPBACK_HOST
+from album_pipeline.testing.emulators.loopback import LoopbackServer
+from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
+from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
+from album_pipeline.testing.emulators.napster import NapsterEmulator
+from album_pipeline.testing.emulators.napster_catalog import NapsterCatalog
 
 API_KEY = "benchmark-key"
 

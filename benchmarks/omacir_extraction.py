@@ -57,7 +57,7 @@ GNU_TIME = "/usr/bin/time"
 
 def render_cover(seed: int) -> bytes:
     """One distinct cover, about 100-190 KB as JPEG quality 90: a synthetic cover with texture and grain."""
-    from album_pipeline.emulators.synthetic import draw_unlabeled_cover, encode_image
+    from album_pipeline.testing.emulators.synthetic import draw_unlabeled_cover, encode_image
 
     rng = np.random.default_rng(seed)
     size = int(rng.integers(450, 601))

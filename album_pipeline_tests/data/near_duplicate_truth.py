@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from album_pipeline.data.images import NEAR_IDENTICAL_BITS, picture_hash
-from album_pipeline.emulators.archive import OmacirItem
+from album_pipeline.testing.emulators.omacir_item import OmacirItem
 
 
 def near(a: str, b: str) -> bool:

@@ -26,7 +26,7 @@ from album_pipeline.data.manifest import (
 from album_pipeline.data.overlap import picture_hashes
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.data.unlabeled import merge_extracted
-from album_pipeline.emulators.synthetic import draw_cover, encode_image
+from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
 from album_pipeline_tests.data.planted import extracted_row
 
 CLASSES = ("rock", "jazz", "pop")

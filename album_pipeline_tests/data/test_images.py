@@ -64,8 +64,11 @@ def test_pillow_bomb_warning_is_a_rejection(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_picture_hash_comes_from_the_validating_decode_and_survives_re_encoding():
     from album_pipeline.data.images import picture_hash
-    from album_pipeline.emulators.archive import near_placeholder_variants, placeholder_image_bytes
-    from album_pipeline.emulators.synthetic import draw_cover, encode_image
+    from album_pipeline.testing.emulators.omacir_members import (
+        dead_link_placeholder_jpeg as placeholder_image_bytes,
+    )
+    from album_pipeline.testing.emulators.omacir_members import near_placeholder_variants
+    from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
 
     original = placeholder_image_bytes()
     assert validate_image(original).picture_hash is None
@@ -87,7 +90,7 @@ def test_picture_hash_comes_from_the_validating_decode_and_survives_re_encoding(
 
 def test_distinct_covers_with_one_layout_are_not_near_identical():
     from album_pipeline.data.images import picture_hash
-    from album_pipeline.emulators.synthetic import draw_cover, encode_image
+    from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
 
     for genre in ("classical", "rap-hip-hop"):
         hashes = [int(picture_hash(encode_image(draw_cover(genre, seed, 300))), 16) for seed in range(20)]

@@ -26,13 +26,15 @@ from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.musicbrainz_covers import MusicBrainzCrawlOptions, crawl_musicbrainz
 from album_pipeline.data.napster_covers import NapsterCrawlOptions, crawl_napster
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.emulators.faults import TRANSIENT_FAULTS, FaultPlan
-from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
-from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
 from album_pipeline.genres import DEFAULT_GENRE_MAP, DEFAULT_GENRES
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
 from album_pipeline.sources.napster import NapsterClient
+from album_pipeline.testing.emulators.faults import TRANSIENT_FAULTS, FaultPlan
+from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
+from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
+from album_pipeline.testing.emulators.napster import NapsterEmulator
+from album_pipeline.testing.emulators.napster_catalog import NapsterCatalog
 
 pytestmark = pytest.mark.integration
 

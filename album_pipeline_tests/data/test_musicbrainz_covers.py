@@ -10,10 +10,11 @@ import pytest
 from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.musicbrainz_covers import MusicBrainzCrawlOptions, crawl_musicbrainz
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
 from album_pipeline.genres import DEFAULT_GENRE_MAP, DEFAULT_GENRES
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
+from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
+from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
 
 LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images
 

@@ -12,10 +12,11 @@ from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.manifest import CRAWL_SCHEMA, FAILURES_SCHEMA, assign_split, write_table
 from album_pipeline.data.napster_covers import NapsterCrawlOptions, crawl_napster
 from album_pipeline.data.storage import ImageStore
-from album_pipeline.emulators.napster import RANGES, NapsterCatalog, NapsterEmulator
 from album_pipeline.genres import DEFAULT_GENRE_MAP, GenreClass, default_classes
 from album_pipeline.sources.http import SourceError, SourceUnavailableError, make_session
 from album_pipeline.sources.napster import NapsterClient
+from album_pipeline.testing.emulators.napster import NapsterEmulator
+from album_pipeline.testing.emulators.napster_catalog import RANGES, NapsterCatalog
 
 KEY = "crawl-key-9f8e7d6c5b"
 LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images

@@ -9,7 +9,7 @@ from album_pipeline.data.manifest import EXTRACTED_SCHEMA
 from album_pipeline.data.overlap import overlapping, picture_hashes
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.data.unlabeled import merge_extracted
-from album_pipeline.emulators.synthetic import draw_cover, encode_image
+from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
 from album_pipeline_tests.data.planted import extracted_row
 
 

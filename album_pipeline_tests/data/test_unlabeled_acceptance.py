@@ -16,10 +16,12 @@ import pytest
 
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.data.unlabeled import ExtractOptions
-from album_pipeline.emulators.archive import EXPECTED_REASON, REFUSED_KINDS, ArchiveEmulator, OmacirItem
 from album_pipeline.layout import HomeLayout
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.omacir import OmacirClient
+from album_pipeline.testing.emulators.archive import ArchiveEmulator
+from album_pipeline.testing.emulators.omacir_item import OmacirItem
+from album_pipeline.testing.emulators.omacir_members import EXPECTED_REASON, REFUSED_KINDS
 from album_pipeline_tests.data.near_duplicate_truth import archive_picture_hashes, checked_look_alikes
 from album_pipeline_tests.data.omacir_ingest import ingest_omacir
 

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from album_pipeline.definitions import build_definitions
-from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
 from album_pipeline.layout import HomeLayout
 from album_pipeline.settings import Settings
+from album_pipeline.testing.emulators.archive import ArchiveEmulator
+from album_pipeline.testing.emulators.omacir_item import OmacirItem
 
 pytestmark = pytest.mark.integration
 

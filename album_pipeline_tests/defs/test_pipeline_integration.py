@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from album_pipeline.definitions import build_definitions
-from album_pipeline.emulators.faults import TRANSIENT_FAULTS, FaultPlan
 from album_pipeline.genres import DEFAULT_GENRES
 from album_pipeline.layout import HomeLayout
 from album_pipeline.model.networks import generate_covers
 from album_pipeline.registry.mlflow_registry import load_champion
 from album_pipeline.settings import Settings
+from album_pipeline.testing.emulators.faults import TRANSIENT_FAULTS, FaultPlan
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ TINY_RUN_CONFIG_NAPSTER = {"ops": {"napster_covers": TINY_RUN_CONFIG["ops"]["nap
 
 @pytest.fixture(scope="module")
 def emulators(tmp_path_factory):
-    from album_pipeline.emulators.server import running_emulators
+    from album_pipeline.testing.emulators.composition import running_emulators
 
     with running_emulators(
         albums_per_genre=24,

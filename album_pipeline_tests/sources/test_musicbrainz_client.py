@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
 from album_pipeline.sources.http import NoImageError, SourceAuthError, UntrustedURLError, make_session
 from album_pipeline.sources.musicbrainz import (
     DEFAULT_USER_AGENT,
@@ -15,6 +14,8 @@ from album_pipeline.sources.musicbrainz import (
     MusicBrainzClient,
     check_user_agent,
 )
+from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
+from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
 
 LOOPBACK = ("127.0.0.1",)
 

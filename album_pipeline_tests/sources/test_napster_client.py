@@ -7,7 +7,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
 from album_pipeline.sources.http import (
     SourceAuthError,
     SourceUnavailableError,
@@ -15,6 +14,8 @@ from album_pipeline.sources.http import (
     make_session,
 )
 from album_pipeline.sources.napster import NapsterClient, UnknownGenreError
+from album_pipeline.testing.emulators.napster import NapsterEmulator
+from album_pipeline.testing.emulators.napster_catalog import NapsterCatalog
 
 KEY = "test-key-0123456789"
 GENRES = ("rock", "jazz", "pop")

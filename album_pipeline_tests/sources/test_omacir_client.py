@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.omacir import ArchiveChecksumError, OmacirClient, file_md5, iter_tar_images
+from album_pipeline.testing.emulators.archive import ArchiveEmulator
+from album_pipeline.testing.emulators.omacir_item import OmacirItem
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A deterministic plan of transient HTTP failures for the loopback emulators.
+"""A deterministic plan of transient HTTP failures for the loopback emulators, and what each does to a reply.
 
 A ``FaultPlan`` picks, from a seed, which request *targets* misbehave and how. A target is the request path
 plus its query string with secret parameters removed (``redact_query``), so the same logical request is the
@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from album_pipeline.emulators.server import redact_query
+from album_pipeline.testing.emulators.base import Response, close_chunks, redact_query
 
 TRANSIENT_FAULTS: tuple[str, ...] = (
     "429",
@@ -35,6 +36,16 @@ TRANSIENT_FAULTS: tuple[str, ...] = (
     "truncated",
     "invalid_json",
     "html_error",
+)
+# The faults answered with an error status instead of the real reply, and that status.
+STATUS_BY_FAULT = {"429": 429, "500": 500, "502": 502, "503": 503}
+
+# What the "html_error" fault serves instead of the real body: a proxy's error page, with status 200.
+HTML_ERROR_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Service temporarily unavailable</title></head>\n"
+    b"<body><h1>Service temporarily unavailable</h1>\n"
+    b"<p>The server is temporarily unable to service your request. Please try again later.</p>\n"
+    b"</body></html>\n"
 )
 
 
@@ -120,3 +131,64 @@ class FaultPlan:
         if attempt >= self.failures_per_target:
             return None
         return self.kind_for(target)
+
+
+# --- what the faults do to a reply ------------------------------------------------------------------------
+def html_error_response() -> Response:
+    """The "html_error" fault: a proxy's error page, with status 200, instead of the real reply."""
+    return Response(200, HTML_ERROR_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+
+
+def damage_body(fault: str | None, response: Response) -> Response:
+    """What the "truncated" and "invalid_json" faults make of a real reply; other faults leave it as it is."""
+    if fault == "invalid_json" and _is_json(response):
+        return _cut_json(response)
+    if fault in {"truncated", "invalid_json"}:
+        return _cut_body(response)
+    return response
+
+
+class _FirstBytes:
+    """The first ``count`` bytes of ``chunks``; ``close`` closes the source (an open file, say) even when
+    nothing was read, as for a HEAD request."""
+
+    def __init__(self, chunks: Iterator[bytes], count: int) -> None:
+        self._chunks = chunks
+        self._left = count
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._left <= 0:
+            self.close()
+            raise StopIteration
+        try:
+            piece = next(self._chunks)[: self._left]
+        except StopIteration:
+            self.close()
+            raise
+        self._left -= len(piece)
+        return piece
+
+    def close(self) -> None:
+        close_chunks(self._chunks)
+
+
+def _cut_body(response: Response) -> Response:
+    """The "truncated" fault: the real status, headers and Content-Length, but only half the body."""
+    chunks, length = response.chunks_and_length()
+    return Response(response.status, _FirstBytes(chunks, length // 2), dict(response.headers), length)
+
+
+def _is_json(response: Response) -> bool:
+    content_type = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _cut_json(response: Response) -> Response:
+    """The "invalid_json" fault: 200 with the first half of the JSON bytes, sent in full (it won't parse)."""
+    chunks, length = response.chunks_and_length()
+    body = b"".join(_FirstBytes(chunks, length // 2))
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+    return Response(200, body, {"Content-Type": "application/json", **headers})

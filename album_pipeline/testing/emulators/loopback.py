@@ -1,51 +1,44 @@
-"""Loopback HTTP plumbing shared by the emulators, and ``running_emulators`` to start them all at once.
+"""The loopback HTTP server every emulator subclasses.
 
 An emulator subclasses ``LoopbackServer`` and registers routes: a method set, a path regex and a handler that
 turns a ``Request`` into a ``Response``. The base class owns the socket, the serving thread, error handling,
 streamed replies and the request log, so the emulators only describe their API. It also emulates a network
 that is slow (``latency_s``) and a service that fails now and then (``faults``, a ``FaultPlan`` from
-``album_pipeline.emulators.faults``), the same way for every emulator.
+``album_pipeline.testing.emulators.faults``), the same way for every emulator.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
 
-if TYPE_CHECKING:
-    from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
-    from album_pipeline.emulators.faults import FaultPlan
-    from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
-    from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
-
-LOOPBACK_HOST = "127.0.0.1"
-STREAM_CHUNK_BYTES = 64 * 1024
-
-# Query parameters whose values must never reach the request log.
-SECRET_QUERY_PARAMETERS = frozenset({"apikey", "api_key", "access_token", "key"})
-
-# What the "html_error" fault serves instead of the real body: a proxy's error page, with status 200.
-HTML_ERROR_PAGE = (
-    b"<!DOCTYPE html>\n<html><head><title>Service temporarily unavailable</title></head>\n"
-    b"<body><h1>Service temporarily unavailable</h1>\n"
-    b"<p>The server is temporarily unable to service your request. Please try again later.</p>\n"
-    b"</body></html>\n"
+from album_pipeline.testing.emulators.base import (
+    LOOPBACK_HOST,
+    Handler,
+    Request,
+    RequestRecord,
+    Response,
+    Route,
+    close_chunks,
+    redact_query,
 )
+from album_pipeline.testing.emulators.faults import (
+    STATUS_BY_FAULT,
+    FaultPlan,
+    damage_body,
+    html_error_response,
+)
+
 # Bodies of the status faults; emulators with another error shape override ``LoopbackServer.fault_error``.
 _FAULT_ERRORS = {
     429: ("TooManyRequestsError", "Rate of 5/sec has been exceeded for this key"),
@@ -53,95 +46,6 @@ _FAULT_ERRORS = {
     502: ("BadGateway", "The upstream server returned an invalid response"),
     503: ("ServiceUnavailable", "The service is temporarily unavailable; please try again later"),
 }
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str  # without the query string
-    query: dict[str, str]  # last value wins for repeated parameters, as most web frameworks do
-    headers: dict[str, str]  # names lower-cased
-    match: re.Match[str]
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name.lower(), default)
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes | Iterable[bytes] = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    # Needed when ``body`` is an iterable of chunks, so the client can tell a complete reply from a cut one.
-    content_length: int | None = None
-
-    @classmethod
-    def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        return cls(status, body, {"Content-Type": "application/json", **(headers or {})})
-
-    @classmethod
-    def binary(cls, body: bytes, content_type: str, status: int = 200) -> Response:
-        return cls(status, body, {"Content-Type": content_type})
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One served request, as tests of a client see it. Secrets in the query are already removed."""
-
-    timestamp: float
-    method: str
-    path: str  # path plus the query without secret parameters
-    status: int  # 0 when the connection was reset without a reply
-    range: str | None  # the Range header, if the client sent one
-    fault: str | None = None  # the fault injected into this request (a kind of FaultPlan), if any
-
-
-Handler = Callable[[Request], Response]
-
-
-@dataclass(frozen=True)
-class Route:
-    methods: frozenset[str]
-    pattern: re.Pattern[str]
-    handler: Handler
-
-
-def redact_query(path_with_query: str) -> str:
-    """The path with secret query parameters dropped, safe to log."""
-    parts = urlsplit(path_with_query)
-    kept = [
-        (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if k.lower() not in SECRET_QUERY_PARAMETERS
-    ]
-    return parts.path + (f"?{urlencode(kept)}" if kept else "")
-
-
-class ServerRateLimit:
-    """A server-side limit: at most ``per_second`` requests per sliding window, shared by every client.
-
-    Below one request a second the window grows so that one request is allowed every ``1 / per_second`` s.
-    """
-
-    def __init__(self, per_second: float) -> None:
-        if per_second <= 0:
-            raise ValueError(f"rate limit must be positive requests per second, got {per_second}")
-        self.per_second = per_second
-        self.window_s = max(1.0, 1.0 / per_second)
-        self.capacity = max(1, math.floor(per_second * self.window_s + 1e-9))
-        self._stamps: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            while self._stamps and now - self._stamps[0] >= self.window_s:
-                self._stamps.popleft()
-            if len(self._stamps) >= self.capacity:
-                return False
-            self._stamps.append(now)
-            return True
 
 
 class LoopbackServer:
@@ -162,8 +66,6 @@ class LoopbackServer:
         faults: FaultPlan | None = None,
         latency_s: float = 0.0,
     ) -> None:
-        from album_pipeline.emulators.faults import FaultPlan  # faults imports this module
-
         if host not in {"127.0.0.1", "localhost"}:
             raise ValueError(f"emulators only listen on loopback; got host {host!r}, use '127.0.0.1'")
         if faults is not None and not isinstance(faults, FaultPlan):
@@ -410,18 +312,14 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
             owner._record(RequestRecord(arrived, self.command, target, 0, headers.get("range"), fault))
             self._reset_connection()
             return
-        if fault is not None and fault in _STATUS_BY_FAULT:
-            response = owner.fault_error(_STATUS_BY_FAULT[fault])
+        if fault is not None and fault in STATUS_BY_FAULT:
+            response = owner.fault_error(STATUS_BY_FAULT[fault])
             if response.status in {429, 503} and owner.faults is not None:
                 response.headers.setdefault("Retry-After", str(owner.faults.retry_after_seconds))
         elif fault == "html_error":
-            response = Response(200, HTML_ERROR_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+            response = html_error_response()
         else:
-            response = owner.dispatch(self.command, self.path, headers)
-            if fault == "invalid_json" and _is_json(response):
-                response = _cut_json(response)
-            elif fault in {"truncated", "invalid_json"}:
-                response = _cut_body(response)
+            response = damage_body(fault, owner.dispatch(self.command, self.path, headers))
         owner._record(
             RequestRecord(arrived, self.command, target, response.status, headers.get("range"), fault)
         )
@@ -446,21 +344,14 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
                 pass
 
     def _write(self, response: Response) -> None:
-        if isinstance(response.body, bytes | bytearray):
-            length = len(response.body)
-            chunks: Iterator[bytes] = iter([bytes(response.body)])
-        else:
-            if response.content_length is None:
-                raise ValueError("a streamed response needs content_length")
-            length = response.content_length
-            chunks = iter(response.body)
+        chunks, length = response.chunks_and_length()
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(length))
         self.end_headers()
         if self.command == "HEAD":
-            _close_chunks(chunks)
+            close_chunks(chunks)
             return
         sent = 0
         try:
@@ -468,167 +359,7 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 sent += len(chunk)
         finally:
-            _close_chunks(chunks)
+            close_chunks(chunks)
         if sent != length:
             # A deliberately cut reply (fault injection): close so the client sees a short body.
             self.close_connection = True
-
-
-def _close_chunks(chunks: Iterator[bytes]) -> None:
-    close = getattr(chunks, "close", None)
-    if close is not None:
-        close()
-
-
-_STATUS_BY_FAULT = {"429": 429, "500": 500, "502": 502, "503": 503}
-
-
-def _body_and_length(response: Response) -> tuple[Iterator[bytes], int]:
-    if isinstance(response.body, bytes | bytearray):
-        return iter([bytes(response.body)]), len(response.body)
-    if response.content_length is None:
-        raise ValueError("a streamed response needs content_length")
-    return iter(response.body), response.content_length
-
-
-class _FirstBytes:
-    """The first ``count`` bytes of ``chunks``; ``close`` closes the source (an open file, say) even when
-    nothing was read, as for a HEAD request."""
-
-    def __init__(self, chunks: Iterator[bytes], count: int) -> None:
-        self._chunks = chunks
-        self._left = count
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._left <= 0:
-            self.close()
-            raise StopIteration
-        try:
-            piece = next(self._chunks)[: self._left]
-        except StopIteration:
-            self.close()
-            raise
-        self._left -= len(piece)
-        return piece
-
-    def close(self) -> None:
-        _close_chunks(self._chunks)
-
-
-def _cut_body(response: Response) -> Response:
-    """The "truncated" fault: the real status, headers and Content-Length, but only half the body."""
-    chunks, length = _body_and_length(response)
-    return Response(response.status, _FirstBytes(chunks, length // 2), dict(response.headers), length)
-
-
-def _is_json(response: Response) -> bool:
-    content_type = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
-    return content_type.split(";")[0].strip().lower() == "application/json"
-
-
-def _cut_json(response: Response) -> Response:
-    """The "invalid_json" fault: 200 with the first half of the JSON bytes, sent in full (it won't parse)."""
-    chunks, length = _body_and_length(response)
-    body = b"".join(_FirstBytes(chunks, length // 2))
-    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
-    return Response(200, body, {"Content-Type": "application/json", **headers})
-
-
-# --- all emulators at once ----------------------------------------------------------------------------------
-@dataclass
-class RunningEmulators:
-    """What a demo or an integration test needs to point the clients at the emulators."""
-
-    napster_url: str
-    napster_api_key: str
-    omacir_url: str
-    catalog: NapsterCatalog
-    item: OmacirItem
-    napster: NapsterEmulator
-    archive: ArchiveEmulator
-    musicbrainz: MusicBrainzEmulator
-
-    @property
-    def musicbrainz_catalog(self) -> MusicBrainzCatalog:
-        return self.musicbrainz.catalog
-
-    def environment(self) -> dict[str, str]:
-        """The environment variables the pipeline reads to find its sources."""
-        return {
-            "NAPSTER_API_URL": self.napster_url,
-            "NAPSTER_API_KEY": self.napster_api_key,
-            "OMACIR_URL": self.omacir_url,
-            # The emulators serve their images themselves, on loopback.
-            "NAPSTER_IMAGE_HOSTS": LOOPBACK_HOST,
-            "MUSICBRAINZ_URL": self.musicbrainz.url,
-            "COVERART_URL": self.musicbrainz.url,
-            "COVERART_IMAGE_HOSTS": LOOPBACK_HOST,
-        }
-
-
-@contextmanager
-def running_emulators(
-    cache_dir: Path | None = None,
-    *,
-    albums_per_genre: int = 200,
-    genres: tuple[str, ...] | None = None,
-    archive_letters: tuple[str, ...] = ("a", "b"),
-    images_per_archive: int = 500,
-    release_groups_per_genre: int = 100,
-    musicbrainz_rate_limit: float | None = 1.0,
-    seed: int = 0,
-    api_key: str = "demo-key",
-    napster_port: int = 0,
-    archive_port: int = 0,
-    musicbrainz_port: int = 0,
-    faults: FaultPlan | None = None,
-    latency_s: float = 0.0,
-) -> Iterator[RunningEmulators]:
-    """Start the Napster, archive.org and MusicBrainz/Cover Art Archive emulators.
-
-    The OMACIR tars are built under ``cache_dir`` (without one, in a temporary folder removed on exit).
-    ``faults`` and ``latency_s`` apply to the labelled sources' emulators, whose clients retry.
-    """
-    # Imported here: those modules import this one for LoopbackServer.
-    from album_pipeline.emulators.archive import ArchiveEmulator, OmacirItem
-    from album_pipeline.emulators.musicbrainz import MusicBrainzCatalog, MusicBrainzEmulator
-    from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
-    from album_pipeline.genres import DEFAULT_GENRES
-
-    with tempfile.TemporaryDirectory(prefix="omacir-emulator-") as scratch:
-        item = OmacirItem.build(
-            Path(cache_dir) if cache_dir is not None else Path(scratch),
-            letters=archive_letters,
-            images_per_archive=images_per_archive,
-            seed=seed,
-        )
-        catalog = NapsterCatalog(
-            genres=genres or DEFAULT_GENRES, albums_per_genre=albums_per_genre, seed=seed
-        )
-        mb_catalog = MusicBrainzCatalog(release_groups_per_genre=release_groups_per_genre, seed=seed)
-        with (
-            NapsterEmulator(
-                catalog, api_key=api_key, port=napster_port, faults=faults, latency_s=latency_s
-            ) as napster,
-            ArchiveEmulator(item, port=archive_port) as archive,
-            MusicBrainzEmulator(
-                mb_catalog,
-                port=musicbrainz_port,
-                rate_limit_per_second=musicbrainz_rate_limit,
-                faults=faults,
-                latency_s=latency_s,
-            ) as musicbrainz,
-        ):
-            yield RunningEmulators(
-                napster_url=napster.url,
-                napster_api_key=api_key,
-                omacir_url=archive.url,
-                catalog=catalog,
-                item=item,
-                napster=napster,
-                archive=archive,
-                musicbrainz=musicbrainz,
-            )

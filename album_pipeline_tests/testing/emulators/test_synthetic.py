@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from album_pipeline.emulators.synthetic import (
+from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.testing.emulators.synthetic import (
     OTHER_STYLE,
     draw_cover,
     draw_unlabeled_cover,
     encode_image,
     unlabeled_cover_style,
 )
-from album_pipeline.genres import DEFAULT_GENRES
 
 
 def _features(image: Image.Image) -> np.ndarray:

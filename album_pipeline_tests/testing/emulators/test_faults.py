@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from album_pipeline.emulators.faults import TRANSIENT_FAULTS, FaultPlan
-from album_pipeline.emulators.napster import NapsterCatalog, NapsterEmulator
-from album_pipeline.emulators.server import HTML_ERROR_PAGE, LoopbackServer, Response
+from album_pipeline.testing.emulators.base import Response
+from album_pipeline.testing.emulators.faults import HTML_ERROR_PAGE, TRANSIENT_FAULTS, FaultPlan
+from album_pipeline.testing.emulators.loopback import LoopbackServer
+from album_pipeline.testing.emulators.napster import NapsterEmulator
+from album_pipeline.testing.emulators.napster_catalog import NapsterCatalog
 
 JSON_PAYLOAD = {"albums": [{"id": f"alb.{n}", "name": f"Album number {n}"} for n in range(20)]}
 JSON_BYTES = json.dumps(JSON_PAYLOAD, separators=(",", ":")).encode()

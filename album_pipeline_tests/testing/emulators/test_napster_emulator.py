@@ -7,16 +7,16 @@ import pytest
 import requests
 from PIL import Image
 
-from album_pipeline.emulators.napster import (
+from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.testing.emulators.napster import NapsterEmulator
+from album_pipeline.testing.emulators.napster_catalog import (
     GENRE_ID_BY_SHORTCUT,
     IMAGE_SIZES,
     RANGES,
     NapsterCatalog,
-    NapsterEmulator,
-    placeholder_image_bytes,
+    no_cover_available_jpeg,
 )
-from album_pipeline.emulators.synthetic import draw_cover, encode_image
-from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
 
 KEY = "test-key-0123456789"
 ALBUM_FIELDS = {
@@ -362,15 +362,15 @@ def test_placeholder_images_are_one_plain_jpeg_shared_by_all_placeholder_albums(
     placeholders = _albums_with(faulty_catalog, "placeholder")
     assert len(placeholders) >= 2
     served = {_fetch_chosen_image(faulty_emulator, album_id) for album_id in placeholders[:6]}
-    assert served == {(200, placeholder_image_bytes(200))}
-    with Image.open(io.BytesIO(placeholder_image_bytes(200))) as image:
+    assert served == {(200, no_cover_available_jpeg(200))}
+    with Image.open(io.BytesIO(no_cover_available_jpeg(200))) as image:
         image.load()
         assert image.format == "JPEG" and image.size == (200, 200)
         assert image.convert("L").getcolors(64) is not None  # plain: grey with a darker square
     valid = next(
         album_id for album_id in faulty_catalog.albums if faulty_catalog.image_fault(album_id) is None
     )
-    assert faulty_catalog.image_bytes(valid, 200, 200) != placeholder_image_bytes(200)
+    assert faulty_catalog.image_bytes(valid, 200, 200) != no_cover_available_jpeg(200)
 
 
 def test_chosen_size_is_the_smallest_square_size_at_least_min_side_else_the_largest(faulty_catalog):

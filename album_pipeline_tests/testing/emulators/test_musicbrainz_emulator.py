@@ -8,15 +8,14 @@ import pytest
 import requests
 from PIL import Image
 
-from album_pipeline.emulators.faults import FaultPlan
-from album_pipeline.emulators.musicbrainz import (
+from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.testing.emulators.faults import FaultPlan
+from album_pipeline.testing.emulators.musicbrainz import MAX_SEARCH_LIMIT, MusicBrainzEmulator
+from album_pipeline.testing.emulators.musicbrainz_catalog import (
     DEFAULT_TAGS_BY_GENRE,
-    MAX_SEARCH_LIMIT,
     PRIMARY_TYPE_IDS,
     MusicBrainzCatalog,
-    MusicBrainzEmulator,
 )
-from album_pipeline.genres import DEFAULT_GENRES
 
 USER_AGENT = "AlbumPipelineTests/0.1 ( tests@example.org )"
 MBID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")

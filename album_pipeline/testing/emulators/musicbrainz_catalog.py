@@ -1,50 +1,24 @@
-"""An emulator of the MusicBrainz web service search and the Cover Art Archive, over a synthetic catalogue.
-
-Shapes follow /work/shared/reference/data-sources.md (section MusicBrainz + Cover Art Archive). One loopback
-server answers both services' paths, so a test points ``MUSICBRAINZ_URL`` and ``COVERART_URL`` at the same base:
-
-- ``GET /ws/2/release-group?query=tag:"hip hop" AND primarytype:album&fmt=json&limit=&offset=``: Lucene-style
-  search restricted to ``tag:`` and ``primarytype:`` clauses joined by ``AND``; anything else is a 400.
-- ``GET /ws/2/genre/all?fmt=json&limit=&offset=``: the genre list.
-- MusicBrainz's rules on ``/ws/2/`` only: ``fmt=json`` (or ``Accept: application/json``) is required, a missing
-  or library-default ``User-Agent`` gets a 403, and more than ``rate_limit_per_second`` requests in a window
-  (across all clients) get a 503 with ``Retry-After``.
-- ``GET /release-group/{mbid}`` and ``/release/{mbid}``: the Cover Art Archive's JSON; 404 without art, 400 for
-  a malformed MBID. ``.../front``, ``.../front-250``, ``-500``, ``-1200`` and the image URLs listed in the JSON
-  answer 307 to an archive.org-shaped ``/download/mbid-{release}/mbid-{release}-{image}_thumb250.jpg`` path
-  that serves the JPEG, as the real archive redirects to archive.org.
+"""The MusicBrainz emulator's synthetic catalogue: release groups, their tags and cover art, and the ground truth.
 
 The catalogue's release groups are albums (and some singles and EPs) tagged with each genre's MusicBrainz tags;
 an album's *primary genre* is the target genre whose tag has the highest count, and its front cover is drawn in
 that genre's style, so ``MusicBrainzCatalog.expected_covers`` is the ground truth a crawler must reproduce.
+``MusicBrainzEmulator`` (``album_pipeline.testing.emulators.musicbrainz``) serves it over HTTP.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import random
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from album_pipeline.emulators.server import (
-    LOOPBACK_HOST,
-    Handler,
-    LoopbackServer,
-    Request,
-    Response,
-    ServerRateLimit,
-)
-from album_pipeline.emulators.synthetic import draw_cover, encode_image
 from album_pipeline.genres import DEFAULT_GENRES
-
-if TYPE_CHECKING:
-    from album_pipeline.emulators.faults import FaultPlan
+from album_pipeline.profiles import DEMO_RELEASE_GROUPS_PER_GENRE
+from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
 
 REAL_MUSICBRAINZ_URL = "https://musicbrainz.org"
 REAL_COVERART_URL = "https://coverartarchive.org"
@@ -63,8 +37,6 @@ OTHER_TAGS: tuple[str, ...] = (
 )  # fmt: skip
 OTHER_GENRES: tuple[str, ...] = ("blues", "country", "electronic", "folk", "metal", "reggae", "soul")
 
-DEFAULT_SEARCH_LIMIT = 25
-MAX_SEARCH_LIMIT = 100
 THUMBNAIL_SIZES: tuple[int, ...] = (250, 500, 1200)
 THUMBNAIL_ALIASES = {"small": 250, "large": 500}
 FULL_IMAGE_SIZE = 1400  # the "original" upload behind the ``image`` URL
@@ -80,22 +52,7 @@ PRIMARY_TYPE_IDS: dict[str, str] = {
     "EP": "6d0c5bf6-7a33-3420-a519-44fc63eedebf",
 }
 OFFICIAL_STATUS_ID = "4e304316-386d-3409-af2e-78857eec5cfe"
-
-# User-Agents MusicBrainz blocks: library defaults that say nothing about the application.
-BLOCKED_USER_AGENT_PREFIXES: tuple[str, ...] = (
-    "python-requests",
-    "python-urllib",
-    "python-httpx",
-    "aiohttp",
-    "curl/",
-    "wget",
-)
-RATE_LIMIT_MESSAGE = (
-    "Your requests are exceeding the allowable rate limit. Please see "
-    "https://musicbrainz.org/doc/MusicBrainz_API/Rate_Limiting for more information."
-)
 _GENRE_NAMESPACE = uuid.UUID("6f0a3bd4-3c1c-4f0e-9a59-4d1b1f7a3b52")  # genre ids are uuid5(name) under it
-_MBID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 _TITLE_WORDS_A = (
     "Silver", "Late", "Open", "Hidden", "Second", "Frozen", "Bright", "Lonely", "Final", "Amber",
@@ -175,7 +132,7 @@ def _new_mbid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _normalize_tag(text: str) -> str:
+def normalize_tag(text: str) -> str:
     return " ".join(text.lower().split())
 
 
@@ -197,14 +154,14 @@ class MusicBrainzCatalog:
     """
 
     tags_by_genre: Mapping[str, tuple[str, ...]] = field(default_factory=_default_tags_by_genre)
-    release_groups_per_genre: int = 200
+    release_groups_per_genre: int = DEMO_RELEASE_GROUPS_PER_GENRE
     seed: int = 0
     records: dict[str, ReleaseGroupRecord] = field(init=False, repr=False)
     genre_by_tag: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         tags_by_genre = {
-            genre: tuple(_normalize_tag(tag) for tag in tags)
+            genre: tuple(normalize_tag(tag) for tag in tags)
             for genre, tags in dict(self.tags_by_genre).items()
         }
         unknown = [genre for genre in tags_by_genre if genre not in DEFAULT_GENRES]
@@ -369,7 +326,7 @@ class MusicBrainzCatalog:
 
     def tagged(self, tag: str, primary_type: str | None = "Album") -> list[str]:
         """MBIDs, sorted, of release groups of ``primary_type`` carrying ``tag``: what a tag search must find."""
-        wanted = _normalize_tag(tag)
+        wanted = normalize_tag(tag)
         return [
             record.id
             for record in self.records.values()
@@ -500,287 +457,3 @@ class MusicBrainzCatalog:
                 }
             )
         return {"images": images, "release": release}
-
-
-class _QueryError(ValueError):
-    pass
-
-
-_CLAUSE = re.compile(r'\s*(?P<field>[A-Za-z]+)\s*:\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^\s"()\[\]{}]+))\s*')
-_AND = re.compile(r"AND\b", re.IGNORECASE)
-_LUCENE_SPECIAL = re.compile(r'[*?~^\\:+!"]')
-SEARCH_FIELDS = ("tag", "primarytype")
-
-
-def parse_release_group_query(query: str) -> list[tuple[str, str]]:
-    """``tag:"hip hop" AND primarytype:album`` -> ``[("tag", "hip hop"), ("primarytype", "album")]``.
-
-    Only ``field:value`` clauses over ``SEARCH_FIELDS`` joined by ``AND`` are understood; values may be quoted.
-    Field names and values are lower-cased. Anything else raises ValueError.
-    """
-    clauses: list[tuple[str, str]] = []
-    position = 0
-    if not query.strip():
-        raise _QueryError('the query is empty; search like query=tag:"jazz" AND primarytype:album')
-    while True:
-        match = _CLAUSE.match(query, position)
-        if match is None:
-            raise _QueryError(
-                f'unsupported query syntax at {query[position:]!r}: use field:value or field:"a value" '
-                f"clauses joined by AND"
-            )
-        name = match["field"].lower()
-        value = match["quoted"] if match["quoted"] is not None else match["bare"]
-        if name not in SEARCH_FIELDS:
-            raise _QueryError(
-                f"unsupported search field {match['field']!r}; this emulator knows {SEARCH_FIELDS}"
-            )
-        if match["bare"] is not None and _LUCENE_SPECIAL.search(value):
-            raise _QueryError(
-                f"unsupported query syntax in {value!r}: wildcards and operators are not supported"
-            )
-        clauses.append((name, _normalize_tag(value)))
-        position = match.end()
-        if position == len(query):
-            return clauses
-        joined = _AND.match(query, position)
-        if joined is None:
-            raise _QueryError(
-                f"unsupported query syntax at {query[position:]!r}: only AND may join clauses "
-                f"(no OR, NOT, grouping or default-field terms)"
-            )
-        position = joined.end()
-
-
-def _mb_error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response.json(
-        {"error": message, "help": "For usage, please see: https://musicbrainz.org/development/mmd"},
-        status,
-        headers,
-    )
-
-
-class MusicBrainzEmulator(LoopbackServer):
-    """MusicBrainz's ``/ws/2/`` search and genre list plus the Cover Art Archive, on one loopback server."""
-
-    name = "musicbrainz"
-
-    def __init__(
-        self,
-        catalog: MusicBrainzCatalog | None = None,
-        host: str = LOOPBACK_HOST,
-        port: int = 0,
-        *,
-        rate_limit_per_second: float | None = 1.0,
-        faults: FaultPlan | None = None,
-        latency_s: float = 0.0,
-    ) -> None:
-        super().__init__(host, port, faults=faults, latency_s=latency_s)
-        self.catalog = catalog if catalog is not None else MusicBrainzCatalog()
-        self._rate_limiter = ServerRateLimit(rate_limit_per_second) if rate_limit_per_second else None
-        methods = ("GET", "HEAD")
-        self.add_route(methods, r"/ws/2/release-group/?", self._ws(self._search_release_groups))
-        self.add_route(methods, r"/ws/2/genre/all/?", self._ws(self._all_genres))
-        # Unknown /ws/2/ paths still pass the gateway's User-Agent and rate checks before their 404.
-        self.add_route(("GET", "HEAD", "POST"), r"/ws/2/.*", self._ws(self._ws_not_found, json_only=False))
-        entity = r"/(?P<entity>release-group|release)/(?P<mbid>[^/]+)"
-        self.add_route(methods, rf"{entity}/?", self._cover_art)
-        self.add_route(methods, rf"{entity}/front(?:-(?P<size>250|500|1200))?", self._front)
-        self.add_route(
-            methods,
-            r"/release/(?P<mbid>[^/]+)/(?P<image>\d+)(?:-(?P<size>250|500|1200|small|large))?\.jpg",
-            self._image_by_id,
-        )
-        self.add_route(
-            methods,
-            r"/download/mbid-(?P<release>[0-9a-fA-F-]{36})/mbid-(?P=release)-(?P<image>\d+)"
-            r"(?:_thumb(?P<size>250|500|1200))?\.jpg",
-            self._archive_image,
-        )
-
-    @property
-    def musicbrainz_url(self) -> str:
-        return self.url
-
-    @property
-    def coverart_url(self) -> str:
-        return self.url
-
-    def environment(self) -> dict[str, str]:
-        """The environment variables pointing a client at this server for both services."""
-        return {"MUSICBRAINZ_URL": self.url, "COVERART_URL": self.url}
-
-    def not_found(self, path: str) -> Response:
-        if path.startswith("/ws/2/"):
-            return _mb_error("Not Found", 404)
-        return Response(404, f"Not Found: {path}\n".encode(), {"Content-Type": "text/plain; charset=utf-8"})
-
-    def fault_error(self, status: int) -> Response:
-        """Injected failures in MusicBrainz's error shape (the server adds ``Retry-After`` to 429 and 503)."""
-        messages = {
-            429: "Your requests are exceeding the allowable rate limit.",
-            500: "Internal server error; please try again.",
-            502: "Bad gateway; please try again.",
-            503: RATE_LIMIT_MESSAGE,
-        }
-        return _mb_error(messages[status], status)
-
-    # --- MusicBrainz ----------------------------------------------------------------------------------
-    def _ws(self, handler: Handler, json_only: bool = True) -> Handler:
-        """MusicBrainz's gateway rules: a meaningful User-Agent, the rate limit, then JSON only."""
-
-        def guarded(request: Request) -> Response:
-            agent = (request.header("user-agent") or "").strip()
-            if not agent or agent.lower().startswith(BLOCKED_USER_AGENT_PREFIXES):
-                return _mb_error(
-                    "Requests with a missing, anonymous or library-default User-Agent are blocked. Send a "
-                    "meaningful User-Agent identifying your application: application/version ( contact ), "
-                    "e.g. 'AlbumPipeline/1.0 ( maintainer@example.org )'. See "
-                    "https://musicbrainz.org/doc/MusicBrainz_API/Rate_Limiting",
-                    403,
-                )
-            if self._rate_limiter is not None and not self._rate_limiter.allow():
-                return _mb_error(
-                    RATE_LIMIT_MESSAGE,
-                    503,
-                    {"Retry-After": str(math.ceil(self._rate_limiter.window_s))},
-                )
-            wants_json = request.query.get("fmt", "").lower() == "json" or "application/json" in (
-                request.header("accept") or ""
-            )
-            if json_only and not wants_json:
-                return _mb_error("This emulator answers JSON only: add fmt=json to the query", 400)
-            return handler(request)
-
-        return guarded
-
-    def _ws_not_found(self, request: Request) -> Response:
-        return self.not_found(request.path)
-
-    @staticmethod
-    def _paging(request: Request) -> tuple[int, int]:
-        try:
-            limit = int(request.query.get("limit", DEFAULT_SEARCH_LIMIT))
-            offset = int(request.query.get("offset", 0))
-        except ValueError:
-            raise _QueryError("limit and offset must be integers") from None
-        if limit < 1 or offset < 0:
-            raise _QueryError(f"limit must be positive and offset not negative, got {limit} and {offset}")
-        return min(limit, MAX_SEARCH_LIMIT), offset
-
-    def _search_release_groups(self, request: Request) -> Response:
-        try:
-            clauses = parse_release_group_query(request.query.get("query", ""))
-            limit, offset = self._paging(request)
-        except _QueryError as error:
-            return _mb_error(str(error), 400)
-        tags = [value for name, value in clauses if name == "tag"]
-        types = {value for name, value in clauses if name == "primarytype"}
-        if len(types) > 1:
-            return Response.json(self._search_body([], offset))
-        hits: list[tuple[int, str]] = []
-        for record in self.catalog.records.values():
-            if types and record.primary_type.lower() not in types:
-                continue
-            counts = dict(record.tags)
-            if any(tag not in counts for tag in tags):
-                continue
-            hits.append((sum(counts[tag] for tag in tags), record.id))
-        best = max((weight for weight, _ in hits), default=0)
-        scored = sorted(
-            ((100 if best == 0 else max(1, round(100 * weight / best)), mbid) for weight, mbid in hits),
-            key=lambda hit: (-hit[0], hit[1]),
-        )
-        page = [
-            self.catalog.release_group_json(mbid, score) for score, mbid in scored[offset : offset + limit]
-        ]
-        return Response.json(self._search_body(page, offset, len(scored)))
-
-    @staticmethod
-    def _search_body(page: list[dict], offset: int, count: int = 0) -> dict:
-        now = datetime.now(UTC)
-        created = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-        return {"created": created, "count": count, "offset": offset, "release-groups": page}
-
-    def _all_genres(self, request: Request) -> Response:
-        try:
-            limit, offset = self._paging(request)
-        except _QueryError as error:
-            return _mb_error(str(error), 400)
-        names = self.catalog.genre_names()
-        return Response.json(
-            {
-                "genre-count": len(names),
-                "genre-offset": offset,
-                "genres": [
-                    {"id": self.catalog.genre_id(name), "name": name, "disambiguation": ""}
-                    for name in names[offset : offset + limit]
-                ],
-            }
-        )
-
-    # --- Cover Art Archive ------------------------------------------------------------------------------
-    def _caa_not_found(self, what: str) -> Response:
-        return Response(
-            404, f"No cover art found for {what}\n".encode(), {"Content-Type": "text/plain; charset=utf-8"}
-        )
-
-    def _lookup(self, request: Request) -> tuple[ReleaseGroupRecord | None, Response | None]:
-        """The release group behind ``/release-group/{mbid}`` or ``/release/{mbid}``, or the error reply."""
-        mbid = request.match["mbid"]
-        if not _MBID.fullmatch(mbid):
-            return None, Response(
-                400, f"{mbid} is not a valid MBID\n".encode(), {"Content-Type": "text/plain; charset=utf-8"}
-            )
-        if request.match["entity"] == "release":
-            record = self.catalog.record_for_release(mbid)
-        else:
-            record = self.catalog.records.get(mbid.lower())
-        if record is None or not record.images:
-            return None, self._caa_not_found(f"{request.match['entity']} {mbid}")
-        return record, None
-
-    def _cover_art(self, request: Request) -> Response:
-        record, error = self._lookup(request)
-        if record is None:
-            assert error is not None
-            return error
-        return Response.json(self.catalog.cover_art_json(record.id, self.url))
-
-    def _redirect(self, path: str) -> Response:
-        location = self.url + path
-        return Response(
-            307, f"See: {location}\n".encode(), {"Location": location, "Content-Type": "text/plain"}
-        )
-
-    def _front(self, request: Request) -> Response:
-        record, error = self._lookup(request)
-        if record is None:
-            assert error is not None
-            return error
-        front = record.front_image
-        if front is None:
-            return self._caa_not_found(f"{request.match['entity']} {request.match['mbid']}: no front image")
-        size = int(request.match["size"]) if request.match["size"] else None
-        return self._redirect(self.catalog.archive_path(record.release_id, front.id, size))
-
-    def _image_by_id(self, request: Request) -> Response:
-        release_id = request.match["mbid"]
-        if not _MBID.fullmatch(release_id):
-            return Response(
-                400, f"{release_id} is not a valid MBID\n".encode(), {"Content-Type": "text/plain"}
-            )
-        image_id = int(request.match["image"])
-        if self.catalog.record_for_image(release_id, image_id) is None:
-            return self._caa_not_found(f"release {release_id}, image {image_id}")
-        size_name = request.match["size"]
-        size = None if size_name is None else THUMBNAIL_ALIASES.get(size_name) or int(size_name)
-        return self._redirect(self.catalog.archive_path(release_id.lower(), image_id, size))
-
-    def _archive_image(self, request: Request) -> Response:
-        release_id, image_id = request.match["release"].lower(), int(request.match["image"])
-        record = self.catalog.record_for_image(release_id, image_id)
-        if record is None:
-            return self.not_found(request.path)
-        size = int(request.match["size"]) if request.match["size"] else FULL_IMAGE_SIZE
-        return Response.binary(self.catalog.image_bytes(record.id, image_id, size), "image/jpeg")

@@ -13,22 +13,20 @@ import requests
 from PIL import Image
 
 from album_pipeline.data.images import InvalidImage, validate_image
-from album_pipeline.emulators import __main__ as emulators_main
-from album_pipeline.emulators.archive import (
+from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.sources.omacir import iter_tar_images
+from album_pipeline.testing.emulators import __main__ as emulators_main
+from album_pipeline.testing.emulators.archive import ArchiveEmulator, parse_single_range, wrong_md5_for
+from album_pipeline.testing.emulators.composition import running_emulators
+from album_pipeline.testing.emulators.omacir_item import OmacirItem
+from album_pipeline.testing.emulators.omacir_members import (
     BOMB_SIDE,
     EXPECTED_REASON,
     HOSTILE_KINDS,
     MEMBER_KINDS,
     REFUSED_KINDS,
-    ArchiveEmulator,
-    OmacirItem,
-    parse_single_range,
-    placeholder_image_bytes,
-    wrong_md5_for,
+    dead_link_placeholder_jpeg,
 )
-from album_pipeline.emulators.server import running_emulators
-from album_pipeline.genres import DEFAULT_GENRES
-from album_pipeline.sources.omacir import iter_tar_images
 
 IMAGES_PER_ARCHIVE = 60
 HOSTILE_IMAGES_PER_ARCHIVE = 40
@@ -421,7 +419,7 @@ def _picture_hashes(data):
 
 
 def test_hostile_image_members_break_in_the_planted_ways(hostile_item):
-    placeholder = placeholder_image_bytes()
+    placeholder = dead_link_placeholder_jpeg()
     placeholder_hashes = _picture_hashes(placeholder)
     for archive in hostile_item.archives:
         truth = {member.name: member for member in archive.members}
@@ -458,7 +456,7 @@ def test_hostile_image_members_break_in_the_planted_ways(hostile_item):
 def test_expected_reasons_are_what_a_careful_client_records(hostile_item):
     """The tar reader's refusals, validate_image and a perceptual-hash placeholder check reproduce the truth."""
     assert set(EXPECTED_REASON) == set(MEMBER_KINDS) | set(HOSTILE_KINDS)
-    with Image.open(io.BytesIO(placeholder_image_bytes())) as image:
+    with Image.open(io.BytesIO(dead_link_placeholder_jpeg())) as image:
         placeholder_hash = imagehash.dhash(image)
     for archive in hostile_item.archives:
         kinds = archive.kinds()

@@ -1,4 +1,9 @@
-"""``python -m album_pipeline.emulators``: serve the Napster, archive.org and MusicBrainz emulators until Ctrl-C."""
+"""``python -m album_pipeline.testing.emulators``: serve the three loopback emulators until Ctrl-C.
+
+Napster, MusicBrainz with the Cover Art Archive, and archive.org's OMACIR item, at the demo's scale by default
+(``album_pipeline.profiles``), so that ``album-pipeline run --profile demo`` against them crawls what the demo
+crawls.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,24 @@ import tempfile
 import threading
 from pathlib import Path
 
-from album_pipeline.emulators.server import running_emulators
 from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.profiles import (
+    DEMO_ALBUMS_PER_GENRE,
+    DEMO_ARCHIVE_LETTERS,
+    DEMO_IMAGES_PER_ARCHIVE,
+    DEMO_RELEASE_GROUPS_PER_GENRE,
+)
+from album_pipeline.testing.emulators.composition import running_emulators
+from album_pipeline.testing.emulators.napster import DEFAULT_API_KEY
 
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "album_pipeline_emulators"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m album_pipeline.emulators",
-        description="Serve loopback emulators of the Napster API v2.2, archive.org's OMACIR item, and "
-        "MusicBrainz with the Cover Art Archive.",
+        prog="python -m album_pipeline.testing.emulators",
+        description="Serve loopback emulators of three services: the Napster API v2.2, MusicBrainz with the "
+        "Cover Art Archive, and archive.org's OMACIR item.",
     )
     parser.add_argument(
         "--napster-port", type=int, default=0, help="port for the Napster emulator (0: any free)"
@@ -27,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--archive-port", type=int, default=0, help="port for the archive.org emulator (0: any free)"
     )
     parser.add_argument(
-        "--albums-per-genre", type=int, default=200, help="synthetic albums per genre (default 200)"
+        "--albums-per-genre",
+        type=int,
+        default=DEMO_ALBUMS_PER_GENRE,
+        help=f"synthetic Napster albums per genre (default {DEMO_ALBUMS_PER_GENRE})",
     )
     parser.add_argument(
         "--musicbrainz-port", type=int, default=0, help="port for the MusicBrainz emulator (0: any free)"
@@ -35,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--release-groups-per-genre",
         type=int,
-        default=100,
-        help="synthetic MusicBrainz album release groups per genre (default 100)",
+        default=DEMO_RELEASE_GROUPS_PER_GENRE,
+        help=f"synthetic MusicBrainz album release groups per genre (default {DEMO_RELEASE_GROUPS_PER_GENRE})",
     )
     parser.add_argument(
         "--genres",
@@ -44,13 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated genre shortcuts (default: all five)",
     )
     parser.add_argument(
-        "--letters", default="a,b", help="comma-separated OMACIR archive letters (default a,b)"
+        "--letters",
+        default=",".join(DEMO_ARCHIVE_LETTERS),
+        help=f"comma-separated OMACIR archive letters (default {','.join(DEMO_ARCHIVE_LETTERS)})",
     )
     parser.add_argument(
-        "--images-per-archive", type=int, default=500, help="images in each tar (default 500)"
+        "--images-per-archive",
+        type=int,
+        default=DEMO_IMAGES_PER_ARCHIVE,
+        help=f"images in each tar (default {DEMO_IMAGES_PER_ARCHIVE})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic catalogue and archives")
-    parser.add_argument("--api-key", default="demo-key", help="the API key the Napster emulator accepts")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the API key the Napster emulator accepts")
     parser.add_argument(
         "--cache-dir",
         type=Path,

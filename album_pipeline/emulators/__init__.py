@@ -1,1 +1,0 @@
-"""Loopback emulators of the real services, serving a deterministic synthetic cover set."""

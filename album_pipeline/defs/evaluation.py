@@ -12,7 +12,12 @@ from album_pipeline.defs.metadata import counts_table, png_markdown
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.defs.training import finetuned_generator, labeled_training_data
 from album_pipeline.metrics.evaluate import EvaluationConfig, evaluate_generator, load_metrics
-from album_pipeline.metrics.frechet import classifier_feature_extractor, inception_feature_extractor
+from album_pipeline.metrics.frechet import (
+    INCEPTION_FILE_NAME,
+    INCEPTION_WEIGHTS_ENV,
+    classifier_feature_extractor,
+    inception_feature_extractor,
+)
 from album_pipeline.metrics.genre_classifier import (
     ClassifierConfig,
     accuracy,
@@ -21,7 +26,7 @@ from album_pipeline.metrics.genre_classifier import (
     train_genre_classifier,
 )
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator
-from album_pipeline.registry.mlflow_registry import log_and_register
+from album_pipeline.registry.mlflow_registry import ChampionPolicy, log_and_register
 
 
 class GenreClassifierConfig(CoreConfig):
@@ -46,30 +51,29 @@ class GenreClassifierConfig(CoreConfig):
     seed: int = core_field(ClassifierConfig, "seed")
 
 
-class GeneratorEvaluationConfig(dg.Config):
-    samples_per_genre: int = Field(
-        2_000, description="Generated covers per genre for accuracy and distances."
-    )
+class GeneratorEvaluationConfig(CoreConfig):
+    core_types = (EvaluationConfig,)
+
+    samples_per_genre: int = core_field(EvaluationConfig, "samples_per_genre")
     feature_extractor: Literal["inception", "genre_classifier"] = Field(
         "inception",
         description="Features for the Frechet/kernel distances: 'inception' reports FID/KID (needs clean-fid's "
-        "Inception weights, see ALBUM_PIPELINE_INCEPTION_WEIGHTS); 'genre_classifier' reports "
+        f"Inception weights, see {INCEPTION_WEIGHTS_ENV}); 'genre_classifier' reports "
         "fd_genre_classifier/kd_genre_classifier from the independent classifier's features.",
     )
     inception_weights: str | None = Field(
-        None, description="Path to inception-2015-12-05.pt; default $ALBUM_PIPELINE_INCEPTION_WEIGHTS."
+        None, description=f"Path to {INCEPTION_FILE_NAME}; default ${INCEPTION_WEIGHTS_ENV}."
     )
-    seed: int = 0
-    grid_columns: int = 8
+    seed: int = core_field(EvaluationConfig, "seed")
+    grid_columns: int = core_field(EvaluationConfig, "grid_columns")
+    batch_size: int = core_field(EvaluationConfig, "batch_size")
 
 
-class RegistrationConfig(dg.Config):
-    champion_metric: str = Field("genre_accuracy", description="Metric deciding which version is `champion`.")
-    greater_is_better: bool = True
+class RegistrationConfig(CoreConfig):
+    core_types = (ChampionPolicy,)
 
-
-def _classifier_path(layout):
-    return layout.checkpoint_dir("genre_classifier") / "classifier.pt"
+    champion_metric: str = core_field(ChampionPolicy, "champion_metric")
+    greater_is_better: bool = core_field(ChampionPolicy, "greater_is_better")
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[labeled_training_data])
@@ -91,7 +95,7 @@ def genre_classifier(
         val_images=val.read_all() if len(val) else None,
         val_labels=val.labels if len(val) else None,
     )
-    save_classifier(_classifier_path(layout), trained.model, genres.genres)
+    save_classifier(layout.genre_classifier_checkpoint, trained.model, genres.genres)
     test_accuracy = accuracy(trained.model, test.read_all(), test.labels) if len(test) else float("nan")
     context.log.info(f"genre classifier accuracy on {len(test)} real test covers: {test_accuracy:.3f}")
     return dg.MaterializeResult(
@@ -99,7 +103,7 @@ def genre_classifier(
             "real_test_accuracy": float(test_accuracy),
             "train_images": len(train),
             "test_images": len(test),
-            "checkpoint": dg.MetadataValue.path(str(_classifier_path(layout))),
+            "checkpoint": dg.MetadataValue.path(str(layout.genre_classifier_checkpoint)),
         }
     )
 
@@ -120,14 +124,14 @@ def generator_evaluation(
 ) -> dg.MaterializeResult:
     """Genre accuracy of generated covers (independent judge), distances to real test covers, and a grid."""
     layout = home.layout
-    classifier, classifier_genres = load_classifier(_classifier_path(layout))
+    classifier, classifier_genres = load_classifier(layout.genre_classifier_checkpoint)
     if tuple(classifier_genres) != genres.genres:
         raise ValueError(
             f"the genre classifier was trained on {classifier_genres}, the pipeline now uses {genres.genres}: "
             "rematerialize genre_classifier"
         )
     extractor = _feature_extractor(config, classifier)
-    generator = load_generator(layout.checkpoint_dir("finetuned") / "final.pt")
+    generator = load_generator(layout.final_checkpoint("finetuned"))
     test = load_shards(layout.training_data("labeled")).subset("test")
     report = evaluate_generator(
         generator,
@@ -137,9 +141,7 @@ def generator_evaluation(
         test.labels,
         extractor,
         layout.evaluation_dir,
-        EvaluationConfig(
-            samples_per_genre=config.samples_per_genre, seed=config.seed, grid_columns=config.grid_columns
-        ),
+        config.to_core(EvaluationConfig),
     )
     context.log.info(json.dumps(report.metrics, indent=1))
     per_genre = {
@@ -168,7 +170,7 @@ def registered_generator(
 ) -> dg.MaterializeResult:
     """The finetuned generator logged to MLflow; alias `champion` moves to it only if it beats the champion."""
     layout = home.layout
-    metrics = load_metrics(layout.evaluation_dir / "metrics.json")["metrics"]
+    metrics = load_metrics(layout.evaluation_metrics)["metrics"]
     flat_metrics = {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
     params = _training_params(layout)
     result = log_and_register(
@@ -176,13 +178,12 @@ def registered_generator(
         experiment_name=mlflow.experiment_name,
         artifact_location=layout.mlflow_artifacts_dir,
         model_name=mlflow.registered_model_name,
-        generator=load_generator(layout.checkpoint_dir("finetuned") / "final.pt"),
+        generator=load_generator(layout.final_checkpoint("finetuned")),
         genres=genres.genres,
         params=params,
         metrics=flat_metrics,
-        artifacts=[layout.evaluation_dir / "grid.png", layout.evaluation_dir / "metrics.json"],
-        champion_metric=config.champion_metric,
-        greater_is_better=config.greater_is_better,
+        artifacts=[layout.evaluation_grid, layout.evaluation_metrics],
+        champion=config.to_core(ChampionPolicy),
         tags={"dagster_run_id": context.run.run_id},
     )
     context.log.info(
@@ -205,7 +206,7 @@ def _training_params(layout) -> dict[str, object]:
     """The settings that produced the generator, flattened for MLflow (stage.name=value)."""
     params: dict[str, object] = {}
     for stage in ("pretrained", "finetuned"):
-        payload = load_checkpoint(layout.checkpoint_dir(stage) / "final.pt")
+        payload = load_checkpoint(layout.final_checkpoint(stage))
         for group in ("arch", "config"):
             for name, value in (payload.get(group) or {}).items():
                 params[f"{stage}.{name}"] = value

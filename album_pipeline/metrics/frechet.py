@@ -28,10 +28,12 @@ from cleanfid.inception_torchscript import InceptionV3W
 from cleanfid.resize import build_resizer
 
 from album_pipeline.metrics.genre_classifier import IMAGE_SIZE, GenreClassifier
+from album_pipeline.model.pixels import check_image_batch, to_unit_range
+from album_pipeline.settings import INCEPTION_WEIGHTS_VAR
 
 INCEPTION_FEATURE_NAME = "inception_v3"
 INCEPTION_FILE_NAME = "inception-2015-12-05.pt"  # the name clean-fid's InceptionV3W loads
-INCEPTION_WEIGHTS_ENV = "ALBUM_PIPELINE_INCEPTION_WEIGHTS"
+INCEPTION_WEIGHTS_ENV = INCEPTION_WEIGHTS_VAR
 CLEANFID_DEFAULT_WEIGHTS = Path("/tmp") / INCEPTION_FILE_NAME  # clean-fid's fixed cache path on Linux
 CLASSIFIER_FEATURE_NAME = "genre_classifier"
 CLEANFID_SIZE = 299
@@ -142,7 +144,7 @@ def classifier_feature_extractor(model: GenreClassifier) -> FeatureExtractor:
         model.eval()
         try:
             with torch.no_grad():
-                return model.features((small / 127.5 - 1).to(device))
+                return model.features(to_unit_range(small).to(device))
         finally:
             model.train(was_training)
 
@@ -180,11 +182,7 @@ class DistanceReport:
 
 
 def _check_image_batch(images: np.ndarray, what: str) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-        kind = getattr(images, "dtype", type(images).__name__)
-        raise TypeError(f"{what} must be a numpy uint8 array (N, H, W, 3), got {kind}")
-    if images.ndim != 4 or images.shape[3] != 3:
-        raise ValueError(f"{what} must have shape (N, H, W, 3) (RGB, channels last), got {images.shape}")
+    check_image_batch(images, what)
     if len(images) < 2:
         raise ValueError(
             f"{what} has {len(images)} image(s); a distance between distributions needs at least 2 per side "

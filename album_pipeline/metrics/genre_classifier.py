@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from album_pipeline.atomic import atomic_path
+from album_pipeline.model.pixels import check_image_batch, to_unit_range
 
 CHECKPOINT_FORMAT = "album_pipeline.genre_classifier/v1"
 IMAGE_SIZE = 64
@@ -122,18 +123,11 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     _check_images(images, "images")
     # Memory-mapped training data is read-only; torch wants a writable buffer.
     images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return to_unit_range(torch.from_numpy(images).permute(0, 3, 1, 2))
 
 
 def _check_images(images: np.ndarray, what: str) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-        kind = getattr(images, "dtype", type(images).__name__)
-        raise TypeError(f"{what} must be a numpy uint8 array (N, 64, 64, 3), got {kind}")
-    if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise ValueError(
-            f"{what} must have shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) (RGB, channels last), "
-            f"got {images.shape}; resize covers to 64x64 before judging them"
-        )
+    check_image_batch(images, what, size=IMAGE_SIZE)
 
 
 def _check_labels(labels: np.ndarray, count: int, num_genres: int, what: str) -> np.ndarray:

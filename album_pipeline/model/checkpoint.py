@@ -2,7 +2,7 @@
 
 A checkpoint is a plain dict saved with ``torch.save``; it holds only tensors, numbers, strings, lists and
 dicts so that it loads with ``weights_only=True`` (no pickled code runs on load). The keys written by the
-training loop are documented in ``album_pipeline.training.loop``; this module needs only ``generator``,
+training loop are documented in ``album_pipeline.training.checkpointing``; this module needs only ``generator``,
 ``arch`` and ``genres``.
 """
 

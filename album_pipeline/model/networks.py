@@ -10,26 +10,34 @@ genres as numbers).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+
+from album_pipeline.model.pixels import to_uint8
+
+# Four stride-2 stages from 4x4 make 64x64; other sizes need other stacks.
+SUPPORTED_RESOLUTIONS = (64,)
 
 
 @dataclass(frozen=True)
 class GanArchitecture:
     num_genres: int = 5
     noise_dim: int = 100
-    latent_dim: int = 2  # InfoGAN continuous codes, regressed by the discriminator
+    latent_dim: int = field(default=2, metadata={"doc": "InfoGAN continuous codes, regressed by D."})
     genre_embedding_dim: int = 10
-    generator_width: int = 512  # channels after the dense layer; halves at each transposed conv
-    discriminator_width: int = 64  # channels of the first conv; doubles at each conv
+    generator_width: int = field(
+        default=512, metadata={"doc": "Channels after G's dense layer (seed: 512); halve at each upsampling."}
+    )
+    discriminator_width: int = field(
+        default=64, metadata={"doc": "Channels of D's first conv (seed: 64); double at each conv."}
+    )
     dropout: float = 0.3
-    resolution: int = 64  # fixed by 4 stride-2 stages from 4x4
+    resolution: int = 64  # one of SUPPORTED_RESOLUTIONS
 
     def __post_init__(self) -> None:
-        if self.resolution != 64:
-            raise ValueError(f"this architecture produces 64x64 images, resolution={self.resolution} given")
+        check_resolution(self.resolution)
         if self.num_genres < 1:
             raise ValueError("num_genres must be at least 1")
         if self.generator_width % 8 or self.generator_width < 8:
@@ -37,6 +45,15 @@ class GanArchitecture:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_resolution(resolution: int) -> None:
+    """Refuse an image side the networks cannot make or judge."""
+    if resolution not in SUPPORTED_RESOLUTIONS:
+        sides = ", ".join(f"{side}x{side}" for side in SUPPORTED_RESOLUTIONS)
+        raise ValueError(
+            f"resolution {resolution} is not supported: the networks make {sides} images (SUPPORTED_RESOLUTIONS)"
+        )
 
 
 def _transposed(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
@@ -138,9 +155,7 @@ def generate_covers(
             batch = genres[start : start + batch_size]
             latent, noise = sample_inputs(generator.arch, batch, generator=rng)
             images = generator(batch.to(device), latent.to(device), noise.to(device)).float()
-            chunks.append(
-                ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
-            )
+            chunks.append(to_uint8(images).permute(0, 2, 3, 1).cpu())
     finally:
         generator.train(was_training)
     if not chunks:

@@ -23,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -44,6 +44,25 @@ CHAMPION_METRIC_TAG = "champion_metric"
 
 class ModelNotRegistered(LookupError):
     """The registered model, or the alias asked for, does not exist in the registry."""
+
+
+@dataclass(frozen=True)
+class ChampionPolicy:
+    """Which registered version holds the ``champion`` alias: the best by one metric; ties keep the incumbent."""
+
+    champion_metric: str = field(
+        default="genre_accuracy", metadata={"doc": "Metric deciding which version is `champion`."}
+    )
+    greater_is_better: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.champion_metric:
+            raise ValueError("champion_metric must name one of the logged metrics, e.g. 'genre_accuracy'")
+
+    def beats(self, candidate: float, incumbent: float | None) -> bool:
+        if incumbent is None or not math.isfinite(incumbent):
+            return True
+        return candidate > incumbent if self.greater_is_better else candidate < incumbent
 
 
 @dataclass(frozen=True)
@@ -170,12 +189,6 @@ def _current_champion(client: MlflowClient, model_name: str, metric: str) -> tup
     return str(version.version), value  # the registry hands versions back as int or str depending on the call
 
 
-def _beats(candidate: float, incumbent: float | None, greater_is_better: bool) -> bool:
-    if incumbent is None or not math.isfinite(incumbent):
-        return True
-    return candidate > incumbent if greater_is_better else candidate < incumbent
-
-
 class _DropPickleAdvice(logging.Filter):
     """Drop MLflow's advice to prefer "pt2": pickle is chosen deliberately (see the module docstring)."""
 
@@ -201,8 +214,7 @@ def log_and_register(
     params: Mapping[str, Any],
     metrics: Mapping[str, float],
     artifacts: Sequence[Path],
-    champion_metric: str = "genre_accuracy",
-    greater_is_better: bool = True,
+    champion: ChampionPolicy = ChampionPolicy(),
     tags: Mapping[str, str] | None = None,
 ) -> RegistrationResult:
     """One MLflow run with params, metrics, artifacts and the generator; register it as a new version of
@@ -212,7 +224,7 @@ def log_and_register(
         raise ValueError(
             f"genres must name each of the generator's {generator.arch.num_genres} classes once, got {genres}"
         )
-    checked_metrics = _check_metrics(metrics, champion_metric)
+    checked_metrics = _check_metrics(metrics, champion.champion_metric)
     artifact_paths = [Path(path) for path in artifacts]
     missing = [str(path) for path in artifact_paths if not path.is_file()]
     if missing:
@@ -260,11 +272,11 @@ def log_and_register(
                 pytorch_logger.removeFilter(advice_filter)
     version = str(model_info.registered_model_version)
     client.set_model_version_tag(model_name, version, GENRES_KEY, genres_json)
-    client.set_model_version_tag(model_name, version, CHAMPION_METRIC_TAG, champion_metric)
+    client.set_model_version_tag(model_name, version, CHAMPION_METRIC_TAG, champion.champion_metric)
 
-    candidate = checked_metrics[champion_metric]
-    champion_version, champion_value = _current_champion(client, model_name, champion_metric)
-    if champion_version is None or _beats(candidate, champion_value, greater_is_better):
+    candidate = checked_metrics[champion.champion_metric]
+    champion_version, champion_value = _current_champion(client, model_name, champion.champion_metric)
+    if champion_version is None or champion.beats(candidate, champion_value):
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
         champion_version, champion_value = version, candidate
     return RegistrationResult(

@@ -12,6 +12,7 @@ import torch
 from album_pipeline.model.networks import GanArchitecture, Generator, generate_covers
 from album_pipeline.registry.mlflow_registry import (
     CHAMPION_ALIAS,
+    ChampionPolicy,
     ModelNotRegistered,
     load_champion,
     log_and_register,
@@ -140,7 +141,9 @@ def test_nothing_lands_in_the_working_directory_and_artifacts_go_where_asked(sto
 
 
 def test_lower_is_better_metrics_pick_the_smaller_value(store):
-    lower = dict(model_name="lower_is_better", champion_metric="fd_genre_classifier", greater_is_better=False)
+    lower = dict(
+        model_name="lower_is_better", champion=ChampionPolicy("fd_genre_classifier", greater_is_better=False)
+    )
     first = store.register(store.generators[0], 0.5, **lower)  # fd_genre_classifier = 10 - 0.5 = 9.5
     better = store.register(store.generators[1], 0.6, **lower)  # 9.4: smaller, so better
     tie = store.register(store.generators[2], 0.6, **lower)  # 9.4 again

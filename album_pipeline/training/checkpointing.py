@@ -1,0 +1,167 @@
+"""A training run's checkpoints: what they hold, which run they belong to, and starting from one.
+
+Checkpoint payload keys: format, run_key, step, steps, generator, discriminator, optimizer_generator,
+optimizer_discriminator, arch (GanArchitecture as a dict), config (TrainingConfig as a dict), genres,
+use_labels, history, images_per_second, device, precision.
+
+A run resumes ``latest.pt`` only when its run key matches: the key hashes what the run computes (settings,
+architecture, data, the checkpoint it started from), not how often it is observed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from album_pipeline.data.shards import ShardSet
+from album_pipeline.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator
+from album_pipeline.training.config import TrainingConfig
+
+# Fields that change how often we look at training, not what it computes; a run that differs only in them
+# may resume another's checkpoint.
+OBSERVATION_FIELDS = ("checkpoint_every", "log_every", "device", "threads")
+
+
+@dataclass
+class GanModules:
+    """The networks and optimizers a checkpoint saves and restores (an EMA generator joins them here)."""
+
+    generator: Generator
+    discriminator: Discriminator
+    optimizer_generator: torch.optim.Optimizer
+    optimizer_discriminator: torch.optim.Optimizer
+
+    def state_dicts(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optimizer_generator": self.optimizer_generator.state_dict(),
+            "optimizer_discriminator": self.optimizer_discriminator.state_dict(),
+        }
+
+    def load_state_dicts(self, payload: dict[str, Any]) -> None:
+        self.generator.load_state_dict(payload["generator"])
+        self.discriminator.load_state_dict(payload["discriminator"])
+        self.optimizer_generator.load_state_dict(payload["optimizer_generator"])
+        self.optimizer_discriminator.load_state_dict(payload["optimizer_discriminator"])
+
+
+@dataclass
+class StartingPoint:
+    """Where a run starts: step 0, or the step, history and speed of the interrupted run it resumes."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    images_per_second: float = 0.0
+
+
+def restore(
+    modules: GanModules,
+    latest: Path,
+    run_key: str,
+    init_checkpoint: Path | None,
+    arch: GanArchitecture,
+    device: torch.device,
+) -> StartingPoint:
+    """Resume ``latest`` if it is this run's; else start from ``init_checkpoint``'s weights, if given."""
+    resumable = load_checkpoint(latest, map_location=device) if latest.is_file() else None
+    if resumable is not None and resumable.get("run_key") == run_key:
+        modules.load_state_dicts(resumable)
+        return StartingPoint(
+            int(resumable["step"]),
+            list(resumable["history"]),
+            float(resumable.get("images_per_second", 0.0)),
+        )
+    del resumable
+    if init_checkpoint is not None:
+        load_pretrained_weights(init_checkpoint, arch, modules.generator, modules.discriminator, device)
+    return StartingPoint()
+
+
+def checkpoint_payload(
+    modules: GanModules,
+    *,
+    run_key: str,
+    step: int,
+    arch: GanArchitecture,
+    config: TrainingConfig,
+    genres: tuple[str, ...],
+    use_labels: bool,
+    history: list[dict[str, float]],
+    images_per_second: float,
+    device: torch.device,
+    precision: str,
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "run_key": run_key,
+        "step": step,
+        "steps": config.steps,
+        **modules.state_dicts(),
+        "arch": arch.to_dict(),
+        "config": config.to_dict(),
+        "genres": list(genres),
+        "use_labels": use_labels,
+        "history": history,
+        "images_per_second": images_per_second,
+        "device": str(device),
+        "precision": precision,
+    }
+
+
+def load_pretrained_weights(
+    path: Path,
+    arch: GanArchitecture,
+    generator: Generator,
+    discriminator: Discriminator,
+    device: torch.device,
+) -> None:
+    pretrained = load_checkpoint(path, map_location=device)
+    if "generator" not in pretrained or "discriminator" not in pretrained:
+        raise ValueError(
+            f"{path} lacks generator/discriminator weights; pass a checkpoint written by train_gan"
+        )
+    if pretrained.get("arch") != arch.to_dict():
+        raise ValueError(
+            f"{path} was trained with architecture {pretrained.get('arch')}, not {arch.to_dict()}; "
+            "finetune with the pretrained run's architecture"
+        )
+    generator.load_state_dict(pretrained["generator"])
+    discriminator.load_state_dict(pretrained["discriminator"])
+
+
+def run_key(
+    data: ShardSet,
+    arch: GanArchitecture,
+    config: TrainingConfig,
+    use_labels: bool,
+    init_checkpoint: Path | None,
+) -> str:
+    """Identifies what a run computes, so that only a checkpoint of the very same run is resumed."""
+    settings = {name: value for name, value in config.to_dict().items() if name not in OBSERVATION_FIELDS}
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps([settings, arch.to_dict(), use_labels, list(data.genres)], sort_keys=True).encode()
+    )
+    digest.update(data.fingerprint().encode())  # image ids, labels, resolution
+    if init_checkpoint is not None:
+        digest.update(checkpoint_identity(Path(init_checkpoint)).encode())
+    return digest.hexdigest()
+
+
+def checkpoint_identity(path: Path) -> str:
+    """What a checkpoint holds, not its bytes: torch.save writes a random id into every file, so the same
+    weights saved twice differ byte for byte (and a finished run re-saves its final checkpoint)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"init checkpoint {path} does not exist; pretrain first")
+    payload = load_checkpoint(path)
+    if "run_key" in payload and "step" in payload:
+        return f"{payload['run_key']}@{payload['step']}"
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -1,0 +1,70 @@
+"""The settings of one GAN training run: a frozen dataclass that owns every default and its validation.
+
+The Dagster Configs (``album_pipeline.defs.training``) take their defaults and descriptions from here. The
+whole dict (``to_dict``) is stored in each checkpoint, feeds the run key (``checkpointing.run_key``) and
+becomes the run's MLflow params, so a field's name is part of the checkpoint format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def _doc(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    # The pretraining length at the seed's scale; finetuning overrides it (FinetuneConfig.stage_overrides).
+    steps: int = _doc(20_000, "Optimiser steps (each one D step and one G step).")
+    batch_size: int = 128
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 1e-5
+    betas: tuple[float, float] = _doc((0.5, 0.999), "Adam's (beta1, beta2), shared by G and D.")
+    real_label: float = _doc(0.9, "One-sided label smoothing: the target of real images.")
+    genre_loss_weight: float = _doc(10.0, "Weight of the genre losses (seed: 10).")
+    latent_loss_weight: float = 1.0
+    # At 0 D's genre head learns real covers' genres only, so G must match real genres instead of keeping the
+    # arbitrary codes that pretraining gave each genre.
+    fake_genre_weight_labelled: float = _doc(
+        1.0,
+        "Weight of fakes in D's genre loss when real labels exist (seed: 1). At 0, D's genre head learns only "
+        "from real covers, so G must match the real genre rather than any style D memorised.",
+    )
+    instance_noise: float = _doc(0.1, "Initial std of noise on D's inputs, decaying linearly to 0.")
+    precision: str = _doc("auto", "auto | bf16 | fp32 (auto: bf16 autocast where computed natively).")
+    device: str = _doc("auto", "auto | cpu | cuda | cuda:N (auto: cuda when available).")
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    channels_last: bool | None = _doc(
+        None, "Channels-last memory format; default: on for CUDA, where it speeds up convolutions."
+    )
+    threads: int | None = _doc(None, "CPU threads for torch; default: every core this process may use.")
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.batch_size < 2:
+            raise ValueError(
+                f"batch_size must be at least 2 (batch norm needs 2 images), got {self.batch_size}"
+            )
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be Adam's two values (beta1, beta2), got {list(self.betas)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be at least 1")
+        if not 0.0 < self.real_label <= 1.0:
+            raise ValueError(f"real_label must be in (0, 1], got {self.real_label}")
+        if self.instance_noise < 0:
+            raise ValueError(f"instance_noise must be non-negative, got {self.instance_noise}")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["betas"] = list(self.betas)
+        return values

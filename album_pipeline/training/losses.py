@@ -1,0 +1,159 @@
+"""The AC-GAN's losses: one method per training phase, and what the loop observes of them.
+
+Losses (the seed project's, with its defects fixed):
+- Discriminator: real/fake BCE (real targets smoothed to ``real_label``) on real and fake images; its genre
+  head learns the genre each fake was generated for (like an InfoGAN categorical code) and, when finetuning
+  with labels, also the genre of each real image (AC-GAN); its latent head regresses the fakes' codes (MSE).
+- Generator: fool the real/fake head, and make its genre and latent codes recoverable by the other heads.
+- Instance noise (std ``instance_noise``, decaying linearly to 0) on everything the discriminator sees.
+
+Where the next losses plug in: everything the discriminator sees passes through ``AcGanLoss.judge``
+(augmentation such as DiffAugment goes there), ``adversarial_loss`` is the real/fake objective (a hinge loss
+replaces it), and a regulariser such as R1 adds a term to ``discriminator_loss``'s total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from album_pipeline.model.networks import Discriminator, Generator
+from album_pipeline.training.config import TrainingConfig
+
+
+@dataclass
+class DiscriminatorTerms:
+    total: torch.Tensor
+    adversarial: torch.Tensor
+    genre_fake: torch.Tensor
+    latent: torch.Tensor
+    genre_real: torch.Tensor | None  # only with labels
+    fake: torch.Tensor  # the generated batch (with its graph), judged again by the generator phase
+    real_logit: torch.Tensor
+    fake_logit: torch.Tensor
+    real_genre_logits: torch.Tensor
+    fake_genre_logits: torch.Tensor
+
+
+@dataclass
+class GeneratorTerms:
+    total: torch.Tensor
+    adversarial: torch.Tensor
+    genre: torch.Tensor
+    latent: torch.Tensor
+
+
+class AcGanLoss:
+    """The loss of each phase for one run's networks and weights."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        discriminator: Discriminator,
+        config: TrainingConfig,
+        *,
+        use_labels: bool,
+        autocast: Callable[[], AbstractContextManager],
+    ):
+        self.generator = generator
+        self.discriminator = discriminator
+        self.config = config
+        self.use_labels = use_labels
+        self.autocast = autocast
+
+    def judge(
+        self, images: torch.Tensor, noise_std: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The discriminator's (real/fake logit, genre logits, latent estimate) for ``images``."""
+        return self.discriminator(with_instance_noise(images, noise_std))
+
+    def discriminator_loss(
+        self,
+        real: torch.Tensor,
+        labels: torch.Tensor | None,
+        fake_genres: torch.Tensor,
+        latent: torch.Tensor,
+        noise: torch.Tensor,
+        noise_std: float,
+    ) -> DiscriminatorTerms:
+        """Tell real from fake, recover the fakes' genres and codes (and, with labels, the real genres)."""
+        config = self.config
+        # One autocast region for all three passes: its weight-cast cache is part of the numbers.
+        with self.autocast():
+            fake = self.generator(fake_genres, latent, noise)
+            real_logit, real_genre_logits, _ = self.judge(real, noise_std)
+            fake_logit, fake_genre_logits, fake_latent = self.judge(fake.detach(), noise_std)
+        adversarial = adversarial_loss(real_logit, config.real_label) + adversarial_loss(fake_logit, 0.0)
+        genre_fake = F.cross_entropy(fake_genre_logits.float(), fake_genres)
+        latent_error = F.mse_loss(fake_latent.float(), latent)
+        genre = genre_fake
+        genre_real = None
+        if self.use_labels:
+            genre_real = F.cross_entropy(real_genre_logits.float(), labels)
+            genre = config.fake_genre_weight_labelled * genre_fake + genre_real
+        total = adversarial + config.genre_loss_weight * genre + config.latent_loss_weight * latent_error
+        return DiscriminatorTerms(
+            total=total,
+            adversarial=adversarial,
+            genre_fake=genre_fake,
+            latent=latent_error,
+            genre_real=genre_real,
+            fake=fake,
+            real_logit=real_logit,
+            fake_logit=fake_logit,
+            real_genre_logits=real_genre_logits,
+            fake_genre_logits=fake_genre_logits,
+        )
+
+    def generator_loss(
+        self, fake: torch.Tensor, fake_genres: torch.Tensor, latent: torch.Tensor, noise_std: float
+    ) -> GeneratorTerms:
+        """Fool the real/fake head while keeping the genre and codes recoverable."""
+        config = self.config
+        with self.autocast():
+            judged_logit, judged_genre_logits, judged_latent = self.judge(fake, noise_std)
+        adversarial = adversarial_loss(judged_logit, 1.0)
+        genre = F.cross_entropy(judged_genre_logits.float(), fake_genres)
+        latent_error = F.mse_loss(judged_latent.float(), latent)
+        total = adversarial + config.genre_loss_weight * genre + config.latent_loss_weight * latent_error
+        return GeneratorTerms(total=total, adversarial=adversarial, genre=genre, latent=latent_error)
+
+
+def observed_metrics(
+    d: DiscriminatorTerms,
+    g: GeneratorTerms,
+    fake_genres: torch.Tensor,
+    labels: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """What the loop averages and logs for one step, as (undetached) scalar tensors."""
+    observed = {
+        "loss_d": d.total,
+        "loss_g": g.total,
+        "d_adversarial": d.adversarial,
+        "d_genre_fake": d.genre_fake,
+        "d_latent": d.latent,
+        "g_adversarial": g.adversarial,
+        "g_genre": g.genre,
+        "g_latent": g.latent,
+        "d_genre_accuracy_fake": (d.fake_genre_logits.argmax(1) == fake_genres).float().mean(),
+        "d_real_probability": torch.sigmoid(d.real_logit.float()).mean(),
+        "d_fake_probability": torch.sigmoid(d.fake_logit.float()).mean(),
+    }
+    if d.genre_real is not None:
+        observed["d_genre_real"] = d.genre_real
+        observed["d_genre_accuracy_real"] = (d.real_genre_logits.argmax(1) == labels).float().mean()
+    return observed
+
+
+def with_instance_noise(images: torch.Tensor, std: float) -> torch.Tensor:
+    return images + std * torch.randn_like(images) if std > 0 else images
+
+
+def adversarial_loss(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """BCE of real/fake logits against a constant target (1 real, 0 fake, ``real_label`` when smoothed)."""
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))

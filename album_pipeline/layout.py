@@ -2,6 +2,7 @@
 
 Assets hand data to each other through these paths rather than through Dagster's IO managers, so that
 everything fetched or trained stays on disk, readable without Dagster, and survives a lost Dagster instance.
+One short property per path, alike by design: a reader finds every name here and nowhere else.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from album_pipeline.data.shards import ShardSet
+from album_pipeline.model.pixels import to_unit_range
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -74,7 +75,7 @@ def _batches(
         for pixels, batch_labels in host_batches:
             pixels = pixels.to(device, non_blocking=pin)
             # NHWC permuted to NCHW is already channels-last in memory.
-            images = pixels.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+            images = to_unit_range(pixels.permute(0, 3, 1, 2))
             if not channels_last:
                 images = images.contiguous()
             if labels:

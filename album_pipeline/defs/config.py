@@ -7,6 +7,10 @@ default (and its description, when the dataclass gives one in ``metadata={"doc":
 from a Config to a core object is :meth:`CoreConfig.to_core`: the Config's fields that the dataclass has, plus
 the values the stage sets itself (``fixed``).
 
+Each Config writes its fields out, one ``name: type = core_field(Core, "name")`` line each, so that the
+launchpad, pydantic and type checkers see every field with its type; these lines look alike from Config to
+Config by design (``duplicates`` pairs them by shape), and the test keeps them in step with the core.
+
 A stage that deliberately differs from the core default (finetuning runs fewer steps than pretraining) passes
 ``override=`` to :func:`core_field` and records its reason in ``stage_overrides``; the tests in
 ``album_pipeline_tests/defs/test_config.py`` hold every Config to this.

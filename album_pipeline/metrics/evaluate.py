@@ -186,6 +186,7 @@ def evaluate_generator(
     grid_path = save_genre_grid(
         generator, genres, out_dir / GRID_FILE, columns=config.grid_columns, seed=config.seed
     )
+    # Keyword arguments, one per field: alike in shape to other record constructions, not shared logic.
     report = EvaluationReport(
         metrics=metrics,
         genres=genres,

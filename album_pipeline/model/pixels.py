@@ -12,7 +12,8 @@ import torch
 
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     """Pixel values 0..255 (uint8, or float on that scale) as float32 in [-1, 1]; the input is not modified."""
-    return pixels.float().div(127.5).sub(1.0)
+    # One new tensor, scaled in place: the training loader calls this on every batch.
+    return pixels.to(torch.float32, copy=True).div_(127.5).sub_(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

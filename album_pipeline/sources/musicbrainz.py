@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import requests
 
 from album_pipeline import __version__
+
+# Both clients are built from the one HTTP toolkit, so this list is much like napster.py's.
 from album_pipeline.sources.http import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_TIMEOUT,

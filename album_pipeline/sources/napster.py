@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import requests
 
+# Both clients are built from the one HTTP toolkit, so this list is much like musicbrainz.py's.
 from album_pipeline.sources.http import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_TIMEOUT,

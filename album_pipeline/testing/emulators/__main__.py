@@ -32,20 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve loopback emulators of three services: the Napster API v2.2, MusicBrainz with the "
         "Cover Art Archive, and archive.org's OMACIR item.",
     )
-    parser.add_argument(
-        "--napster-port", type=int, default=0, help="port for the Napster emulator (0: any free)"
-    )
-    parser.add_argument(
-        "--archive-port", type=int, default=0, help="port for the archive.org emulator (0: any free)"
-    )
+    for service, name in (("napster", "Napster"), ("archive", "archive.org"), ("musicbrainz", "MusicBrainz")):
+        parser.add_argument(
+            f"--{service}-port", type=int, default=0, help=f"port for the {name} emulator (0: any free)"
+        )
     parser.add_argument(
         "--albums-per-genre",
         type=int,
         default=DEMO_ALBUMS_PER_GENRE,
         help=f"synthetic Napster albums per genre (default {DEMO_ALBUMS_PER_GENRE})",
-    )
-    parser.add_argument(
-        "--musicbrainz-port", type=int, default=0, help="port for the MusicBrainz emulator (0: any free)"
     )
     parser.add_argument(
         "--release-groups-per-genre",

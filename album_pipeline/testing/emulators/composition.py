@@ -114,6 +114,7 @@ def running_emulators(
                 latency_s=latency_s,
             ) as musicbrainz,
         ):
+            # One keyword per field, alike in shape to other record constructions, not shared logic.
             yield RunningEmulators(
                 napster_url=napster.url,
                 napster_api_key=api_key,

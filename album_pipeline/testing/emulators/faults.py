@@ -68,8 +68,7 @@ class FaultPlan:
     def __post_init__(self) -> None:
         kinds = (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds)
         object.__setattr__(self, "kinds", kinds)
-        if isinstance(self.rate, bool) or not isinstance(self.rate, int | float):
-            raise ValueError(f"fault rate must be a number between 0 and 1, got {self.rate!r}")
+        _require(_is_number(self.rate), f"fault rate must be a number between 0 and 1, got {self.rate!r}")
         if not 0.0 <= self.rate <= 1.0:  # also refuses NaN
             raise ValueError(f"fault rate must be between 0 and 1, got {self.rate}")
         if not kinds:
@@ -79,31 +78,21 @@ class FaultPlan:
         unknown = [kind for kind in kinds if kind not in TRANSIENT_FAULTS]
         if unknown:
             raise ValueError(f"unknown fault kinds {unknown}; choose from {', '.join(TRANSIENT_FAULTS)}")
-        if (
-            isinstance(self.failures_per_target, bool)
-            or not isinstance(self.failures_per_target, int)
-            or self.failures_per_target < 1
-        ):
-            raise ValueError(
-                f"failures_per_target must be a positive integer, got {self.failures_per_target!r}"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"fault seed must be an integer, got {self.seed!r}")
-        if (
-            isinstance(self.slow_seconds, bool)
-            or not isinstance(self.slow_seconds, int | float)
-            or not math.isfinite(self.slow_seconds)
-            or self.slow_seconds < 0
-        ):
-            raise ValueError(f"slow_seconds must be a finite number >= 0, got {self.slow_seconds!r}")
-        if (
-            isinstance(self.retry_after_seconds, bool)
-            or not isinstance(self.retry_after_seconds, int)
-            or self.retry_after_seconds < 0
-        ):
-            raise ValueError(
-                f"retry_after_seconds must be a non-negative integer, got {self.retry_after_seconds!r}"
-            )
+        failures, seed = self.failures_per_target, self.seed
+        slow, retry_after = self.slow_seconds, self.retry_after_seconds
+        _require(
+            _is_int(failures) and failures >= 1,
+            f"failures_per_target must be a positive integer, got {failures!r}",
+        )
+        _require(_is_int(seed), f"fault seed must be an integer, got {seed!r}")
+        _require(
+            _is_number(slow) and math.isfinite(slow) and slow >= 0,
+            f"slow_seconds must be a finite number >= 0, got {slow!r}",
+        )
+        _require(
+            _is_int(retry_after) and retry_after >= 0,
+            f"retry_after_seconds must be a non-negative integer, got {retry_after!r}",
+        )
 
     @staticmethod
     def target_of(path_with_query: str) -> str:
@@ -192,3 +181,16 @@ def _cut_json(response: Response) -> Response:
     body = b"".join(_FirstBytes(chunks, length // 2))
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
     return Response(200, body, {"Content-Type": "application/json", **headers})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to a plan
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)

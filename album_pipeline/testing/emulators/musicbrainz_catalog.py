@@ -54,6 +54,7 @@ PRIMARY_TYPE_IDS: dict[str, str] = {
 OFFICIAL_STATUS_ID = "4e304316-386d-3409-af2e-78857eec5cfe"
 _GENRE_NAMESPACE = uuid.UUID("6f0a3bd4-3c1c-4f0e-9a59-4d1b1f7a3b52")  # genre ids are uuid5(name) under it
 
+# Word lists of the same shape as the Napster catalogue's, but other words: data, not shared logic.
 _TITLE_WORDS_A = (
     "Silver", "Late", "Open", "Hidden", "Second", "Frozen", "Bright", "Lonely", "Final", "Amber",
     "Slow", "Iron", "Sweet", "Empty", "Morning", "Southern", "Little", "Heavy", "Secret", "Paper",

@@ -53,6 +53,7 @@ KNOWN_GENRES: tuple[tuple[str, str, str], ...] = (
 GENRE_ID_BY_SHORTCUT = {shortcut: genre_id for genre_id, shortcut, _ in KNOWN_GENRES}
 GENRE_SHORTCUT_BY_ID = {genre_id: shortcut for genre_id, shortcut, _ in KNOWN_GENRES}
 
+# Word lists of the same shape as the MusicBrainz catalogue's, but other words: data, not shared logic.
 _ADJECTIVES = (
     "Midnight", "Golden", "Electric", "Silent", "Broken", "Velvet", "Neon", "Distant", "Crimson", "Hollow",
     "Endless", "Paper", "Northern", "Wild", "Blue", "Restless", "Quiet", "Burning", "Glass", "Lucky",

@@ -12,7 +12,9 @@ The per-source stage tables that the manifests are merged from have their own sc
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -101,7 +103,30 @@ FAILURES_SCHEMA = pa.schema(
     ]
 )
 
-DEFAULT_SPLIT_FRACTIONS: Mapping[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+@dataclasses.dataclass(frozen=True)
+class SplitFractions:
+    """Relative split sizes, normalised to sum to 1; each near-duplicate group lands in one split."""
+
+    train: float = dataclasses.field(default=0.8, metadata={"doc": "Relative size of the train split."})
+    val: float = dataclasses.field(default=0.1, metadata={"doc": "Relative size of the validation split."})
+    test: float = dataclasses.field(
+        default=0.1, metadata={"doc": "Relative size of the test split (evaluation)."}
+    )
+
+    def __post_init__(self) -> None:
+        values = self.as_mapping()
+        if (
+            not all(math.isfinite(value) and value >= 0 for value in values.values())
+            or sum(values.values()) <= 0
+        ):
+            raise ValueError(f"split fractions must be non-negative and sum above 0, got {values}")
+
+    def as_mapping(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+DEFAULT_SPLIT_FRACTIONS: Mapping[str, float] = SplitFractions().as_mapping()
 
 
 def assign_split(image_id: str, fractions: Mapping[str, float] = DEFAULT_SPLIT_FRACTIONS) -> str:

@@ -22,7 +22,7 @@ import dataclasses
 from typing import Any, ClassVar, TypeVar
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 T = TypeVar("T")
 
@@ -69,6 +69,17 @@ class CoreConfig(dg.Config):
     # Fields whose default deliberately differs from the core's, with the reason.
     stage_overrides: ClassVar[dict[str, str]] = {}
 
+    @model_validator(mode="after")
+    def _checked_by_the_core(self) -> CoreConfig:
+        """Build each core object once, so that a bad value fails when the run config is read, with the
+        core's own message, not when the asset reaches it. Fixed fields take their core defaults here; a core
+        type with a fixed field that has no default is left to the asset."""
+        for core_type in self.core_types:
+            fields = _core_fields(core_type)
+            if all(_has_default(fields[name]) for name in self.fixed_core_fields if name in fields):
+                self.to_core(core_type)
+        return self
+
     def to_core(self, core_type: type[T], **fixed: Any) -> T:
         """``core_type`` built from this Config's fields that it has, plus ``fixed`` (which win)."""
         if core_type not in self.core_types:
@@ -89,6 +100,10 @@ def _core_fields(core_type: type) -> dict[str, dataclasses.Field]:
     if not dataclasses.is_dataclass(core_type):
         raise TypeError(f"{core_type!r} is not a dataclass")
     return {field.name: field for field in dataclasses.fields(core_type) if field.init}
+
+
+def _has_default(field: dataclasses.Field) -> bool:
+    return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
 
 
 def _is_tuple_field(field: dataclasses.Field) -> bool:

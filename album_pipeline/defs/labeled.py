@@ -9,9 +9,9 @@ from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.labeled import merge_labeled_sources
 from album_pipeline.data.manifest import (
     CRAWL_SCHEMA,
-    DEFAULT_SPLIT_FRACTIONS,
     FAILURES_SCHEMA,
     ManifestError,
+    SplitFractions,
     read_manifest,
     read_manifest_table,
     write_manifest,
@@ -102,15 +102,14 @@ def _crawl_asset(name: str):
     )
 
 
-class SplitConfig(dg.Config):
+class SplitConfig(CoreConfig):
     """Relative split sizes (normalised to sum to 1); each near-duplicate group lands in one split."""
 
-    train: float = DEFAULT_SPLIT_FRACTIONS["train"]
-    val: float = DEFAULT_SPLIT_FRACTIONS["val"]
-    test: float = DEFAULT_SPLIT_FRACTIONS["test"]
+    core_types = (SplitFractions,)
 
-    def fractions(self) -> dict[str, float]:
-        return {"train": self.train, "val": self.val, "test": self.test}
+    train: float = core_field(SplitFractions, "train")
+    val: float = core_field(SplitFractions, "val")
+    test: float = core_field(SplitFractions, "test")
 
 
 class LabeledManifestConfig(SplitConfig):
@@ -247,7 +246,7 @@ def labeled_manifest(
         ImageStore(layout.root), pd.concat(tables, ignore_index=True), known=_known_hashes(layout)
     )
     manifest, duplicates = merge_labeled_sources(
-        tables, hashes, config.fractions(), class_order=genres.genres
+        tables, hashes, config.to_core(SplitFractions).as_mapping(), class_order=genres.genres
     )
     failures = pd.concat(
         [read_manifest(layout.crawl_failures(s)) for s in present if layout.crawl_failures(s).exists()]

@@ -1,7 +1,6 @@
 """Training assets: training shards, GAN pretraining on unlabelled covers, finetuning on labelled ones."""
 
 import dagster as dg
-from pydantic import model_validator
 
 from album_pipeline.data.manifest import read_manifest
 from album_pipeline.data.shards import build_shards, load_shards, manifest_mismatches
@@ -22,11 +21,6 @@ class TrainingDataConfig(CoreConfig):
     resolution: int = core_field(TrainingDataOptions, "resolution")
     workers: int | None = core_field(TrainingDataOptions, "workers")
     shard_size: int = core_field(TrainingDataOptions, "shard_size")
-
-    @model_validator(mode="after")
-    def _valid_for_the_networks(self) -> "TrainingDataConfig":
-        self.to_core(TrainingDataOptions)  # its checks run when the run config is read
-        return self
 
 
 class GanTrainingConfig(CoreConfig):

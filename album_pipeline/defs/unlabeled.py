@@ -9,6 +9,7 @@ The work is the core's (``album_pipeline.data.unlabeled``); these assets wire co
 
 import dagster as dg
 
+from album_pipeline.data.manifest import SplitFractions
 from album_pipeline.data.unlabeled import (
     ArchiveSelection,
     ExtractOptions,
@@ -47,9 +48,9 @@ class OmacirExtractConfig(CoreConfig):
     parallel_archives: int = core_field(IngestOptions, "parallel_archives")
 
 
-class UnlabeledManifestConfig(SplitConfig, CoreConfig):
-    core_types = (MergeOptions,)
-    # The train/val/test fields that SplitConfig gives set them, through fractions().
+class UnlabeledManifestConfig(SplitConfig):
+    core_types = (MergeOptions, SplitFractions)
+    # Set from the train/val/test fields that SplitConfig gives (SplitFractions).
     fixed_core_fields = frozenset({"split_fractions"})
 
     max_images: int = core_field(MergeOptions, "max_images")
@@ -136,7 +137,9 @@ def unlabeled_manifest(
     and every labelled image and its near-duplicates left out, so that pretraining never sees a test cover."""
     layout = home.layout
     merged = build_unlabeled_manifest(
-        layout, config.to_core(MergeOptions, split_fractions=config.fractions()), log=context.log.warning
+        layout,
+        config.to_core(MergeOptions, split_fractions=config.to_core(SplitFractions).as_mapping()),
+        log=context.log.warning,
     )
     manifest, failures, stats = merged.manifest, merged.failures, merged.stats
     metadata = manifest_metadata(manifest, layout.unlabeled_manifest)

@@ -6,10 +6,14 @@ import inspect
 import pkgutil
 
 import dagster as dg
+import pydantic
 import pytest
 
 import album_pipeline.defs
+from album_pipeline.data.manifest import SplitFractions
 from album_pipeline.defs.config import CoreConfig, core_default, core_field
+from album_pipeline.defs.labeled import LabeledManifestConfig
+from album_pipeline.defs.unlabeled import UnlabeledManifestConfig
 
 
 def _configs() -> list[type[dg.Config]]:
@@ -75,12 +79,21 @@ def test_stage_overrides_name_real_fields_with_reasons(config):
         assert name not in config.model_fields, f"{config.__name__}: {name} is both fixed and exposed"
 
 
+@pytest.mark.parametrize("config", CORE_CONFIGS, ids=lambda config: config.__name__)
+def test_defaults_build_every_core_object(config):
+    config()  # the core validates the defaults when the Config is read
+
+
 @dataclasses.dataclass(frozen=True)
 class _Core:
     steps: int = 10
     betas: tuple[float, float] = (0.5, 0.9)
     width: int = dataclasses.field(default=4, metadata={"doc": "channels"})
     fixed_here: int = 1
+
+    def __post_init__(self) -> None:
+        if self.width < 1:
+            raise ValueError(f"width must be at least 1, got {self.width}")
 
 
 class _Config(CoreConfig):
@@ -100,6 +113,21 @@ def test_core_field_takes_default_and_doc_and_to_core_converts():
     built = _Config(width=8).to_core(_Core, fixed_here=3)
     assert built == _Core(steps=20, betas=(0.5, 0.9), width=8, fixed_here=3)
     assert isinstance(built.betas, tuple)
+
+
+def test_a_value_the_core_refuses_fails_when_the_config_is_read():
+    with pytest.raises(pydantic.ValidationError, match="width must be at least 1, got 0"):
+        _Config(width=0)
+
+
+def test_split_fractions_are_checked_when_the_config_is_read():
+    with pytest.raises(pydantic.ValidationError, match="split fractions must be non-negative"):
+        LabeledManifestConfig(test=-0.1)
+    assert UnlabeledManifestConfig(train=2, val=1, test=1).to_core(SplitFractions).as_mapping() == {
+        "train": 2,
+        "val": 1,
+        "test": 1,
+    }
 
 
 def test_to_core_refuses_a_type_it_does_not_feed():

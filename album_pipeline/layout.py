@@ -2,7 +2,9 @@
 
 Assets hand data to each other through these paths rather than through Dagster's IO managers, so that
 everything fetched or trained stays on disk, readable without Dagster, and survives a lost Dagster instance.
-One short property per path, alike by design: a reader finds every name here and nowhere else.
+One short property per path, alike by design: every name of the home's own files is here.
+Two formats name their own inner files, since they are read wherever they lie: a training shard set's
+(``data/shards/format.py``) and an interrupted download's ``.partial`` file (``sources/omacir.py``).
 """
 
 from __future__ import annotations
@@ -71,10 +73,17 @@ class HomeLayout:
         """Per-archive extraction tables of an archive source (e.g. OMACIR), merged into its manifest."""
         return self.root / "extracted" / source
 
-    def extracted(self, source: str, archive: str, suffix: str = "parquet") -> Path:
-        """One archive's extraction: ``parquet`` (valid members), ``failures.parquet``, ``json`` (summary,
-        written last, so its presence means the archive is fully recorded)."""
-        return self.extracted_dir(source) / f"{archive}.{suffix}"
+    def extracted_images(self, source: str, archive: str) -> Path:
+        """One archive's valid members with their perceptual hashes."""
+        return self.extracted_dir(source) / f"{archive}.parquet"
+
+    def extracted_failures(self, source: str, archive: str) -> Path:
+        """One archive's refused or dropped members with their reasons."""
+        return self.extracted_dir(source) / f"{archive}.failures.parquet"
+
+    def extracted_summary(self, source: str, archive: str) -> Path:
+        """One archive's extraction summary, written last: its presence means the archive is fully recorded."""
+        return self.extracted_dir(source) / f"{archive}.json"
 
     def crawl_state(self, source: str) -> Path:
         """The source's fetch journal: what a recrawl or a resumed crawl need not fetch again."""

@@ -156,7 +156,7 @@ class OmacirClient:
                 return final
             logger.warning("%s does not match the published size/md5; downloading it again", final)
             final.unlink()
-        partial = dest_dir / f"{archive.name}.partial"
+        partial = partial_download(dest_dir, archive.name)
         url = f"{self.base_url}/download/{quote(self.item)}/{quote(archive.name)}"
         failures_in_a_row = 0
         while True:
@@ -347,3 +347,8 @@ def _verify_or_delete(path: Path, archive: ArchiveFile) -> None:
                 f"{archive.name} has md5 {actual} but archive.org lists {archive.md5}; the corrupt download "
                 "was deleted, run again to download it afresh"
             )
+
+
+def partial_download(dest_dir: Path, archive_name: str) -> Path:
+    """Where an archive's interrupted download waits to be resumed; it takes the archive's name once verified."""
+    return Path(dest_dir) / f"{archive_name}.partial"

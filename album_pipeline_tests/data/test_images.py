@@ -65,12 +65,12 @@ def test_pillow_bomb_warning_is_a_rejection(monkeypatch: pytest.MonkeyPatch) -> 
 def test_picture_hash_comes_from_the_validating_decode_and_survives_re_encoding():
     from album_pipeline.data.images import picture_hash
     from album_pipeline.testing.emulators.omacir_members import (
-        dead_link_placeholder_jpeg as placeholder_image_bytes,
+        dead_link_placeholder_jpeg,
+        near_placeholder_variants,
     )
-    from album_pipeline.testing.emulators.omacir_members import near_placeholder_variants
     from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
 
-    original = placeholder_image_bytes()
+    original = dead_link_placeholder_jpeg()
     assert validate_image(original).picture_hash is None
     hashed = validate_image(original, with_picture_hash=True).picture_hash
     assert hashed == picture_hash(original) and len(hashed) == 64

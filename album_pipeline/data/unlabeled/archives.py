@@ -13,7 +13,7 @@ from album_pipeline.data.results import Log, safe_log
 from album_pipeline.data.unlabeled.progress import byte_progress_bar
 from album_pipeline.layout import HomeLayout
 from album_pipeline.sources.http import SourceError
-from album_pipeline.sources.omacir import ArchiveFile, OmacirClient
+from album_pipeline.sources.omacir import ArchiveFile, OmacirClient, partial_download
 
 
 class InsufficientDiskSpace(SourceError):
@@ -119,7 +119,7 @@ def space_needed(archive: ArchiveFile, download_dir: Path, *, local: bool) -> in
     size = archive.size or 0
     if local:
         return size
-    partial = Path(download_dir) / f"{archive.name}.partial"
+    partial = partial_download(download_dir, archive.name)
     final = Path(download_dir) / archive.name
     on_disk = final.stat().st_size if final.exists() else partial.stat().st_size if partial.exists() else 0
     return max(0, size - on_disk) + size
@@ -145,7 +145,7 @@ def download_archive(
         space_needed(archive, download_dir, local=client.local_dir is not None),
         f"{archive.name} ({(archive.size or 0) / 1e9:,.2f} GB, then its images)",
     )
-    partial = download_dir / f"{archive.name}.partial"
+    partial = partial_download(download_dir, archive.name)
     previous = [partial.stat().st_size if partial.exists() else 0]
     fetched = [0]
     last_reported = [-1]

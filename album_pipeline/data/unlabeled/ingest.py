@@ -93,11 +93,14 @@ def ingest_archive(
     say = safe_log(log)
     extract = extract or ExtractOptions()
     options = options or IngestOptions()
-    summary_path = layout.extracted(OMACIR, archive.name, "json")
+    summary_path = layout.extracted_summary(OMACIR, archive.name)
     fingerprint = {"md5": archive.md5, "size": archive.size, "options": repr(extract)}
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("fingerprint") == fingerprint and layout.extracted(OMACIR, archive.name).exists():
+        if (
+            summary.get("fingerprint") == fingerprint
+            and layout.extracted_images(OMACIR, archive.name).exists()
+        ):
             say(f"omacir: {archive.name} already extracted; reusing it")
             return {**summary["stats"], "bytes_downloaded": 0}
     try:
@@ -107,10 +110,8 @@ def ingest_archive(
     except ArchiveChecksumError as error:
         raise ArchiveChecksumError(f"{error} (nothing from this archive was kept)") from None
     extracted = extract_archive(path, archive.name, store, extract, log=say, progress_bar=progress_bar)
-    write_table(extracted.rows, layout.extracted(OMACIR, archive.name), EXTRACTED_SCHEMA)
-    write_table(
-        extracted.failures, layout.extracted(OMACIR, archive.name, "failures.parquet"), FAILURES_SCHEMA
-    )
+    write_table(extracted.rows, layout.extracted_images(OMACIR, archive.name), EXTRACTED_SCHEMA)
+    write_table(extracted.failures, layout.extracted_failures(OMACIR, archive.name), FAILURES_SCHEMA)
     with atomic_path(summary_path) as tmp:  # written last: its presence means the archive is fully recorded
         tmp.write_text(json.dumps({"fingerprint": fingerprint, "stats": extracted.stats}, indent=2))
     if options.delete_archive_after_extract and client.local_dir is None:

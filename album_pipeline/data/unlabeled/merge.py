@@ -84,7 +84,7 @@ def build_unlabeled_manifest(
     if labelled is None:
         say("no labelled manifest yet: the unlabelled covers cannot be checked against it")
     names = list(chosen_archives(layout))
-    extracted = [name for name in names if layout.extracted(OMACIR, name, "json").exists()]
+    extracted = [name for name in names if layout.extracted_summary(OMACIR, name).exists()]
     missing = [name for name in names if name not in extracted]
     if not extracted:
         raise FileNotFoundError(
@@ -94,11 +94,12 @@ def build_unlabeled_manifest(
     if missing:
         say(f"archives not extracted yet, left out: {missing}; backfill omacir_archive_images")
     manifest, merge_failures, stats = merge_extracted(
-        [read_manifest(layout.extracted(OMACIR, name)) for name in extracted], options, exclude=labelled
+        [read_manifest(layout.extracted_images(OMACIR, name)) for name in extracted],
+        options,
+        exclude=labelled,
     )
     failures = pd.concat(
-        [read_manifest(layout.extracted(OMACIR, name, "failures.parquet")) for name in extracted]
-        + [merge_failures],
+        [read_manifest(layout.extracted_failures(OMACIR, name)) for name in extracted] + [merge_failures],
         ignore_index=True,
     )
     write_manifest(manifest, layout.unlabeled_manifest)

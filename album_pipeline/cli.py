@@ -138,8 +138,10 @@ def run_pipeline(
     started = time.monotonic()
     with open_dagster_instance(settings) as instance:
         try:
+            # The console keeps a failed step's traceback for --debug; the event log always has it.
+            console = {"console": {"config": {"tracebacks": debug}}}
             result = job.execute_in_process(
-                run_config=run_config,
+                run_config={**run_config, "loggers": console},
                 instance=instance,
                 asset_selection=keys,
                 raise_on_error=False,
@@ -225,6 +227,8 @@ def generate(genre: str | None, count: int, out: Path, model_uri: str | None = N
 
     out = Path(out)
     check_generate_arguments(count, out)
+    # MLflow's download progress bars would bury the one line `generate` prints (or its error).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = Settings.from_environ()
     settings.check_home(writable=False)
     try:

@@ -111,3 +111,25 @@ def test_overrides_set_config_values_and_reject_malformed_ones(monkeypatch, tmp_
         == 2
     )
     assert "epoch" in capsys.readouterr().err
+
+
+def test_a_selection_that_matches_nothing_or_does_not_parse_is_an_error():
+    import pytest
+
+    from album_pipeline.settings import ConfigurationError
+
+    for selection in ("key:nope", "group:nope", ",", " ", "nope+", "key:", "napster_covers,group:nope"):
+        with pytest.raises(ConfigurationError, match="--select"):
+            resolve_selection(defs, selection)
+    mixed = resolve_selection(defs, "napster_covers,key:genre_classifier+")
+    assert mixed[0] == dg.AssetKey("napster_covers") and len(mixed) == 4
+
+
+def test_the_instance_is_created_once_and_reopened(tmp_path):
+    from album_pipeline.defs.instance import open_instance
+
+    with open_instance(tmp_path / "dagster") as first:
+        assert first.get_runs() == []
+    with open_instance(tmp_path / "dagster") as again:
+        assert again.get_runs() == []
+    assert (tmp_path / "dagster" / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"

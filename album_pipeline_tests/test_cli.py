@@ -59,17 +59,16 @@ def test_cli_runs_persist_in_the_instance_the_ui_opens(monkeypatch, tmp_path):
         assert instance.get_latest_materialization_event(dg.AssetKey("labeled_manifest")) is not None
 
 
-def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path):
+def register_tiny_champion(home) -> None:
+    """A tiny generator registered as the champion in ``home``'s MLflow store (shared with the probes)."""
     from album_pipeline.registry.mlflow_registry import log_and_register
+    from album_pipeline.settings import default_tracking_uri
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
-    settings = Settings.from_environ()
-    grid = tmp_path / "grid.png"
-    artifact = tmp_path / "note.txt"
+    artifact = home.parent / "note.txt"
+    artifact.parent.mkdir(parents=True, exist_ok=True)
     artifact.write_text("tiny")
     log_and_register(
-        tracking_uri=settings.mlflow_tracking_uri,
+        tracking_uri=default_tracking_uri(home),
         experiment_name="album_pipeline",
         artifact_location=home / "mlartifacts",
         model_name="album_cover_generator",
@@ -79,6 +78,13 @@ def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path):
         metrics={"genre_accuracy": 0.5},
         artifacts=[artifact],
     )
+
+
+def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
+    grid = tmp_path / "grid.png"
+    register_tiny_champion(home)
     assert main(["generate", "--genre", "jazz", "--count", "3", "--out", str(grid)]) == 0
     with Image.open(grid) as image:
         assert image.width >= 3 * 64 and 64 <= image.height < 2 * 64

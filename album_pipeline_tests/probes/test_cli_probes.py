@@ -19,9 +19,9 @@ import dagster as dg
 import pytest
 
 from album_pipeline.defs.instance import instance_lock, launch_tags
-from album_pipeline.genres import DEFAULT_GENRES
 from album_pipeline.layout import HomeLayout
 from album_pipeline_tests.probes.conftest import assert_clear_error, run_cli
+from album_pipeline_tests.test_cli import register_tiny_champion
 
 NOWHERE = "http://127.0.0.1:9"  # a closed port: a probe that reached a source would fail loudly
 SOURCES = {
@@ -119,24 +119,8 @@ def test_generate_refuses_a_format_it_cannot_write(cli, tmp_path, name):
 @pytest.fixture(scope="module")
 def registered_home(tmp_path_factory):
     """A home with a tiny generator registered as the champion."""
-    from album_pipeline.model.networks import GanArchitecture, Generator
-    from album_pipeline.registry.mlflow_registry import log_and_register
-    from album_pipeline.settings import default_tracking_uri
-
     home = tmp_path_factory.mktemp("registered") / "home"
-    note = home.parent / "note.txt"
-    note.write_text("tiny")
-    log_and_register(
-        tracking_uri=default_tracking_uri(home),
-        experiment_name="album_pipeline",
-        artifact_location=home / "mlartifacts",
-        model_name="album_cover_generator",
-        generator=Generator(GanArchitecture(generator_width=16)),
-        genres=DEFAULT_GENRES,
-        params={},
-        metrics={"genre_accuracy": 0.5},
-        artifacts=[note],
-    )
+    register_tiny_champion(home)
     return home
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,54 +21,112 @@ from album_pipeline.settings import (
     Settings,
 )
 
-INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+# Shown when no assets match; a selection is names separated by commas or Dagster's selection syntax.
+SELECTION_HELP = (
+    "give asset names separated by commas (e.g. napster_covers,labeled_manifest) or a Dagster selection such "
+    "as key:genre_classifier+ or group:training"
+)
 
 
 def dagster_home(settings: Settings) -> Path:
     """DAGSTER_HOME if set, else `<pipeline home>/dagster` (the instance `dagster dev` uses per the README)."""
     if os.environ.get("DAGSTER_HOME"):
         return Path(os.environ["DAGSTER_HOME"])
-    layout = HomeLayout(settings.home)
-    home = layout.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    config = layout.dagster_instance_config
-    if not config.exists():
-        config.write_text(INSTANCE_YAML)
-    return home
+    return HomeLayout(settings.home).dagster_home
+
+
+def open_dagster_instance(settings: Settings):
+    """The persistent instance, created under a lock, with runs a killed process left STARTED marked failed."""
+    from album_pipeline.defs.instance import fail_interrupted_runs, open_instance
+
+    home = dagster_home(settings)
+    try:
+        instance = open_instance(home)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot open the Dagster instance in {home} ({error.strerror}); make that folder writable."
+        ) from None
+    for run_id in fail_interrupted_runs(instance):
+        print(f"run {run_id} was interrupted (its process is gone); marked it failed", file=sys.stderr)
+    return instance
 
 
 def resolve_selection(defs, select: str | None) -> list:
-    """Asset keys for a Dagster selection string (`a,b`, `key:a+`, `group:training`); all when None."""
+    """Asset keys for a selection: names or Dagster selection strings (`key:a+`, `group:training`) separated
+    by commas; all assets when None. A selection that matches nothing is an error, never "everything"."""
     import dagster as dg
 
     graph = defs.resolve_asset_graph()
-    if not select:
-        return sorted(graph.get_all_asset_keys())
-    names = [part.strip() for part in select.split(",") if part.strip()]
     known = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    if all(name in known for name in names):
-        return [dg.AssetKey(name) for name in names]
-    if any(":" in name or "+" in name or "*" in name for name in names):
-        return sorted(dg.AssetSelection.from_string(select).resolve(graph))
-    unknown = sorted(set(names) - known)
-    raise ConfigurationError(f"unknown assets {unknown}; known assets: {', '.join(sorted(known))}")
+    if select is None:
+        return sorted(graph.get_all_asset_keys())
+    parts = [part.strip() for part in select.split(",") if part.strip()]
+    if not parts:
+        raise ConfigurationError(f"--select {select!r} names no assets; {SELECTION_HELP}.")
+    syntax = [part for part in parts if any(mark in part for mark in ":+*() ")]
+    unknown = sorted(set(parts) - known - set(syntax))
+    if unknown:
+        raise ConfigurationError(f"unknown assets {unknown}; known assets: {', '.join(sorted(known))}")
+    named = list(dict.fromkeys(dg.AssetKey(part) for part in parts if part in known))
+    selected: set = set()
+    for part in syntax:
+        selected |= _resolve_selection_string(dg, graph, part, known)
+    return named + sorted(selected - set(named))
 
 
-def run_pipeline(profile: str, select: str | None = None, overrides: list[str] | None = None) -> int:
+def _resolve_selection_string(dg, graph, part: str, known: set[str]) -> set:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Dagster's BetaWarnings about its own selection parser
+        try:
+            keys = set(dg.AssetSelection.from_string(part).resolve(graph))
+        except dg.DagsterError:
+            keys = None
+    if not keys:
+        problem = "is not a valid selection" if keys is None else "matches no assets"
+        raise ConfigurationError(
+            f"--select {part!r} {problem}; {SELECTION_HELP} (assets: {', '.join(sorted(known))})."
+        )
+    return keys
+
+
+def _step_error(error, debug: bool) -> str:
+    """A failed step's own error in a line or two: Dagster's wrappers peeled off, the traceback only with
+    --debug (it stays in the Dagster event log either way)."""
+    if debug:
+        return error.to_string()
+    while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    lines = [line for line in error.message.strip().splitlines() if line.strip()]
+    text = " ".join(lines[:2])
+    return text if len(text) <= 400 else text[:400] + "..."
+
+
+def run_pipeline(
+    profile: str, select: str | None = None, overrides: list[str] | None = None, debug: bool = False
+) -> int:
     """Materialize the selected assets with a profile's config on the persistent Dagster instance."""
     import dagster as dg
 
     from album_pipeline.definitions import build_definitions, profile_job_name
+    from album_pipeline.defs.config import run_config_problems
+    from album_pipeline.defs.instance import launch_tags
     from album_pipeline.preflight import preflight
     from album_pipeline.profiles import apply_overrides, run_config_for, uses_inception
 
     settings = Settings.from_environ()
+    settings.check_home(writable=True)
     try:
         run_config = apply_overrides(run_config_for(profile), overrides or [])
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
     defs = build_definitions(settings)
+    job = defs.resolve_job_def(profile_job_name(profile))
     keys = resolve_selection(defs, select)
+    problems = run_config_problems(job, run_config)
+    if problems:
+        raise ConfigurationError("invalid settings: " + " ".join(problems))
     evaluation_config = run_config["ops"].get("generator_evaluation", {}).get("config", {})
     preflight(
         settings,
@@ -75,30 +134,32 @@ def run_pipeline(profile: str, select: str | None = None, overrides: list[str] |
         needs_inception=uses_inception(run_config),
         inception_weights=evaluation_config.get("inception_weights"),
     )
-    instance = dg.DagsterInstance.from_config(str(dagster_home(settings)))
     print(f"materializing {len(keys)} assets with the `{profile}` profile into {settings.home}", flush=True)
     started = time.monotonic()
-    try:
-        result = defs.resolve_job_def(profile_job_name(profile)).execute_in_process(
-            run_config=run_config,
-            instance=instance,
-            asset_selection=keys,
-            raise_on_error=False,
-            tags={"profile": profile},
-        )
-    except dg.DagsterInvalidConfigError as error:
-        raise ConfigurationError(f"invalid configuration: {error}") from None
+    with open_dagster_instance(settings) as instance:
+        try:
+            # The console keeps a failed step's traceback for --debug; the event log always has it.
+            console = {"console": {"config": {"tracebacks": debug}}}
+            result = job.execute_in_process(
+                run_config={**run_config, "loggers": console},
+                instance=instance,
+                asset_selection=keys,
+                raise_on_error=False,
+                tags={"profile": profile, **launch_tags()},
+            )
+        except dg.DagsterInvalidConfigError as error:
+            details = "; ".join(item.message for item in error.errors[:5]) or str(error)[:300]
+            raise ConfigurationError(f"invalid configuration: {details}") from None
     elapsed = time.monotonic() - started
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                print(
-                    f"\nstep {event.step_key} failed:\n{event.step_failure_data.error.to_string()}",
-                    file=sys.stderr,
-                )
+                message = _step_error(event.step_failure_data.error, debug)
+                print(f"step {event.step_key} failed: {message}", file=sys.stderr)
         print(
             f"run {result.run_id} failed after {elapsed:.0f}s; outputs already written are kept in "
-            f"{settings.home}",
+            f"{settings.home} (the tracebacks are in the Dagster event log: `album-pipeline ui`, or rerun "
+            "with --debug)",
             file=sys.stderr,
         )
         return 1
@@ -116,30 +177,60 @@ def demo_emulators(settings: Settings) -> Iterator[dict[str, str]]:
         yield emulators.environment()
 
 
-def run_demo(home: str | None, overrides: list[str] | None = None) -> int:
+def run_demo(home: str | None, overrides: list[str] | None = None, debug: bool = False) -> int:
     """Start the bundled emulators on loopback, point the configuration at them, and run the demo profile."""
     if home:
         os.environ[HOME_VAR] = home
     settings = Settings.from_environ()
+    settings.check_home(writable=True)
     started = time.monotonic()
     with demo_emulators(settings) as environment:
         os.environ.update(environment)
         print(
             f"emulators: Napster at {environment[NAPSTER_URL_VAR]}, archive.org at {environment[OMACIR_URL_VAR]}"
         )
-        status = run_pipeline("demo", overrides=overrides)
+        status = run_pipeline("demo", overrides=overrides, debug=debug)
     if status == 0:
         status = generate(genre=None, count=8, out=HomeLayout(settings.home).champion_samples)
         print_outputs(Settings.from_environ(), time.monotonic() - started)
     return status
 
 
+def check_generate_arguments(count: int, out: Path) -> None:
+    """Refuse a bad --count or --out before the model is loaded (which can take a while)."""
+    from album_pipeline.metrics.evaluate import (
+        MAX_GRID_COLUMNS,
+        OutputRefused,
+        check_output_file,
+        grid_format,
+    )
+
+    if not 1 <= count <= MAX_GRID_COLUMNS:
+        raise ConfigurationError(
+            f"--count must be between 1 and {MAX_GRID_COLUMNS} covers per genre, got {count} (each genre is "
+            "one row of the grid; draw several grids with different --seed values for more)."
+        )
+    try:
+        grid_format(out)
+        check_output_file(out)
+    except OutputRefused as error:
+        raise ConfigurationError(f"--out: {error}.") from None
+    folder = next((parent for parent in out.absolute().parents if parent.exists()), Path("/"))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"--out: cannot write in {folder}; choose a folder you can write to.")
+
+
 def generate(genre: str | None, count: int, out: Path, model_uri: str | None = None, seed: int = 0) -> int:
     """Covers from the registered champion generator (MLflow registry), one row per genre."""
-    from album_pipeline.metrics.evaluate import save_genre_grid
+    from album_pipeline.metrics.evaluate import OutputRefused, save_genre_grid
     from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME, ModelNotRegistered, load_champion
 
+    out = Path(out)
+    check_generate_arguments(count, out)
+    # MLflow's download progress bars would bury the one line `generate` prints (or its error).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = Settings.from_environ()
+    settings.check_home(writable=False)
     try:
         generator, genres = load_champion(
             settings.mlflow_tracking_uri, DEFAULT_MODEL_NAME, model_uri=model_uri
@@ -151,7 +242,13 @@ def generate(genre: str | None, count: int, out: Path, model_uri: str | None = N
     if genre is not None and genre not in genres:
         raise ConfigurationError(f"unknown genre {genre!r}; the model knows {', '.join(genres)}")
     rows = [genre] if genre else list(genres)
-    path = save_genre_grid(generator, genres, Path(out), columns=count, seed=seed, only=rows)
+    try:
+        path = save_genre_grid(generator, genres, out, columns=count, seed=seed, only=rows)
+    except OutputRefused as error:
+        raise ConfigurationError(f"--out: {error}.") from None
+    except OSError as error:
+        # strerror only: the error's file name may be the hidden temporary file beside --out.
+        raise ConfigurationError(f"cannot write {out}: {error.strerror}; choose another --out.") from None
     print(f"generated {count} covers for each of {', '.join(rows)} -> {path}")
     return 0
 
@@ -190,6 +287,9 @@ def print_outputs(settings: Settings, elapsed: float) -> None:
 def run_ui(with_emulators: bool, port: int) -> int:
     """`dagster dev` on the persistent instance, so run history survives restarts."""
     settings = Settings.from_environ()
+    settings.check_home(writable=True)
+    # Created here under the lock (and cleared of interrupted runs) so `dagster dev` finds it ready.
+    open_dagster_instance(settings).dispose()
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home(settings)))
     command = [sys.executable, "-m", "dagster", "dev", "-m", "album_pipeline.definitions", "-p", str(port)]
     if not with_emulators:
@@ -200,8 +300,15 @@ def run_ui(with_emulators: bool, port: int) -> int:
         return subprocess.call(command, env=env)
 
 
+def _add_debug(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show the traceback of an error as well"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="album-pipeline", description=__doc__)
+    _add_debug(parser, False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="materialize the asset graph against the configured sources")
@@ -226,38 +333,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="draw covers with the registered champion generator")
     gen.add_argument("--genre", help="one genre (default: a row for every genre)")
-    gen.add_argument("--count", type=int, default=8, help="covers per genre")
-    gen.add_argument("--out", type=Path, default=Path("covers.png"))
+    gen.add_argument("--count", type=int, default=8, help="covers per genre, 1 to 256")
+    gen.add_argument(
+        "--out", type=Path, default=Path("covers.png"), help="a new or regular .png, .jpg or .webp file"
+    )
     gen.add_argument("--model-uri", help="an MLflow model URI (default models:/NAME@champion)")
     gen.add_argument("--seed", type=int, default=0)
 
-    commands.add_parser(
+    serve = commands.add_parser(
         "emulators",
         help="serve the Napster, MusicBrainz (with the Cover Art Archive) and archive.org emulators at the "
         "demo's scale until Ctrl-C",
     )
+    for command in (run, demo, ui, gen, serve):
+        # SUPPRESS: a subcommand's default must not undo a --debug given before the subcommand.
+        _add_debug(command, argparse.SUPPRESS)
     return parser
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return run_pipeline(args.profile, args.select, args.overrides, debug=args.debug)
+    if args.command == "demo":
+        return run_demo(args.home, args.overrides, debug=args.debug)
+    if args.command == "ui":
+        return run_ui(args.with_emulators, args.port)
+    if args.command == "generate":
+        return generate(args.genre, args.count, args.out, args.model_uri, args.seed)
+    if args.command == "emulators":
+        from album_pipeline.testing.emulators.__main__ import main as serve_emulators
+
+        return serve_emulators([]) or 0
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Errors a user can cause are one or two sentences (exit 2); anything else names itself in a line and
+    points at --debug (exit 1). --debug adds the traceback."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return run_pipeline(args.profile, args.select, args.overrides)
-        if args.command == "demo":
-            return run_demo(args.home, args.overrides)
-        if args.command == "ui":
-            return run_ui(args.with_emulators, args.port)
-        if args.command == "generate":
-            return generate(args.genre, args.count, args.out, args.model_uri, args.seed)
-        if args.command == "emulators":
-            from album_pipeline.testing.emulators.__main__ import main as serve_emulators
-
-            return serve_emulators([]) or 0
+        return _dispatch(args)
     except ConfigurationError as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"album-pipeline: {error}", file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        print("album-pipeline: interrupted; outputs already written are kept", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        print(
+            f"album-pipeline: {type(error).__name__}: {first} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

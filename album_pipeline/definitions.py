@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dagster as dg
 
 from album_pipeline.defs import evaluation, labeled, training, unlabeled
@@ -15,6 +17,38 @@ all_asset_checks = [*labeled.checks, *unlabeled.checks]
 
 def profile_job_name(profile: str) -> str:
     return f"{profile}_pipeline"
+
+
+class _FirstParagraph(logging.Formatter):
+    """Keeps a log line's first paragraph: Dagster appends an event's traceback after a blank line."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.inner.format(record).split("\n\n", 1)[0]
+
+
+@dg.logger(
+    {
+        "log_level": dg.Field(str, is_required=False, default_value="INFO"),
+        "name": dg.Field(str, is_required=False, default_value="dagster"),
+        "tracebacks": dg.Field(
+            bool,
+            is_required=False,
+            default_value=True,
+            description="Print failed steps' tracebacks (the event log keeps them either way).",
+        ),
+    },
+    description="Dagster's colored console logger; `album-pipeline run` turns its tracebacks off without --debug.",
+)
+def console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = dg.colored_console_logger.logger_fn(init_context)
+    if not init_context.logger_config["tracebacks"]:
+        for handler in logger.handlers:
+            handler.setFormatter(_FirstParagraph(handler.formatter))
+    return logger
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -35,6 +69,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         resources=build_resources(settings),
         jobs=[*profile_jobs, labeled_recrawl_job],
         schedules=[weekly_labeled_recrawl],
+        loggers={"console": console_logger},
     )
 
 

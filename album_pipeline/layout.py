@@ -24,6 +24,8 @@ OMACIR_LISTING_FILE = "archives.json"
 MLFLOW_DB_FILE = "mlflow.db"
 DAGSTER_DIR = "dagster"
 DAGSTER_INSTANCE_FILE = "dagster.yaml"
+# Held while a Dagster instance is created and its storage initialised, so concurrent first runs take turns.
+DAGSTER_LOCK_FILE = "instance.lock"
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,10 @@ class HomeLayout:
     @property
     def dagster_instance_config(self) -> Path:
         return self.dagster_home / DAGSTER_INSTANCE_FILE
+
+    @property
+    def dagster_instance_lock(self) -> Path:
+        return self.dagster_home / DAGSTER_LOCK_FILE
 
     def relative(self, path: Path) -> str:
         """A path as stored in manifests: relative to the home, with forward slashes."""

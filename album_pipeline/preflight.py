@@ -63,6 +63,8 @@ def preflight(
     if names & OMACIR_ASSETS:
         try:
             OmacirClient(settings.omacir_url, session=quick, timeout=10).list_archives()
+        except ValueError as error:  # a local folder that is missing or holds no archives
+            problems.append(str(error))
         except SourceError as error:
             problems.append(f"OMACIR at {OMACIR_URL_VAR}={settings.omacir_url}: {error}")
     if "generator_evaluation" in names and needs_inception:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from album_pipeline.layout import HomeLayout
 from album_pipeline.sources.musicbrainz import (
@@ -53,6 +54,45 @@ class Settings:
     coverart_url: str = DEFAULT_COVERART_URL
     coverart_image_hosts: tuple[str, ...] = DEFAULT_COVERART_IMAGE_HOSTS
 
+    def __post_init__(self) -> None:
+        # A wrong scheme is a typo in the environment; refusing it here names the variable before any work
+        # rather than when a crawl reaches it. MLFLOW_TRACKING_URI is the registry's to judge (many schemes).
+        problems = [
+            problem
+            for value, variable, local in (
+                (self.napster_api_url, NAPSTER_URL_VAR, False),
+                (self.omacir_url, OMACIR_URL_VAR, True),
+                (self.musicbrainz_url, MUSICBRAINZ_URL_VAR, False),
+                (self.coverart_url, COVERART_URL_VAR, False),
+            )
+            if (problem := _url_problem(value, variable, local_allowed=local))
+        ]
+        if problems:
+            raise ConfigurationError(" ".join(problems))
+
+    def check_home(self, *, writable: bool) -> None:
+        """Refuse a home that is not a folder (or, when the command writes there, cannot be written)."""
+        home = self.home
+        if home.exists() and not home.is_dir():
+            raise ConfigurationError(
+                f"{HOME_VAR}={home} is not a folder; point {HOME_VAR} at a folder (it is created if missing)."
+            )
+        if not writable:
+            return
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot create the pipeline home {home} ({error.strerror}); set {HOME_VAR} to a folder you "
+                "can write to."
+            ) from None
+        # access() also reports a read-only file system, even to root.
+        if not os.access(home, os.W_OK | os.X_OK):
+            raise ConfigurationError(
+                f"the pipeline home {home} is not writable; make it writable or set {HOME_VAR} to a folder "
+                "you can write to."
+            )
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
@@ -68,6 +108,19 @@ class Settings:
             coverart_url=(environ.get(COVERART_URL_VAR) or DEFAULT_COVERART_URL).rstrip("/"),
             coverart_image_hosts=_hosts(environ.get(COVERART_IMAGE_HOSTS_VAR), DEFAULT_COVERART_IMAGE_HOSTS),
         )
+
+
+def _url_problem(value: str, variable: str, *, local_allowed: bool) -> str | None:
+    """A sentence saying what is wrong with a source URL, or None when its scheme is one we speak."""
+    scheme = urlsplit(value).scheme.lower() if "://" in value else ""
+    if scheme in ("http", "https") and urlsplit(value).netloc:
+        return None
+    if local_allowed and (scheme == "file" or not scheme):
+        return None
+    allowed = "an http(s) URL, a file:// URL or a folder" if local_allowed else "an http:// or https:// URL"
+    # Only the scheme is echoed: the rest of a URL may carry credentials.
+    shown = f"{scheme}://..." if scheme else repr(value[:40])
+    return f"{variable} ({shown}) must be {allowed}; fix or unset {variable}."
 
 
 def _hosts(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -59,17 +59,16 @@ def test_cli_runs_persist_in_the_instance_the_ui_opens(monkeypatch, tmp_path):
         assert instance.get_latest_materialization_event(dg.AssetKey("labeled_manifest")) is not None
 
 
-def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path):
+def register_tiny_champion(home) -> None:
+    """A tiny generator registered as the champion in ``home``'s MLflow store (shared with the probes)."""
     from album_pipeline.registry.mlflow_registry import log_and_register
+    from album_pipeline.settings import default_tracking_uri
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
-    settings = Settings.from_environ()
-    grid = tmp_path / "grid.png"
-    artifact = tmp_path / "note.txt"
+    artifact = home.parent / "note.txt"
+    artifact.parent.mkdir(parents=True, exist_ok=True)
     artifact.write_text("tiny")
     log_and_register(
-        tracking_uri=settings.mlflow_tracking_uri,
+        tracking_uri=default_tracking_uri(home),
         experiment_name="album_pipeline",
         artifact_location=home / "mlartifacts",
         model_name="album_cover_generator",
@@ -79,6 +78,13 @@ def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path):
         metrics={"genre_accuracy": 0.5},
         artifacts=[artifact],
     )
+
+
+def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
+    grid = tmp_path / "grid.png"
+    register_tiny_champion(home)
     assert main(["generate", "--genre", "jazz", "--count", "3", "--out", str(grid)]) == 0
     with Image.open(grid) as image:
         assert image.width >= 3 * 64 and 64 <= image.height < 2 * 64
@@ -111,3 +117,25 @@ def test_overrides_set_config_values_and_reject_malformed_ones(monkeypatch, tmp_
         == 2
     )
     assert "epoch" in capsys.readouterr().err
+
+
+def test_a_selection_that_matches_nothing_or_does_not_parse_is_an_error():
+    import pytest
+
+    from album_pipeline.settings import ConfigurationError
+
+    for selection in ("key:nope", "group:nope", ",", " ", "nope+", "key:", "napster_covers,group:nope"):
+        with pytest.raises(ConfigurationError, match="--select"):
+            resolve_selection(defs, selection)
+    mixed = resolve_selection(defs, "napster_covers,key:genre_classifier+")
+    assert mixed[0] == dg.AssetKey("napster_covers") and len(mixed) == 4
+
+
+def test_the_instance_is_created_once_and_reopened(tmp_path):
+    from album_pipeline.defs.instance import open_instance
+
+    with open_instance(tmp_path / "dagster") as first:
+        assert first.get_runs() == []
+    with open_instance(tmp_path / "dagster") as again:
+        assert again.get_runs() == []
+    assert (tmp_path / "dagster" / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"

@@ -87,3 +87,19 @@ def test_weekly_labeled_recrawl_is_off_until_turned_on_and_recrawls_the_labelled
     with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 3, tzinfo=UTC)) as context:
         requests = schedule.evaluate_tick(context).run_requests
     assert len(requests) == 1
+
+
+def test_a_source_url_of_an_unsupported_scheme_names_its_variable_and_hides_the_rest(tmp_path):
+    import pytest
+
+    from album_pipeline.settings import ConfigurationError
+
+    for variable in ("NAPSTER_API_URL", "OMACIR_URL", "MUSICBRAINZ_URL", "COVERART_URL"):
+        with pytest.raises(ConfigurationError, match=f"^{variable} \\(ftp://...\\) must be") as caught:
+            Settings.from_environ({variable: "ftp://user:secret@host/x"})
+        assert "secret" not in str(caught.value)
+    local = Settings.from_environ({"OMACIR_URL": str(tmp_path)})  # a local folder of tars is fine
+    assert local.omacir_url == str(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigurationError, match="is not a folder"):
+        Settings.from_environ({"ALBUM_PIPELINE_HOME": str(tmp_path / "file")}).check_home(writable=False)

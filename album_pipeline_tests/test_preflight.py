@@ -95,3 +95,13 @@ def test_assets_that_need_nothing_external_pass(tmp_path):
     preflight(
         _settings(tmp_path), ["labeled_training_data", "genre_classifier"], needs_inception=False, environ={}
     )
+
+
+def test_a_missing_local_omacir_folder_is_named(tmp_path):
+    with pytest.raises(ConfigurationError, match="OMACIR folder .* does not exist"):
+        preflight(
+            _settings(tmp_path, omacir_url=str(tmp_path / "missing")),
+            ["omacir_archives"],
+            needs_inception=False,
+            environ={},
+        )

@@ -19,10 +19,11 @@ A stage that deliberately differs from the core default (finetuning runs fewer s
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any, ClassVar, TypeVar
 
 import dagster as dg
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 T = TypeVar("T")
 
@@ -112,3 +113,55 @@ def _is_tuple_field(field: dataclasses.Field) -> bool:
         return isinstance(default, tuple)
     annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
     return str(annotation).startswith("tuple")
+
+
+def asset_config_classes(job_def: dg.JobDefinition) -> dict[str, type[dg.Config]]:
+    """The Config class each op (one per asset) of ``job_def`` takes, by op name."""
+    classes = {}
+    for node in job_def.graph.node_defs:
+        compute = getattr(node, "compute_fn", None)
+        if compute is None or not getattr(compute, "has_config_arg", lambda: False)():
+            continue
+        annotation = compute.get_config_arg().annotation
+        if isinstance(annotation, type) and issubclass(annotation, dg.Config):
+            classes[node.name] = annotation
+    return classes
+
+
+def run_config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
+    """One sentence per problem of ``run_config``'s asset settings, naming ``asset.field`` and what is allowed.
+
+    Each asset's Config is built as the run would build it (a CoreConfig through its core dataclasses), so a
+    value the run would refuse after starting is refused before anything runs.
+    """
+    classes = asset_config_classes(job_def)
+    problems = []
+    for asset, entry in (run_config.get("ops") or {}).items():
+        if asset not in classes:
+            problems.append(f"`{asset}` is not an asset with settings; {_choices(asset, sorted(classes))}")
+            continue
+        values = (entry.get("config") or {}) if isinstance(entry, dict) else {}
+        fields = sorted(classes[asset].model_fields)
+        unknown = [name for name in values if name not in classes[asset].model_fields]
+        problems += [f"`{asset}.{name}` is not a setting; {_choices(name, fields)}" for name in unknown]
+        if unknown:
+            continue
+        try:
+            classes[asset](**values)
+        except ValidationError as error:
+            problems += [_sentence(asset, detail) for detail in error.errors()]
+    return problems
+
+
+def _choices(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    if close:
+        return "did you mean " + " or ".join(f"`{choice}`" for choice in close) + "?"
+    shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+    return f"choose one of {shown}."
+
+
+def _sentence(asset: str, detail: dict) -> str:
+    where = ".".join([asset, *(str(part) for part in detail.get("loc", ()))])
+    message = str(detail.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"`{where}`: {message}."

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +23,44 @@ from album_pipeline.layout import GRID_FILE, METRICS_FILE
 from album_pipeline.metrics.frechet import DistanceReport, FeatureExtractor, compute_distances
 from album_pipeline.metrics.genre_classifier import GenreClassifier, genre_accuracies
 from album_pipeline.model.networks import Generator, generate_covers
+
+# A grid has one row per genre, so 256 columns is already a 16,900-pixel-wide image that few viewers open, and
+# the covers of every row are held in memory at once as floats (5,000 of one genre took 1.6 GB).
+MAX_GRID_COLUMNS = 256
+
+# Formats chosen by the output's suffix; Pillow writes each faithfully (JPEG and WebP lossy, at its defaults).
+GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+class OutputRefused(ValueError):
+    """The output path names something other than a new or a regular file, or a format we cannot write."""
+
+
+def grid_format(path: Path) -> str:
+    """The image format for ``path``'s suffix, or OutputRefused saying which suffixes are written."""
+    from PIL import features
+
+    image_format = GRID_FORMATS.get(Path(path).suffix.lower())
+    if image_format is None or (image_format == "WEBP" and not features.check("webp")):
+        usable = [suffix for suffix, name in GRID_FORMATS.items() if name != "WEBP" or features.check("webp")]
+        raise OutputRefused(f"cannot write {path}: name the image file with one of {', '.join(usable)}")
+    return image_format
+
+
+def check_output_file(path: Path) -> None:
+    """Refuse a path that is a symlink, folder, device, FIFO or socket: only a new file or a regular one is
+    written (replaced whole), so that writing a grid never follows a link or clobbers something else."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a file"
+        raise OutputRefused(f"{path} is {kind}; give a new file name or a regular file to replace")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputRefused(f"{parent} is not a folder; give a file name inside a folder")
 
 
 @dataclass(frozen=True)
@@ -37,10 +77,14 @@ class EvaluationConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.samples_per_genre < 2 or self.grid_columns < 1 or self.batch_size < 1:
+        if self.samples_per_genre < 2 or self.batch_size < 1:
             raise ValueError(
-                "samples_per_genre must be >= 2 and grid_columns, batch_size >= 1; got "
-                f"{self.samples_per_genre}, {self.grid_columns}, {self.batch_size}"
+                "samples_per_genre must be >= 2 and batch_size >= 1; got "
+                f"{self.samples_per_genre}, {self.batch_size}"
+            )
+        if not 1 <= self.grid_columns <= MAX_GRID_COLUMNS:
+            raise ValueError(
+                f"grid_columns must be between 1 and {MAX_GRID_COLUMNS}, got {self.grid_columns}"
             )
 
 
@@ -104,13 +148,17 @@ def save_genre_grid(
     seed: int = 0,
     only: Sequence[str] | None = None,
 ) -> Path:
-    """A PNG with one row of ``columns`` generated covers per genre, written atomically.
+    """An image with one row of ``columns`` generated covers per genre, written atomically.
 
     Rows follow ``genres`` (the generator's class order), or ``only`` (a subset of genre names) when given.
+    The format follows the suffix (``GRID_FORMATS``); ``path`` must be new or a regular file (see
+    ``check_output_file``).
     """
     genres = _check_genres(generator, genres)
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
+    if not 1 <= columns <= MAX_GRID_COLUMNS:
+        raise ValueError(f"columns must be between 1 and {MAX_GRID_COLUMNS}, got {columns}")
+    image_format = grid_format(path)
+    check_output_file(path)
     rows = list(genres if only is None else only)
     unknown = [genre for genre in rows if genre not in genres]
     if unknown or not rows:
@@ -118,7 +166,12 @@ def save_genre_grid(
     indices = np.repeat([genres.index(genre) for genre in rows], columns)
     covers = generate_covers(generator, indices.tolist(), seed=seed)
     grid = make_grid(covers.permute(0, 3, 1, 2).float() / 255.0, nrow=columns, padding=2)
-    return _atomic_write(Path(path), lambda tmp: save_image(grid, tmp, format="png"))
+
+    def write(tmp_name: str) -> None:
+        save_image(grid, tmp_name, format=image_format)
+        check_output_file(path)  # again, just before the rename: something may have appeared meanwhile
+
+    return _atomic_write(Path(path), write)
 
 
 def _write_json(path: Path, payload: dict) -> Path:

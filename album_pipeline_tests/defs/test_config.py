@@ -137,3 +137,22 @@ def test_to_core_refuses_a_type_it_does_not_feed():
 
     with pytest.raises(TypeError, match="does not feed Other"):
         _Config().to_core(Other)
+
+
+def test_run_config_problems_name_asset_and_field_and_what_is_allowed():
+    from album_pipeline.definitions import defs
+    from album_pipeline.defs.config import run_config_problems
+    from album_pipeline.profiles import PROFILES, apply_overrides, run_config_for
+
+    job = defs.resolve_job_def("demo_pipeline")
+    assert all(run_config_problems(job, PROFILES[name]) == [] for name in PROFILES)
+    overrides = ["nope.x=1", "finetuned_generator.stepz=5", "finetuned_generator.lr_generator=fast"]
+    problems = sorted(run_config_problems(job, apply_overrides(run_config_for("demo"), overrides[:2])))
+    assert problems[0] == "`finetuned_generator.stepz` is not a setting; did you mean `steps`?"
+    assert problems[1].startswith("`nope` is not an asset with settings; choose one of ")
+    (wrong_type,) = run_config_problems(job, apply_overrides(run_config_for("demo"), overrides[2:]))
+    assert wrong_type.startswith("`finetuned_generator.lr_generator`: Input should be a valid number")
+    (steps,) = run_config_problems(
+        job, apply_overrides(run_config_for("demo"), ["pretrained_generator.steps=0"])
+    )
+    assert steps == "`pretrained_generator`: steps must be at least 1, got 0."

@@ -139,3 +139,28 @@ def test_mismatched_genres_are_refused(tmp_path):
     with pytest.raises(ValueError, match="samples_per_genre must be >= 2"):
         EvaluationConfig(samples_per_genre=1)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_save_genre_grid_writes_only_new_or_regular_files_in_the_format_its_suffix_names(tmp_path):
+    from album_pipeline.metrics.evaluate import MAX_GRID_COLUMNS, OutputRefused
+
+    generator = make_generator()
+    tmp_path = tmp_path / "out"
+    tmp_path.mkdir()
+    jpeg = save_genre_grid(generator, GENRES, tmp_path / "grid.jpeg", columns=1)
+    assert jpeg.read_bytes().startswith(b"\xff\xd8\xff")
+    target = tmp_path / "target.png"
+    target.write_bytes(b"keep")
+    (tmp_path / "link.png").symlink_to(target)
+    for refused in (tmp_path / "link.png", tmp_path / "grid.gif", tmp_path):
+        with pytest.raises(OutputRefused):
+            save_genre_grid(generator, GENRES, refused, columns=1)
+    assert target.read_bytes() == b"keep" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "grid.jpeg",
+        "link.png",
+        "target.png",
+    ]
+    with pytest.raises(ValueError, match=f"between 1 and {MAX_GRID_COLUMNS}"):
+        save_genre_grid(generator, GENRES, tmp_path / "wide.png", columns=MAX_GRID_COLUMNS + 1)
+    with pytest.raises(ValueError, match="grid_columns"):
+        EvaluationConfig(grid_columns=0)

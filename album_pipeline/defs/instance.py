@@ -1,0 +1,112 @@
+"""The persistent Dagster instance the CLI and `dagster dev` share: created safely, and cleared of dead runs.
+
+Two processes that open a fresh instance at once both create its sqlite storage and stamp its schema, which
+can leave ``runs.db`` with two ``alembic_version`` rows that no later run gets past. So the instance is opened
+under an exclusive lock on a file in its folder: the second process waits and then finds a ready instance.
+
+A run whose process was killed (SIGKILL, power cut) never reports its end and would stay STARTED for ever.
+Each run the CLI launches records its host, pid and the pid's start time in tags; on the next start, a run
+still STARTED whose process is gone is marked failed with a message saying it was interrupted. A run without
+those tags (launched from the UI) or whose process still lives is left alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+from album_pipeline.layout import DAGSTER_INSTANCE_FILE, DAGSTER_LOCK_FILE
+
+INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+
+HOST_TAG = "album_pipeline/host"
+PID_TAG = "album_pipeline/pid"
+PID_STARTED_TAG = "album_pipeline/pid_started"
+
+
+@contextmanager
+def instance_lock(dagster_home: Path) -> Iterator[None]:
+    """An exclusive lock on ``dagster_home``'s lock file, held for the block (waits for another holder)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    with open(dagster_home / DAGSTER_LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def open_instance(dagster_home: Path) -> dg.DagsterInstance:
+    """The instance in ``dagster_home``, its config and storage created once, under the lock."""
+    with instance_lock(dagster_home):
+        config = dagster_home / DAGSTER_INSTANCE_FILE
+        if not config.exists():
+            config.write_text(INSTANCE_YAML)
+        instance = dg.DagsterInstance.from_config(str(dagster_home))
+        # Constructing the instance creates and stamps the run, event-log and schedule databases; one query
+        # each makes sure they are usable before the lock is let go.
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_latest_materialization_events([dg.AssetKey("_")])
+        if instance.schedule_storage is not None:
+            instance.schedule_storage.all_instigator_state()
+        return instance
+
+
+def _process_started(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def launch_tags() -> dict[str, str]:
+    """Tags naming this process, added to every run the CLI launches."""
+    pid = os.getpid()
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}
+    started = _process_started(pid)
+    if started is not None:
+        tags[PID_STARTED_TAG] = started
+    return tags
+
+
+def _process_alive(tags: dict[str, str]) -> bool:
+    try:
+        pid = int(tags[PID_TAG])
+    except (KeyError, ValueError):
+        return True  # not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    recorded = tags.get(PID_STARTED_TAG)
+    current = _process_started(pid)
+    # Same pid, later start: the pid was reused after the run's process died.
+    return recorded is None or current is None or recorded == current
+
+
+def fail_interrupted_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed every run this host's CLI started whose process is gone; returns their run ids."""
+    host = socket.gethostname()
+    filters = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
+    interrupted = []
+    for run in instance.get_runs(filters=filters):
+        tags = dict(run.tags)
+        if tags.get(HOST_TAG) != host or PID_TAG not in tags or _process_alive(tags):
+            continue
+        instance.report_run_failed(
+            run,
+            message=f"interrupted: the process that ran it (pid {tags[PID_TAG]}) ended without reporting; "
+            "outputs it finished are kept, and rerunning continues from them",
+        )
+        interrupted.append(run.run_id)
+    return interrupted

@@ -86,6 +86,18 @@ def test_a_damaged_shard_whose_images_are_gone_fails_the_build_and_keeps_the_ind
     assert (out_dir / "index.parquet").read_bytes() == index
 
 
+def test_a_truncated_shard_is_decoded_again_with_a_warning(tmp_path):
+    home, out_dir = tmp_path / "home", tmp_path / "shards"
+    manifest = _covers(home, "abc")
+    build_shards(manifest, home, out_dir, GENRES, resolution=8, shard_size=2)
+    shard = out_dir / "shards" / "r8" / "shard-000001.npy"
+    os.truncate(shard, shard.stat().st_size - 10)
+    warnings: list[str] = []
+    build = build_shards(manifest, home, out_dir, GENRES, resolution=8, shard_size=2, warn=warnings.append)
+    assert (build.decoded, build.reused, build.damaged_shards) == (1, 2, 1)
+    assert len(warnings) == 1 and "shard-000001.npy is truncated" in warnings[0]
+
+
 def test_shards_written_before_checksums_still_open_and_are_decoded_again_once(tmp_path):
     home, out_dir = tmp_path / "home", tmp_path / "shards"
     manifest = _covers(home, "abc")
@@ -111,9 +123,8 @@ def test_opening_refuses_a_shard_whose_size_does_not_match_its_header(tmp_path, 
     shard = data.folder / "shards" / "r4" / "shard-000000.npy"
     size = shard.stat().st_size
     os.truncate(shard, size - 1 if change == "truncate" else size + 5)
-    with pytest.raises(
-        ValueError, match="truncated" if change == "truncate" else "5 bytes after its last row"
-    ):
+    shown = "is truncated" if change == "truncate" else "has 5 bytes after its last row"
+    with pytest.raises(ValueError, match=f"{shown}; rematerialize the training-data asset"):
         load_shards(data.folder)
 
 

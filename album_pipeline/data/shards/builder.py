@@ -224,6 +224,7 @@ def _existing_placement(
     sizes: dict[int, int] = {}
     checksums: dict[int, str | None] = {}
     stored = []
+    unusable = 0  # shards whose files are damaged beyond a checksum: a torn header, a bad id list
     for sidecar in sorted(shard_dir.glob("shard-*.ids.parquet")) if shard_dir.is_dir() else []:
         match = SHARD_FILE.fullmatch(sidecar.name)
         if match is None:
@@ -232,10 +233,20 @@ def _existing_placement(
         try:
             rows, _ = read_shard_header(shard_path(shard_dir, number), resolution)
             table = pq.read_table(sidecar, columns=["image_id"])
-        except (OSError, ValueError, pa.ArrowException):
+        except FileNotFoundError:
+            continue  # a commit that died while deleting a shard no index needed any more
+        except (OSError, ValueError, pa.ArrowException) as error:
+            unusable += 1
+            warn(
+                f"training shard {shard_path(shard_dir, number)} cannot be used ({error}); decoding its images again"
+            )
             continue
         ids = table["image_id"]
         if len(ids) != rows:
+            unusable += 1
+            warn(
+                f"training shard {sidecar} lists {len(ids)} images for {rows} rows; decoding its images again"
+            )
             continue
         sizes[number] = rows
         recorded = (table.schema.metadata or {}).get(CHECKSUM_KEY)
@@ -250,7 +261,7 @@ def _existing_placement(
             )
         )
     if not stored:
-        return shard_numbers, shard_rows, sizes, 0
+        return shard_numbers, shard_rows, sizes, unusable
     wanted = pa.table(
         {"image_id": image_ids, "position": pa.array(np.arange(len(image_ids), dtype=np.int64))}
     )
@@ -264,7 +275,7 @@ def _existing_placement(
         for number in damaged:
             sizes.pop(number)
     if found.num_rows == 0:
-        return shard_numbers, shard_rows, sizes, len(damaged)
+        return shard_numbers, shard_rows, sizes, unusable + len(damaged)
     positions = found["position"].to_numpy()
     numbers, rows = found["shard"].to_numpy(), found["row"].to_numpy()
     # An image in two shards is a compaction's copy whose build died before committing: keep the newer copy.
@@ -273,7 +284,7 @@ def _existing_placement(
     first = np.concatenate(([True], positions[1:] != positions[:-1]))
     shard_numbers[positions[first]] = numbers[first]
     shard_rows[positions[first]] = rows[first]
-    return shard_numbers, shard_rows, sizes, len(damaged)
+    return shard_numbers, shard_rows, sizes, unusable + len(damaged)
 
 
 def _damaged_shards(

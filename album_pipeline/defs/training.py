@@ -9,8 +9,9 @@ from album_pipeline.defs.labeled import labeled_manifest
 from album_pipeline.defs.metadata import counts_table
 from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
 from album_pipeline.defs.unlabeled import unlabeled_manifest
-from album_pipeline.model.checkpoint import load_checkpoint
+from album_pipeline.model.checkpoint import checkpoint_architecture
 from album_pipeline.model.networks import GanArchitecture
+from album_pipeline.training.checkpointing import REPRETRAIN
 from album_pipeline.training.data import TrainingDataOptions
 from album_pipeline.training.loop import TrainingConfig, train_gan
 
@@ -101,6 +102,7 @@ def _build(context, layout, name: str, genres, config: TrainingDataConfig) -> dg
         layout.root,
         out_dir,
         genres,
+        warn=context.log.warning,
         resolution=options.resolution,
         workers=options.workers,
         shard_size=options.shard_size,
@@ -110,9 +112,11 @@ def _build(context, layout, name: str, genres, config: TrainingDataConfig) -> dg
     per_genre = {genres[index]: int((data.labels == index).sum()) for index in range(len(genres))}
     if labelled.any():
         per_genre["(unlabelled)"] = int((~labelled).sum())
+    damaged = f", decoded {build.damaged_shards} damaged shard(s) again" if build.damaged_shards else ""
     context.log.info(
         f"{len(data):,} images in {out_dir} in {build.seconds:.1f} s: decoded {build.decoded:,}, "
         f"reused {build.reused:,} (copied {build.copied:,}), dropped {build.dropped_shards} shard file(s)"
+        f"{damaged}"
     )
     problems = manifest_mismatches(data, manifest["image_id"].astype(str))
     return dg.MaterializeResult(
@@ -120,6 +124,7 @@ def _build(context, layout, name: str, genres, config: TrainingDataConfig) -> dg
             "images": len(data),
             "decoded": build.decoded,
             "reused": build.reused,
+            "damaged_shards": build.damaged_shards,
             "resolution": options.resolution,
             "per_genre": counts_table(per_genre, "genre"),
             "path": dg.MetadataValue.path(str(out_dir)),
@@ -211,6 +216,7 @@ def pretrained_generator(
         layout.checkpoint_dir("pretrained"),
         use_labels=False,
         log=_log_progress(context),
+        warn=context.log.warning,
     )
     return dg.MaterializeResult(metadata=_training_metadata(summary))
 
@@ -222,7 +228,8 @@ def finetuned_generator(
     """The pretrained AC-GAN finetuned on the labelled train split, now conditioned on real genres."""
     layout = home.layout
     pretrained = layout.final_checkpoint("pretrained")
-    arch = GanArchitecture(**load_checkpoint(pretrained)["arch"])
+    # An input, not a resume file: unreadable, it is an error that says which asset writes it again.
+    arch = checkpoint_architecture(pretrained, remedy=REPRETRAIN)
     summary = train_gan(
         load_shards(layout.training_data("labeled")).subset("train"),
         arch,
@@ -231,6 +238,7 @@ def finetuned_generator(
         use_labels=True,
         init_checkpoint=pretrained,
         log=_log_progress(context),
+        warn=context.log.warning,
     )
     return dg.MaterializeResult(metadata=_training_metadata(summary))
 

@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from album_pipeline.atomic import atomic_path
+from album_pipeline.model.checkpoint import torch_load
 from album_pipeline.model.pixels import check_image_batch, to_unit_range
 
 CHECKPOINT_FORMAT = "album_pipeline.genre_classifier/v1"
+RETRAIN_CLASSIFIER = "materialize the genre_classifier asset again to retrain it"
 IMAGE_SIZE = 64
 
 
@@ -326,13 +328,8 @@ def load_classifier(
             f"genre classifier checkpoint {path} does not exist; train the classifier first "
             "(train_genre_classifier + save_classifier, or materialize the genre_classifier asset)"
         )
-    try:
-        # weights_only: a checkpoint is data (tensors, names, numbers), never code to execute.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{path} is not a readable genre classifier checkpoint ({error}); retrain it"
-        ) from error
+    # weights_only (in torch_load): a checkpoint is data (tensors, names, numbers), never code to execute.
+    checkpoint = torch_load(path, "cpu", RETRAIN_CLASSIFIER, what="genre classifier checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path} is not a genre classifier checkpoint (expected format {CHECKPOINT_FORMAT!r}); "

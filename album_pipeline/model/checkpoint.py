@@ -8,6 +8,7 @@ training loop are documented in ``album_pipeline.training.checkpointing``; this 
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,60 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+# What to do about an unreadable or missing checkpoint, unless the caller knows better.
+RETRAIN = (
+    "train the model again (materialize the pretrained_generator or finetuned_generator asset that writes it)"
+)
+
+
+class UnreadableCheckpoint(ValueError):
+    """A file that does not load as a checkpoint: empty, truncated, corrupt, or not one this pipeline wrote.
+
+    ``reason`` says which in a few words. The message never passes on PyTorch's advice to load with
+    ``weights_only=False``: for a file that fails the safe load, that advice means running its pickled code.
+    """
+
+    def __init__(self, path: Path, reason: str, remedy: str, what: str = "checkpoint"):
+        super().__init__(f"{what} {path} cannot be read: {reason}; {remedy}")
+        self.path, self.reason = path, reason
+
+
+def torch_load(path: Path, map_location: str | torch.device, remedy: str, what: str = "checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True``, every way it fails turned into an ``UnreadableCheckpoint``."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except EOFError:
+        reason = "it is empty or ends early"
+    except pickle.UnpicklingError:
+        reason = "it is not a PyTorch file, or holds more than the tensors and plain data of a checkpoint"
+    except (RuntimeError, ValueError, OSError, AttributeError, TypeError, ImportError) as error:
+        # torch raises these for a torn zip archive, a bad storage record or an unknown type, among others.
+        reason = f"it is truncated or corrupt ({type(error).__name__})"
+    raise UnreadableCheckpoint(path, reason, remedy, what)
+
+
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", *, remedy: str = RETRAIN
+) -> dict[str, Any]:
+    """The payload dict of a checkpoint; ``remedy`` ends the message when it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist; train the model first (the pretrain/finetune asset writes it)"
-        )
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several unrelated types for a corrupt or foreign file
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+        raise FileNotFoundError(f"checkpoint {path} does not exist; {remedy}")
+    payload = torch_load(path, map_location, remedy)
     if not isinstance(payload, dict):
-        raise ValueError(f"{path} holds a {type(payload).__name__}, not a checkpoint dict")
+        raise UnreadableCheckpoint(
+            path, f"it holds a {type(payload).__name__}, not a checkpoint dict", remedy
+        )
     return payload
+
+
+def checkpoint_architecture(path: Path, remedy: str = RETRAIN) -> GanArchitecture:
+    """The GanArchitecture a GAN checkpoint was trained with."""
+    payload = load_checkpoint(path, remedy=remedy)
+    try:
+        return GanArchitecture(**payload["arch"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise UnreadableCheckpoint(path, f"it records no usable architecture ({error!r})", remedy) from None
 
 
 def load_generator_with_genres(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,27 @@ from typing import Any
 import torch
 
 from album_pipeline.data.shards import ShardSet
-from album_pipeline.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from album_pipeline.model.checkpoint import CHECKPOINT_FORMAT, UnreadableCheckpoint, load_checkpoint
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator
+from album_pipeline.recovery import set_aside
 from album_pipeline.training.config import TrainingConfig
 
 # Fields that change how often we look at training, not what it computes; a run that differs only in them
 # may resume another's checkpoint.
 OBSERVATION_FIELDS = ("checkpoint_every", "log_every", "device", "threads")
+# What a resumed run reads from its latest.pt besides run_key.
+RESUME_KEYS = (
+    "step",
+    "history",
+    "generator",
+    "discriminator",
+    "optimizer_generator",
+    "optimizer_discriminator",
+)
+# The init checkpoint is an input (the pretrained final.pt): unreadable, it is an error, never set aside.
+REPRETRAIN = (
+    "pretrain again (materialize the pretrained_generator asset), or pass a checkpoint written by train_gan"
+)
 
 
 @dataclass
@@ -68,20 +83,44 @@ def restore(
     init_checkpoint: Path | None,
     arch: GanArchitecture,
     device: torch.device,
+    warn: Callable[[str], None] | None = None,
 ) -> StartingPoint:
-    """Resume ``latest`` if it is this run's; else start from ``init_checkpoint``'s weights, if given."""
-    resumable = load_checkpoint(latest, map_location=device) if latest.is_file() else None
-    if resumable is not None and resumable.get("run_key") == run_key:
+    """Resume ``latest`` if it is this run's; else start from ``init_checkpoint``'s weights, if given.
+
+    ``latest`` is only a resume file: when it does not load it is set aside (with a warning through
+    ``warn``) and the run starts afresh, so a torn or foreign file never blocks training.
+    """
+    resumable = _resumable(latest, run_key, device, warn)
+    if resumable is not None:
         modules.load_state_dicts(resumable)
         return StartingPoint(
             int(resumable["step"]),
             list(resumable["history"]),
             float(resumable.get("images_per_second", 0.0)),
         )
-    del resumable
     if init_checkpoint is not None:
         load_pretrained_weights(init_checkpoint, arch, modules.generator, modules.discriminator, device)
     return StartingPoint()
+
+
+def _resumable(
+    latest: Path, run_key: str, device: torch.device, warn: Callable[[str], None] | None
+) -> dict[str, Any] | None:
+    """``latest``'s payload when it is this run's checkpoint; another run's is left to be overwritten."""
+    if not latest.is_file():
+        return None
+    try:
+        payload = load_checkpoint(latest, map_location=device)
+    except UnreadableCheckpoint as error:
+        set_aside(latest, error.reason, warn)
+        return None
+    if payload.get("run_key") != run_key:
+        return None
+    missing = [key for key in RESUME_KEYS if key not in payload]
+    if missing:
+        set_aside(latest, f"it lacks {missing}", warn)
+        return None
+    return payload
 
 
 def checkpoint_payload(
@@ -122,7 +161,7 @@ def load_pretrained_weights(
     discriminator: Discriminator,
     device: torch.device,
 ) -> None:
-    pretrained = load_checkpoint(path, map_location=device)
+    pretrained = load_checkpoint(path, map_location=device, remedy=REPRETRAIN)
     if "generator" not in pretrained or "discriminator" not in pretrained:
         raise ValueError(
             f"{path} lacks generator/discriminator weights; pass a checkpoint written by train_gan"
@@ -160,7 +199,7 @@ def checkpoint_identity(path: Path) -> str:
     weights saved twice differ byte for byte (and a finished run re-saves its final checkpoint)."""
     if not path.is_file():
         raise FileNotFoundError(f"init checkpoint {path} does not exist; pretrain first")
-    payload = load_checkpoint(path)
+    payload = load_checkpoint(path, remedy=REPRETRAIN)
     if "run_key" in payload and "step" in payload:
         return f"{payload['run_key']}@{payload['step']}"
     with path.open("rb") as handle:

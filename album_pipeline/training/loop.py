@@ -58,13 +58,16 @@ def train_gan(
     use_labels: bool,
     init_checkpoint: Path | None = None,
     log: Callable[[dict], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> TrainingSummary:
     """Train the GAN on ``data`` and return where its final checkpoint is.
 
     ``use_labels=False`` pretrains (labels ignored); ``use_labels=True`` finetunes on the labelled rows of
     ``data`` (pass the train split). ``init_checkpoint`` starts from a pretrained run's weights with fresh
     optimizers. A ``latest.pt`` in ``checkpoint_dir`` from an interrupted run of the same configuration on
-    the same data is resumed; one from a different run is replaced.
+    the same data is resumed; one from a different run is replaced, and one that does not load is set aside
+    (``album_pipeline.recovery``) with a warning through ``warn`` (default: a logger). ``log`` receives each
+    averaged log entry.
     """
     # -- inputs ------------------------------------------------------------------------------------------
     data = _training_rows(data, arch, use_labels)
@@ -79,7 +82,7 @@ def train_gan(
 
     # -- networks, optimizers, and where to start from ---------------------------------------------------
     modules = _build_modules(arch, config, compute.device, compute.memory_format)
-    start = checkpointing.restore(modules, latest, run_key, init_checkpoint, arch, device)
+    start = checkpointing.restore(modules, latest, run_key, init_checkpoint, arch, device, warn)
     history = start.history
     loss = AcGanLoss(
         modules.generator, modules.discriminator, config, use_labels=use_labels, autocast=compute.autocast

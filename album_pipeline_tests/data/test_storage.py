@@ -68,3 +68,28 @@ def test_refuses_bad_extensions_empty_data_and_escaping_paths(tmp_path: Path) ->
         store.put(b"", "jpg")
     with pytest.raises(ValueError, match="outside"):
         store.absolute("../elsewhere.jpg")
+
+
+def test_manifest_paths_may_not_leave_the_home_by_absolute_path_dots_or_symlink(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    store = ImageStore(home)
+    (home / "images" / "ab").mkdir(parents=True)
+    (home / "images" / "ab" / "inside.jpg").write_bytes(b"x")
+    (tmp_path / "secret").write_bytes(b"x")
+    (home / "images" / "ab" / "link.jpg").symlink_to(tmp_path / "secret")
+    (home / "images" / "out").symlink_to(tmp_path, target_is_directory=True)
+    (home / "images" / "alias.jpg").symlink_to(home / "images" / "ab" / "inside.jpg")
+    escaping = [
+        "/etc/hostname",
+        "../secret",
+        "images/../../secret",
+        "images/ab/link.jpg",
+        "images/out/secret",
+    ]
+    staying = ["images/ab/inside.jpg", "images/alias.jpg", "images/ab/../ab/inside.jpg", "images/new.jpg"]
+    for path in escaping:
+        with pytest.raises(ValueError, match="outside the pipeline home.*rebuild the manifest"):
+            store.absolute(path)
+    paths, outside = store.confined_paths([*escaping, *staying, None])
+    assert outside == list(range(len(escaping)))
+    assert paths[len(escaping) :] == [*(str(store.absolute(path)) for path in staying), ""]

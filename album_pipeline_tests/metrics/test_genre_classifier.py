@@ -103,8 +103,11 @@ def test_load_refuses_missing_and_foreign_files(tmp_path):
         load_classifier(tmp_path / "absent.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"definitely not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable genre classifier checkpoint"):
+    with pytest.raises(ValueError, match="genre classifier checkpoint .* cannot be read") as refused:
         load_classifier(garbage)
+    # One sentence naming the file and the asset that writes it, never torch's unsafe weights_only advice.
+    assert str(refused.value).endswith("; materialize the genre_classifier asset again to retrain it")
+    assert "weights_only" not in str(refused.value)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ValueError, match="not a genre classifier checkpoint"):

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from album_pipeline.model.checkpoint import (
+    UnreadableCheckpoint,
+    checkpoint_architecture,
     load_checkpoint,
     load_generator,
     load_generator_with_genres,
@@ -61,14 +63,57 @@ def test_load_generator_rebuilds_the_same_generator(tmp_path):
 
 
 def test_clear_errors_for_missing_or_foreign_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train the model first"):
+    with pytest.raises(FileNotFoundError, match="does not exist; train the model again"):
         load_generator(tmp_path / "missing.pt")
     save_checkpoint(tmp_path / "classifier.pt", {"model": {"weight": torch.zeros(2)}})
     with pytest.raises(ValueError, match="not a generator checkpoint"):
         load_generator(tmp_path / "classifier.pt")
-    (tmp_path / "junk.pt").write_bytes(b"definitely not torch")
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
-        load_checkpoint(tmp_path / "junk.pt")
     save_checkpoint(tmp_path / "list.pt", [1, 2])
-    with pytest.raises(ValueError, match="not a checkpoint dict"):
+    with pytest.raises(UnreadableCheckpoint, match="holds a list, not a checkpoint dict"):
         load_checkpoint(tmp_path / "list.pt")
+
+
+def _damaged_files(folder: Path) -> dict[str, Path]:
+    """Files that fail the safe load each in their own way, as a torn copy or a stray write leaves them."""
+    good = save_checkpoint(folder / "good.pt", {"weights": torch.arange(1000)})
+    files = {
+        "garbage": b"definitely not torch" * 50,
+        "empty": b"",
+        "truncated": good.read_bytes()[: good.stat().st_size // 2],
+        "zeroed": bytes(good.stat().st_size),
+    }
+    for name, data in files.items():
+        (folder / f"{name}.pt").write_bytes(data)
+    return {name: folder / f"{name}.pt" for name in files}
+
+
+def test_an_unreadable_checkpoint_is_one_clear_sentence_without_torchs_unsafe_advice(tmp_path):
+    for name, path in _damaged_files(tmp_path).items():
+        with pytest.raises(UnreadableCheckpoint) as refused:
+            load_generator(path)
+        message = str(refused.value)
+        assert message.startswith(f"checkpoint {path} cannot be read: "), name
+        assert "train the model again (materialize the pretrained_generator" in message, name
+        assert "weights_only" not in message and "\n" not in message and len(message) < 300, (name, message)
+        assert refused.value.__cause__ is None and refused.value.__context__ is None, name  # no torch text
+        assert refused.value.reason in message
+    with pytest.raises(UnreadableCheckpoint, match="; retrain the thing$"):
+        load_checkpoint(tmp_path / "garbage.pt", remedy="retrain the thing")
+
+
+def test_a_pickle_that_would_run_code_is_refused_not_run(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    torch.save({"weights": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(UnreadableCheckpoint, match="holds more than the tensors and plain data"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_the_architecture_of_a_checkpoint(tmp_path):
+    _generator_checkpoint(tmp_path / "g.pt")
+    assert checkpoint_architecture(tmp_path / "g.pt") == ARCH
+    save_checkpoint(tmp_path / "no-arch.pt", {"generator": {}})
+    with pytest.raises(UnreadableCheckpoint, match="records no usable architecture.*; pretrain"):
+        checkpoint_architecture(tmp_path / "no-arch.pt", remedy="pretrain")

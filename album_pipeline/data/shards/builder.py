@@ -3,33 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from album_pipeline.data.manifest import SPLITS
 from album_pipeline.data.shards.decode import CHUNK_SIZE, DecodeTask, decode_new_shards
 from album_pipeline.data.shards.format import (
+    CHECKSUM_KEY,
     DEFAULT_SHARD_SIZE,
     SHARD_FILE,
     read_shard_header,
     resolution_dir,
+    shard_digest,
     shard_path,
     training_order,
 )
 from album_pipeline.data.shards.reader import ShardSet, load_shards
 from album_pipeline.data.shards.writing import NewShard, commit, exclusive_build, next_shard_number
+from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import genre_index
 
 if TYPE_CHECKING:
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 _REQUIRED_COLUMNS = ("image_id", "path", "genre", "split")
 
@@ -63,6 +71,7 @@ class ShardBuild:
     copied: int  # of those, images copied out of a mostly dead shard into a new one
     dropped_shards: int  # shard files deleted because the new index no longer needs them
     seconds: float
+    damaged_shards: int = 0  # shards refused as damaged (or without a checksum): their images were decoded
 
 
 def build_shards(
@@ -71,16 +80,20 @@ def build_shards(
     out_dir: Path,
     genres: Sequence[str],
     options: ShardBuildOptions | None = None,
+    *,
+    warn: Callable[[str], None] | None = None,
     **settings: Any,
 ) -> ShardBuild:
     """Bring the shard set in ``out_dir`` up to date with ``manifest``, decoding only the images it lacks.
 
-    ``manifest`` needs the columns image_id (unique), path (relative to ``home_root``), genre (null when
-    unlabelled) and split. A genre outside ``genres`` gets label -1, like an unlabelled image. Images that a
-    shard already holds are not decoded again (their files need not exist any more); a changed genre or split
-    only rewrites the index. A shard left less than half referenced is compacted: its live rows are copied
-    into the new shards and it is deleted. Large inputs (or ``workers`` > 1) decode in a forkserver process
-    pool, so a calling script needs the usual ``if __name__ == "__main__":`` guard.
+    ``manifest`` needs the columns image_id (unique), path (relative to ``home_root``, which it may not
+    leave), genre (null when unlabelled) and split. A genre outside ``genres`` gets label -1, like an
+    unlabelled image. Images that a shard already holds are not decoded again (their files need not exist
+    any more) as long as the shard matches its checksum; a damaged one is decoded again, with a warning
+    through ``warn`` (default: this module's logger). A changed genre or split only rewrites the index. A
+    shard left less than half referenced is compacted: its live rows are copied into the new shards and it is
+    deleted. Large inputs (or ``workers`` > 1) decode in a forkserver process pool, so a calling script needs
+    the usual ``if __name__ == "__main__":`` guard.
 
     ``options`` (or the keywords ``resolution=``, ``workers=``, ``shard_size=``, which override its fields)
     say how: see ShardBuildOptions.
@@ -94,22 +107,15 @@ def build_shards(
     out_dir = Path(out_dir)
     shard_dir = resolution_dir(out_dir, resolution)
     with exclusive_build(out_dir):
-        shard_numbers, shard_rows, shard_sizes = _existing_placement(shard_dir, resolution, index["image_id"])
+        shard_numbers, shard_rows, shard_sizes, damaged = _existing_placement(
+            shard_dir, resolution, index["image_id"], warn or logger.warning
+        )
         known = shard_numbers >= 0
         live = np.bincount(shard_numbers[known], minlength=max(shard_sizes, default=-1) + 1)
         sparse = [number for number, size in shard_sizes.items() if 0 < live[number] < size / 2]
         copied = known & np.isin(shard_numbers, sparse)
         fresh = ~known
-        # Plain strings, not Paths: a first build may have a million of them.
-        root = os.fspath(home_root)
-        relative_paths = index["path"].filter(pa.array(fresh)).to_pylist()
-        decode_paths = [os.path.join(root, path) if path else "" for path in relative_paths]
-        absent = [path or "(no path)" for path in decode_paths if not os.path.isfile(path)]
-        if absent:
-            raise FileNotFoundError(
-                f"{len(absent)} of {len(decode_paths)} manifest images to decode are missing under "
-                f"{root}, e.g. {absent[:3]}; re-run the download that writes them or rebuild the manifest"
-            )
+        decode_paths = _decode_paths(index.filter(pa.array(fresh)), home_root)
 
         shard_dir.mkdir(parents=True, exist_ok=True)
         # New shards take the fresh and the copied images in index order, so a split stays mostly contiguous.
@@ -136,7 +142,33 @@ def build_shards(
         copied=int(copied.sum()),
         dropped_shards=dropped,
         seconds=time.perf_counter() - started,
+        damaged_shards=damaged,
     )
+
+
+def _decode_paths(rows: pa.Table, home_root: Path) -> list[str]:
+    """The absolute path of each row's image; refuses rows whose path leaves the home or whose file is gone.
+
+    Plain strings, not Paths: a first build may have a million of them.
+    """
+    store = ImageStore(home_root)
+    paths, outside = store.confined_paths(rows["path"].to_pylist())
+    if outside:
+        examples = ", ".join(
+            f"image_id {rows['image_id'][position].as_py()} with path {rows['path'][position].as_py()!r}"
+            for position in outside[:3]
+        )
+        raise ValueError(
+            f"{len(outside)} manifest row(s) name a file outside the pipeline home {store.root}, e.g. "
+            f"{examples}; rebuild the manifest (materialize its manifest asset again)"
+        )
+    absent = [path or "(no path)" for path in paths if not os.path.isfile(path)]
+    if absent:
+        raise FileNotFoundError(
+            f"{len(absent)} of {len(paths)} manifest images to decode are missing under "
+            f"{store.root}, e.g. {absent[:3]}; re-run the download that writes them or rebuild the manifest"
+        )
+    return paths
 
 
 def _manifest_index(manifest: pd.DataFrame, classes: dict[str, int]) -> pa.Table:
@@ -178,17 +210,21 @@ def _manifest_index(manifest: pd.DataFrame, classes: dict[str, int]) -> pa.Table
 
 
 def _existing_placement(
-    shard_dir: Path, resolution: int, image_ids: pa.ChunkedArray
-) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
-    """Where existing shards hold each image (shard, row; -1 where none does) and every usable shard's size.
+    shard_dir: Path, resolution: int, image_ids: pa.ChunkedArray, warn: Callable[[str], None]
+) -> tuple[np.ndarray, np.ndarray, dict[int, int], int]:
+    """Where existing shards hold each image (shard, row; -1 where none does), every usable shard's size, and
+    how many shards that held wanted images were refused as damaged (their images are decoded again).
 
-    A shard counts when its ``.npy`` and ``.ids.parquet`` agree; anything else in the folder is a leftover of
-    a build that died, never reused, and deleted after the next commit.
+    A shard counts when its ``.npy`` and ``.ids.parquet`` agree and, if it holds a wanted image, when its
+    bytes match the checksum its ``.ids.parquet`` records; anything else in the folder is never reused, and
+    deleted after the next commit.
     """
     shard_numbers = np.full(len(image_ids), -1, dtype=np.int32)
     shard_rows = np.full(len(image_ids), -1, dtype=np.int32)
     sizes: dict[int, int] = {}
+    checksums: dict[int, str | None] = {}
     stored = []
+    unusable = 0  # shards whose files are damaged beyond a checksum: a torn header, a bad id list
     for sidecar in sorted(shard_dir.glob("shard-*.ids.parquet")) if shard_dir.is_dir() else []:
         match = SHARD_FILE.fullmatch(sidecar.name)
         if match is None:
@@ -196,12 +232,25 @@ def _existing_placement(
         number = int(match[1])
         try:
             rows, _ = read_shard_header(shard_path(shard_dir, number), resolution)
-            ids = pq.read_table(sidecar, columns=["image_id"])["image_id"]
-        except (OSError, ValueError, pa.ArrowException):
+            table = pq.read_table(sidecar, columns=["image_id"])
+        except FileNotFoundError:
+            continue  # a commit that died while deleting a shard no index needed any more
+        except (OSError, ValueError, pa.ArrowException) as error:
+            unusable += 1
+            warn(
+                f"training shard {shard_path(shard_dir, number)} cannot be used ({error}); decoding its images again"
+            )
             continue
+        ids = table["image_id"]
         if len(ids) != rows:
+            unusable += 1
+            warn(
+                f"training shard {sidecar} lists {len(ids)} images for {rows} rows; decoding its images again"
+            )
             continue
         sizes[number] = rows
+        recorded = (table.schema.metadata or {}).get(CHECKSUM_KEY)
+        checksums[number] = recorded.decode() if recorded else None
         stored.append(
             pa.table(
                 {
@@ -212,11 +261,21 @@ def _existing_placement(
             )
         )
     if not stored:
-        return shard_numbers, shard_rows, sizes
+        return shard_numbers, shard_rows, sizes, unusable
     wanted = pa.table(
         {"image_id": image_ids, "position": pa.array(np.arange(len(image_ids), dtype=np.int64))}
     )
     found = wanted.join(pa.concat_tables(stored), keys="image_id", join_type="inner")
+    # Only the shards this build would take images from are hashed: a full read of each, in threads.
+    damaged = _damaged_shards(
+        shard_dir, {n: checksums[n] for n in pc.unique(found["shard"]).to_pylist()}, warn
+    )
+    if damaged:
+        found = found.filter(pc.invert(pc.is_in(found["shard"], value_set=pa.array(damaged, pa.int32()))))
+        for number in damaged:
+            sizes.pop(number)
+    if found.num_rows == 0:
+        return shard_numbers, shard_rows, sizes, unusable + len(damaged)
     positions = found["position"].to_numpy()
     numbers, rows = found["shard"].to_numpy(), found["row"].to_numpy()
     # An image in two shards is a compaction's copy whose build died before committing: keep the newer copy.
@@ -225,7 +284,35 @@ def _existing_placement(
     first = np.concatenate(([True], positions[1:] != positions[:-1]))
     shard_numbers[positions[first]] = numbers[first]
     shard_rows[positions[first]] = rows[first]
-    return shard_numbers, shard_rows, sizes
+    return shard_numbers, shard_rows, sizes, unusable + len(damaged)
+
+
+def _damaged_shards(
+    shard_dir: Path, checksums: dict[int, str | None], warn: Callable[[str], None]
+) -> list[int]:
+    """The shards among ``checksums`` whose file does not match its recorded checksum, or records none.
+
+    A shard written before shards carried checksums cannot be told from a damaged one, so it is decoded
+    again once (its images must still exist), rather than trusted.
+    """
+    numbers = sorted(checksums)
+    if not numbers:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(numbers), os.cpu_count() or 1)) as pool:
+        files = [shard_path(shard_dir, number) for number in numbers]
+        digests = dict(zip(numbers, pool.map(shard_digest, files), strict=True))
+    damaged = []
+    for number in numbers:
+        if checksums[number] == digests[number]:
+            continue
+        damaged.append(number)
+        reason = (
+            "was written before shards carried checksums"
+            if checksums[number] is None
+            else "does not match its checksum (damaged on disk)"
+        )
+        warn(f"training shard {shard_path(shard_dir, number)} {reason}; decoding its images again")
+    return damaged
 
 
 def _write_new_shards(

@@ -213,6 +213,8 @@ def _open_shard_set(out_dir: Path, index_file: pa.NativeFile) -> ShardSet:
                 raise FileNotFoundError(
                     f"shard {path} referenced by {out_dir / INDEX_FILE} is missing; {rebuild}"
                 ) from None
+            except ValueError as error:  # the cheap check at open: a header and a size that agree
+                raise ValueError(f"{error}; {rebuild}") from None
             if rows <= last_rows[number]:
                 raise ValueError(
                     f"shard {path} has fewer rows than {out_dir / INDEX_FILE} expects; {rebuild}"

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from album_pipeline.atomic import atomic_path
 from album_pipeline.data.shards.format import (
     ANY_SHARD_NUMBER,
+    CHECKSUM_KEY,
     INDEX_FILE,
     LEGACY_FILES,
     LOCK_FILE,
@@ -27,6 +28,7 @@ from album_pipeline.data.shards.format import (
     ids_path,
     read_exactly,
     read_shard_header,
+    shard_digest,
     shard_path,
     temp_shard_path,
     write_exactly,
@@ -82,9 +84,12 @@ class NewShard:
             os.fsync(fd)  # the index may name this shard only once its rows are on disk
         finally:
             os.close(fd)
+        # Hashed after the fsync, from the page cache: the checksum covers the bytes as they are on disk.
+        digest = shard_digest(self.temp)
         os.replace(self.temp, shard_path(self.shard_dir, self.number))
+        ids = pa.table({"image_id": self.image_ids}).replace_schema_metadata({CHECKSUM_KEY: digest})
         with atomic_path(ids_path(self.shard_dir, self.number)) as temp_ids:
-            pq.write_table(pa.table({"image_id": self.image_ids}), temp_ids)
+            pq.write_table(ids, temp_ids)
         self.finished = True
 
     def abandon(self) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from album_pipeline.recovery import set_aside
 
 STORED, REJECTED, MISSING = "stored", "rejected", "missing"
 
@@ -48,22 +51,23 @@ class Fetch:
 
 
 class CrawlState:
-    """The fetch journal of one source, in ``path`` (a SQLite file created on first use)."""
+    """The fetch journal of one source, in ``path`` (a SQLite file created on first use).
 
-    def __init__(self, path: Path) -> None:
+    A file there that SQLite cannot read (garbage, truncated) is set aside (``recovery.set_aside``, warning
+    through ``log``) and a fresh journal started: the crawl then fetches its albums again, and the images
+    already in the store are reused by content, so nothing is lost but the time.
+    """
+
+    def __init__(self, path: Path, log: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commits.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            self._db = _open(self.path)
         except sqlite3.DatabaseError as error:
-            raise RuntimeError(
-                f"crawl state {self.path} is not a readable SQLite file ({error}); move it away to start the "
-                "crawl afresh (images already stored are kept and reused by content)"
-            ) from None
+            # Its WAL and shared-memory files go with it: SQLite would replay a stale WAL into the new file.
+            for companion in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), self.path):
+                set_aside(companion, f"not a readable SQLite crawl state: {error}", log)
+            self._db = _open(self.path)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -106,6 +110,26 @@ class CrawlState:
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM fetches").fetchone()[0])
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commits.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(_SCHEMA)
+        # A truncated journal can open fine and fail on a later read; the check is quick at a crawl's size.
+        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(verdict)
+        db.execute(
+            "SELECT source_id, url, outcome, image_id, path, fetched_at FROM fetches LIMIT 1"
+        ).fetchall()
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db
 
 
 def _fetch_of(row: tuple) -> Fetch:

@@ -113,3 +113,14 @@ def test_a_garbage_crawl_state_is_set_aside_and_the_crawl_resumes_afresh(home, s
     assert result.returncode == 0, result.output
     assert _rows(home.crawl_table("musicbrainz")) == before
     assert unreadable_copies(state)
+
+
+def test_an_unreadable_crawl_table_is_one_clear_error_naming_it_and_its_asset(home, sources):
+    table = home.crawl_table("napster")
+    table.write_bytes(table.read_bytes()[:64])
+    result = run_cli(
+        "run", "--profile", "demo", "--select", "labeled_manifest", *SMALL, home=home.root, env=sources
+    )
+    assert result.returncode != 0
+    assert f"{table} could not be read" in result.output
+    assert "`album-pipeline run --select napster_covers`" in result.output

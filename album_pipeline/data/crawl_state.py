@@ -63,7 +63,7 @@ class CrawlState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = _open(self.path)
-        except sqlite3.DatabaseError as error:
+        except _Unreadable as error:
             # Its WAL and shared-memory files go with it: SQLite would replay a stale WAL into the new file.
             for companion in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), self.path):
                 set_aside(companion, f"not a readable SQLite crawl state: {error}", log)
@@ -112,6 +112,15 @@ class CrawlState:
             return int(self._db.execute("SELECT COUNT(*) FROM fetches").fetchone()[0])
 
 
+class _Unreadable(Exception):
+    """The file is not a SQLite database, or a damaged one (not merely busy: a lock is never a reason)."""
+
+
+# What SQLite says of a file that is not, or no longer, a database; "database is locked" and the like are
+# other codes and propagate, so that a state another crawl holds is never set aside.
+_DAMAGED = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
 def _open(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -121,14 +130,14 @@ def _open(path: Path) -> sqlite3.Connection:
         db.execute(_SCHEMA)
         # A truncated journal can open fine and fail on a later read; the check is quick at a crawl's size.
         verdict = db.execute("PRAGMA quick_check").fetchone()[0]
-        if verdict != "ok":
-            raise sqlite3.DatabaseError(verdict)
-        db.execute(
-            "SELECT source_id, url, outcome, image_id, path, fetched_at FROM fetches LIMIT 1"
-        ).fetchall()
-    except sqlite3.DatabaseError:
+    except sqlite3.DatabaseError as error:
         db.close()
+        if getattr(error, "sqlite_errorname", None) in _DAMAGED:
+            raise _Unreadable(str(error)) from None
         raise
+    if verdict != "ok":
+        db.close()
+        raise _Unreadable(verdict)
     return db
 
 

@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import pytest
+
 from album_pipeline.data.covers import earlier_crawl, failure_ratio
 from album_pipeline.data.crawl_state import STORED, CrawlState, Fetch
 from album_pipeline.data.manifest import CRAWL_SCHEMA, write_table
@@ -58,3 +60,16 @@ def test_a_skipped_crawl_keeps_the_earlier_table_or_sets_an_unreadable_one_aside
     warnings: list[str] = []
     assert earlier_crawl("napster", table, failures, log=warnings.append) is None
     assert not table.exists() and unreadable_copies(table) and warnings
+
+
+def test_a_crawl_state_another_process_holds_is_never_set_aside(tmp_path) -> None:
+    path = tmp_path / "state.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # busy, not damaged (SQLite waits its default 5 s, then says so)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            CrawlState(path)
+    finally:
+        holder.close()
+    assert not unreadable_copies(path)

@@ -23,11 +23,20 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from album_pipeline.data.crawl_state import MISSING, REJECTED, STORED, CrawlState, Fetch
 from album_pipeline.data.images import InvalidImage, validate_image
-from album_pipeline.data.manifest import CRAWL_SCHEMA, DEFAULT_SPLIT_FRACTIONS, assign_split
+from album_pipeline.data.manifest import (
+    CRAWL_SCHEMA,
+    DEFAULT_SPLIT_FRACTIONS,
+    UnreadableTableError,
+    assign_split,
+    read_manifest,
+)
 from album_pipeline.data.results import (
     FailureLog,
     IngestResult,
@@ -38,6 +47,7 @@ from album_pipeline.data.results import (
 )
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import GenreClass, validate_genre_map
+from album_pipeline.recovery import set_aside
 from album_pipeline.sources.http import (
     BodyError,
     NoImageError,
@@ -188,6 +198,25 @@ def crawl_covers(
             f"{failure_reasons}); check that the source and its image host are reachable"
         )
     return IngestResult(rows=frame_of(rows, CRAWL_SCHEMA), failures=failures.frame(), stats=stats)
+
+
+def earlier_crawl(source: str, table: Path, failures: Path, *, log: Log | None = None) -> IngestResult | None:
+    """What an earlier crawl of ``source`` stored (its crawl table and failures), for a crawl that is skipped
+    and so must not replace them; None when there is none. A file that no longer loads cannot be kept: it is
+    set aside (``recovery.set_aside``) and counts as absent."""
+
+    def kept(path: Path) -> pd.DataFrame | None:
+        try:
+            return read_manifest(path) if path.exists() else None
+        except UnreadableTableError as error:
+            set_aside(path, error.reason, log)
+            return None
+
+    rows = kept(table)
+    if rows is None:
+        return None
+    failed = kept(failures)
+    return IngestResult(rows=rows, failures=FailureLog(source).frame() if failed is None else failed)
 
 
 def _reuse_known(

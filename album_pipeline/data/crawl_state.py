@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from album_pipeline.recovery import set_aside
 
 STORED, REJECTED, MISSING = "stored", "rejected", "missing"
 
@@ -48,22 +51,23 @@ class Fetch:
 
 
 class CrawlState:
-    """The fetch journal of one source, in ``path`` (a SQLite file created on first use)."""
+    """The fetch journal of one source, in ``path`` (a SQLite file created on first use).
 
-    def __init__(self, path: Path) -> None:
+    A file there that SQLite cannot read (garbage, truncated) is set aside (``recovery.set_aside``, warning
+    through ``log``) and a fresh journal started: the crawl then fetches its albums again, and the images
+    already in the store are reused by content, so nothing is lost but the time.
+    """
+
+    def __init__(self, path: Path, log: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commits.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise RuntimeError(
-                f"crawl state {self.path} is not a readable SQLite file ({error}); move it away to start the "
-                "crawl afresh (images already stored are kept and reused by content)"
-            ) from None
+            self._db = _open(self.path)
+        except _Unreadable as error:
+            # Its WAL and shared-memory files go with it: SQLite would replay a stale WAL into the new file.
+            for companion in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), self.path):
+                set_aside(companion, f"not a readable SQLite crawl state: {error}", log)
+            self._db = _open(self.path)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -106,6 +110,35 @@ class CrawlState:
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM fetches").fetchone()[0])
+
+
+class _Unreadable(Exception):
+    """The file is not a SQLite database, or a damaged one (not merely busy: a lock is never a reason)."""
+
+
+# What SQLite says of a file that is not, or no longer, a database; "database is locked" and the like are
+# other codes and propagate, so that a state another crawl holds is never set aside.
+_DAMAGED = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commits.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(_SCHEMA)
+        # A truncated journal can open fine and fail on a later read; the check is quick at a crawl's size.
+        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        db.close()
+        if getattr(error, "sqlite_errorname", None) in _DAMAGED:
+            raise _Unreadable(str(error)) from None
+        raise
+    if verdict != "ok":
+        db.close()
+        raise _Unreadable(verdict)
+    return db
 
 
 def _fetch_of(row: tuple) -> Fetch:

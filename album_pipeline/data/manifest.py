@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from album_pipeline.atomic import atomic_path
+from album_pipeline.recovery import set_aside
 
 SPLITS = ("train", "val", "test")
 MANIFEST_VERSION = "2"
@@ -184,8 +185,30 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    return pq.read_table(_existing(path)).to_pandas()
+class UnreadableTableError(ValueError):
+    """A table on disk that no longer loads (truncated, overwritten, not Parquet): the message names the file
+    and the asset that rebuilds it; ``reason`` is what the Parquet reader said."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _read(path: Path, rebuilt_by: str | None) -> pa.Table:
+    path = _existing(path)
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        asset = rebuilt_by or "the asset that writes it"
+        command = f" (`album-pipeline run --select {rebuilt_by}`)" if rebuilt_by else ""
+        raise UnreadableTableError(
+            f"{path} could not be read ({error}); rematerialize {asset}{command} to rebuild it", str(error)
+        ) from None
+
+
+def read_manifest(path: Path, rebuilt_by: str | None = None) -> pd.DataFrame:
+    """A Parquet table as a frame; ``rebuilt_by`` names the asset to rematerialize if it no longer loads."""
+    return _read(path, rebuilt_by).to_pandas()
 
 
 # -- the manifest contract ------------------------------------------------------------------------------------
@@ -263,9 +286,10 @@ def write_manifest(rows: pd.DataFrame, path: Path) -> pa.Table:
     return table
 
 
-def read_manifest_table(path: Path) -> pa.Table:
-    """A manifest as written, with a clear error for a manifest written before this schema version."""
-    table = pq.read_table(_existing(path))
+def read_manifest_table(path: Path, rebuilt_by: str | None = None) -> pa.Table:
+    """A manifest as written, with a clear error for a manifest written before this schema version or one
+    that no longer loads (``UnreadableTableError``, naming ``rebuilt_by``)."""
+    table = _read(path, rebuilt_by)
     version = (table.schema.metadata or {}).get(b"album_pipeline.manifest_version", b"1").decode()
     if version != MANIFEST_VERSION:
         raise ManifestError(
@@ -273,3 +297,30 @@ def read_manifest_table(path: Path) -> pa.Table:
             "rematerialize the asset that writes it (labeled_manifest or unlabeled_manifest)"
         )
     return table
+
+
+def replace_manifest(
+    manifest: pd.DataFrame,
+    failures: pd.DataFrame,
+    path: Path,
+    failures_path: Path,
+    *,
+    refused: bool,
+    log: Callable[[str], None] | None = None,
+) -> bool:
+    """Write a manifest and its failures table, unless its blocking checks ``refused`` it while an earlier
+    manifest is on disk: that one is kept (nothing built from it is lost to a bad rebuild). True when written.
+
+    With no earlier manifest (or one that no longer loads, set aside first) the refused one is written all the
+    same, so that there is something to inspect and the contract checks have a file to read; the failed
+    blocking check still stops what is built from it.
+    """
+    if refused and Path(path).exists():
+        try:
+            _read(path, None)
+            return False
+        except UnreadableTableError as error:
+            set_aside(path, error.reason, log)
+    write_manifest(manifest, path)
+    write_table(failures, failures_path, FAILURES_SCHEMA)
+    return True

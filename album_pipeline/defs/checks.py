@@ -10,7 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from album_pipeline.data.manifest import ManifestError, manifest_problems, read_manifest_table
+from album_pipeline.data.manifest import (
+    ManifestError,
+    UnreadableTableError,
+    manifest_problems,
+    read_manifest_table,
+)
 from album_pipeline.defs.resources import PipelineHome
 from album_pipeline.layout import HomeLayout
 
@@ -40,8 +45,8 @@ def manifest_contract_checks(
     def contract(home: PipelineHome):
         path = manifest_path(home.layout)
         try:
-            table = read_manifest_table(path)
-        except ManifestError as error:
+            table = read_manifest_table(path, rebuilt_by=asset)
+        except (ManifestError, UnreadableTableError) as error:  # a failed check, not a crashed one
             problems = {
                 "schema": [str(error)],
                 "image_id_unique": ["not checked"],

@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from album_pipeline.data.covers import CrawlOptions, failure_ratio
+from album_pipeline.data.covers import CrawlOptions, earlier_crawl, failure_ratio
 from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.labeled import merge_labeled_sources
 from album_pipeline.data.manifest import (
@@ -12,9 +12,10 @@ from album_pipeline.data.manifest import (
     FAILURES_SCHEMA,
     ManifestError,
     SplitFractions,
+    UnreadableTableError,
     read_manifest,
     read_manifest_table,
-    write_manifest,
+    replace_manifest,
     write_table,
 )
 from album_pipeline.data.musicbrainz_covers import MUSICBRAINZ, MusicBrainzCrawlOptions, crawl_musicbrainz
@@ -31,6 +32,7 @@ from album_pipeline.defs.resources import (
     NapsterApi,
     PipelineHome,
 )
+from album_pipeline.recovery import set_aside
 from album_pipeline.settings import NAPSTER_KEY_VAR
 from album_pipeline.sources.musicbrainz import MUSICBRAINZ_REQUESTS_PER_SECOND
 from album_pipeline.sources.napster import NAPSTER_REQUESTS_PER_SECOND
@@ -136,26 +138,39 @@ def napster_covers(
         context.log.warning(
             f"{NAPSTER_KEY_VAR} is not set: skipping the Napster crawl (set it, or require_key=true to fail)"
         )
-        return _crawl_result(
-            layout, NAPSTER, _empty_result(NAPSTER), config, skipped=f"{NAPSTER_KEY_VAR} unset"
-        )
+        return _skipped_crawl(context, layout, NAPSTER, config, f"{NAPSTER_KEY_VAR} unset")
     options = config.to_core(NapsterCrawlOptions)
     client = napster.client(config.api_requests_per_second, connections=_pooled_connections(config))
-    with CrawlState(layout.crawl_state(NAPSTER)) as state:
+    with CrawlState(layout.crawl_state(NAPSTER), log=context.log.warning) as state:
         store = ImageStore(layout.root)
         result = crawl_napster(client, store, state, genres.genre_map, options=options, log=context.log.info)
     return _crawl_result(layout, NAPSTER, result, config)
 
 
-def _empty_result(source: str) -> IngestResult:
-    return IngestResult(rows=frame_of([], CRAWL_SCHEMA), failures=FailureLog(source).frame())
+def _skipped_crawl(context, layout, source: str, config: CrawlConfig, why: str) -> dg.MaterializeResult:
+    """A crawl that did not run keeps what an earlier one stored; with nothing stored yet it writes empty
+    tables, so that the asset's files exist like any materialization's and the manifest reads them as such."""
+    kept = earlier_crawl(
+        source, layout.crawl_table(source), layout.crawl_failures(source), log=context.log.warning
+    )
+    if kept is None:
+        empty = IngestResult(rows=frame_of([], CRAWL_SCHEMA), failures=FailureLog(source).frame())
+        return _crawl_result(layout, source, empty, config, skipped=why)
+    context.log.info(f"{source}: keeping the earlier crawl table ({len(kept.rows):,} covers)")
+    return _crawl_result(layout, source, kept, config, skipped=why, write=False)
 
 
 def _crawl_result(
-    layout, source: str, result: IngestResult, config: CrawlConfig, skipped: str | None = None
+    layout,
+    source: str,
+    result: IngestResult,
+    config: CrawlConfig,
+    skipped: str | None = None,
+    write: bool = True,
 ) -> dg.MaterializeResult:
-    write_table(result.rows, layout.crawl_table(source), CRAWL_SCHEMA)
-    write_table(result.failures, layout.crawl_failures(source), FAILURES_SCHEMA)
+    if write:
+        write_table(result.rows, layout.crawl_table(source), CRAWL_SCHEMA)
+        write_table(result.failures, layout.crawl_failures(source), FAILURES_SCHEMA)
     ratio = failure_ratio(result.failures["reason"].value_counts().to_dict(), result.stats.get("albums", 0))
     metadata = {
         "covers": len(result.rows),
@@ -170,6 +185,7 @@ def _crawl_result(
     }
     if skipped:
         metadata["skipped"] = skipped
+        metadata["kept_earlier_crawl"] = not write
     check = dg.AssetCheckResult(
         check_name=FAILURE_RATIO_CHECK,
         passed=ratio <= config.max_failure_ratio,
@@ -197,7 +213,7 @@ def musicbrainz_covers(
     musicbrainz_client, coverart_client = musicbrainz.clients(
         config.api_requests_per_second, connections=_pooled_connections(config)
     )
-    with CrawlState(layout.crawl_state(MUSICBRAINZ)) as state:
+    with CrawlState(layout.crawl_state(MUSICBRAINZ), log=context.log.warning) as state:
         store = ImageStore(layout.root)
         result = crawl_musicbrainz(
             musicbrainz_client,
@@ -241,24 +257,47 @@ def labeled_manifest(
     missing = sorted(set(LABELED_SOURCES) - set(present))
     if missing:
         context.log.warning(f"no crawl table yet for {missing}; building the manifest from {present}")
-    tables = [read_manifest(layout.crawl_table(source)) for source in present]
-    hashes = picture_hashes(
-        ImageStore(layout.root), pd.concat(tables, ignore_index=True), known=_known_hashes(layout)
-    )
+    asset_of = {NAPSTER: "napster_covers", MUSICBRAINZ: "musicbrainz_covers"}
+    tables = [read_manifest(layout.crawl_table(s), rebuilt_by=asset_of[s]) for s in present]
+    known = _known_hashes(layout, context.log.warning)
+    hashes = picture_hashes(ImageStore(layout.root), pd.concat(tables, ignore_index=True), known=known)
     manifest, duplicates = merge_labeled_sources(
         tables, hashes, config.to_core(SplitFractions).as_mapping(), class_order=genres.genres
     )
     failures = pd.concat(
-        [read_manifest(layout.crawl_failures(s)) for s in present if layout.crawl_failures(s).exists()]
+        [
+            read_manifest(layout.crawl_failures(s), rebuilt_by=asset_of[s])
+            for s in present
+            if layout.crawl_failures(s).exists()
+        ]
         + [duplicates],
         ignore_index=True,
     )
-    write_manifest(manifest, layout.labeled_manifest)
-    write_table(failures, layout.labeled_failures, FAILURES_SCHEMA)
     per_genre = {genre: int((manifest["genre"] == genre).sum()) for genre in genres.genres}
     short = {genre: count for genre, count in per_genre.items() if count < config.min_covers_per_genre}
-    metadata = manifest_metadata(manifest, layout.labeled_manifest)
+    # The blocking check is decided before anything is written: a manifest it refuses never replaces one
+    # that passed (a skipped or shrunken crawl would otherwise cost what training was built from).
+    written = replace_manifest(
+        manifest,
+        failures,
+        layout.labeled_manifest,
+        layout.labeled_failures,
+        refused=bool(short),
+        log=context.log.warning,
+    )
+    on_disk = manifest if written else read_manifest(layout.labeled_manifest, rebuilt_by="labeled_manifest")
+    metadata = manifest_metadata(on_disk, layout.labeled_manifest)
     metadata["duplicates_removed"] = counts_table(duplicates["reason"].value_counts(), "reason", "rows")
+    metadata["kept_previous_manifest"] = not written
+    metadata["rows_built"] = len(manifest)
+    description = "every class has enough covers"
+    if short:
+        description = (
+            f"classes under {config.min_covers_per_genre} covers: {short}; crawl more albums or lower "
+            "labeled_manifest.min_covers_per_genre"
+        )
+        if not written:
+            description += f". The previous manifest ({len(on_disk):,} rows) was kept, not replaced"
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -266,22 +305,25 @@ def labeled_manifest(
                 check_name="covers_per_genre_at_least_minimum",
                 passed=not short,
                 metadata={"min_covers_per_genre": config.min_covers_per_genre, **per_genre},
-                description=(
-                    f"classes under {config.min_covers_per_genre} covers: {short}; crawl more albums or lower "
-                    "labeled_manifest.min_covers_per_genre"
-                    if short
-                    else "every class has enough covers"
-                ),
+                description=description,
             ),
         ],
     )
 
 
-def _known_hashes(layout) -> dict[str, str]:
-    """Picture hashes of the previous labelled manifest, so a rebuild decodes only new images."""
+def _known_hashes(layout, log) -> dict[str, str]:
+    """Picture hashes of the previous labelled manifest, so a rebuild decodes only new images.
+
+    Only a cache: a previous manifest of an older version is ignored (the rebuild replaces it), and one that
+    no longer loads is set aside (``recovery.set_aside``) so that it cannot block its own rebuild.
+    """
+    path = layout.labeled_manifest
     try:
-        previous = read_manifest_table(layout.labeled_manifest).select(["image_id", "picture_hash"])
+        previous = read_manifest_table(path).select(["image_id", "picture_hash"])
     except (FileNotFoundError, ManifestError):
+        return {}
+    except UnreadableTableError as error:
+        set_aside(path, error.reason, log)
         return {}
     return dict(zip(previous["image_id"].to_pylist(), previous["picture_hash"].to_pylist(), strict=True))
 

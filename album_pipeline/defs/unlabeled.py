@@ -149,7 +149,17 @@ def unlabeled_manifest(
     metadata["placeholder_pictures"] = stats["placeholder_pictures"]
     metadata["archives_not_extracted"] = ", ".join(merged.archives_not_extracted) or "none"
     metadata["overlaps_labeled_removed"] = stats["overlaps_labeled"]
+    metadata["kept_previous_manifest"] = merged.kept_previous
     checked = merged.labelled is not None
+    description = (
+        "no labelled image, nor a near-duplicate of one, is in the unlabelled set"
+        if checked
+        else "no labelled manifest to check against: materialize labeled_manifest"
+    )
+    if merged.labelled_images_kept():
+        description = f"{merged.labelled_images_kept()} labelled images are in the unlabelled set"
+        if merged.kept_previous:
+            description += "; the previous manifest was kept, not replaced"
     check = dg.AssetCheckResult(
         check_name="no_labeled_images",
         passed=checked and merged.labelled_images_kept() == 0,
@@ -158,9 +168,7 @@ def unlabeled_manifest(
             "labeled_images_in_unlabeled": merged.labelled_images_kept(),
             "near_duplicates_removed": stats["overlaps_labeled"],
         },
-        description="no labelled image, nor a near-duplicate of one, is in the unlabelled set"
-        if checked
-        else "no labelled manifest to check against: materialize labeled_manifest",
+        description=description,
     )
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from album_pipeline import recovery
 from album_pipeline.data import manifest
 from album_pipeline.data.manifest import (
     CRAWL_SCHEMA,
@@ -18,10 +19,12 @@ from album_pipeline.data.manifest import (
     FAILURES_SCHEMA,
     MANIFEST_SCHEMA,
     ManifestError,
+    UnreadableTableError,
     assign_split,
     manifest_problems,
     read_manifest,
     read_manifest_table,
+    replace_manifest,
     write_manifest,
     write_table,
 )
@@ -182,3 +185,30 @@ def test_a_manifest_from_an_older_version_asks_to_be_rebuilt(tmp_path: Path) -> 
     write_table([_unlabeled_row(1)], tmp_path / "old.parquet", EXTRACTED_SCHEMA)
     with pytest.raises(ManifestError, match="rematerialize"):
         read_manifest_table(tmp_path / "old.parquet")
+
+
+def test_a_table_that_no_longer_loads_names_the_file_and_the_asset_that_rebuilds_it(tmp_path: Path) -> None:
+    path = tmp_path / "napster.parquet"
+    write_manifest(_manifest(), path)
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.raises(UnreadableTableError) as raised:
+        read_manifest(path, rebuilt_by="napster_covers")
+    assert str(path) in str(raised.value)
+    assert "album-pipeline run --select napster_covers" in str(raised.value)
+    with pytest.raises(UnreadableTableError, match="labeled_manifest"):
+        read_manifest_table(path, rebuilt_by="labeled_manifest")
+
+
+def test_a_refused_manifest_never_replaces_an_earlier_one(tmp_path: Path) -> None:
+    path, failures = tmp_path / "m.parquet", tmp_path / "m.failures.parquet"
+    empty_failures = pd.DataFrame(columns=FAILURES_SCHEMA.names)
+    # No earlier manifest: the refused one is written, so that there is something to inspect.
+    assert replace_manifest(_manifest(6), empty_failures, path, failures, refused=True)
+    assert read_manifest_table(path).num_rows == 6 and failures.exists()
+    assert not replace_manifest(_manifest(2), empty_failures, path, failures, refused=True)
+    assert read_manifest_table(path).num_rows == 6
+    assert replace_manifest(_manifest(3), empty_failures, path, failures, refused=False)
+    assert read_manifest_table(path).num_rows == 3
+    path.write_bytes(b"PAR1 garbage")  # an earlier manifest that no longer loads is worth nothing: replaced
+    assert replace_manifest(_manifest(2), empty_failures, path, failures, refused=True)
+    assert read_manifest_table(path).num_rows == 2 and recovery.unreadable_copies(path)

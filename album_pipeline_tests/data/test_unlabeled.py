@@ -164,3 +164,64 @@ def test_progress_bar_shows_on_request(item, tmp_path: Path, capsys) -> None:
         item.path("album_covers_b.tar"), "album_covers_b.tar", ImageStore(tmp_path), progress_bar=False
     )
     assert capsys.readouterr().err == ""
+
+
+def _damage(path: Path) -> bytes:
+    damaged = path.read_bytes()[:40]
+    path.write_bytes(damaged)
+    return damaged
+
+
+@pytest.mark.parametrize("record", ["summary", "images", "failures"])
+def test_a_damaged_extraction_record_is_set_aside_and_the_archive_extracted_again(
+    archive_server, tmp_path, record
+) -> None:
+    from album_pipeline.data.unlabeled.extraction import OMACIR
+    from album_pipeline.recovery import unreadable_copies
+
+    layout, name = HomeLayout(tmp_path), "album_covers_a.tar"
+    first = ingest_omacir(_omacir(archive_server), tmp_path, archives=["a"])
+    path = {
+        "summary": layout.extracted_summary(OMACIR, name),
+        "images": layout.extracted_images(OMACIR, name),
+        "failures": layout.extracted_failures(OMACIR, name),
+    }[record]
+    damaged = _damage(path)
+    messages: list[str] = []
+    again = ingest_omacir(_omacir(archive_server), tmp_path, archives=["a"], log=messages.append)
+    assert list(again.rows["image_id"]) == list(first.rows["image_id"])
+    assert [copy.read_bytes() for copy in unreadable_copies(path)] == [damaged]
+    assert any("could not be read" in message for message in messages)
+    assert not any("reusing it" in message for message in messages)
+
+
+def test_a_garbage_archive_listing_is_set_aside_and_asks_for_omacir_archives(
+    archive_server, tmp_path
+) -> None:
+    from album_pipeline.data.unlabeled import ingest_archives
+    from album_pipeline.recovery import unreadable_copies
+
+    layout = HomeLayout(tmp_path)
+    ingest_omacir(_omacir(archive_server), tmp_path, archives=["a"])
+    layout.omacir_listing.write_text("{not json")
+    with pytest.raises(FileNotFoundError, match="materialize omacir_archives"):
+        ingest_archives(_omacir(archive_server), layout)
+    assert unreadable_copies(layout.omacir_listing) and not layout.omacir_listing.exists()
+
+
+def test_an_unreadable_input_of_the_merge_names_the_file_and_the_asset(archive_server, tmp_path) -> None:
+    from album_pipeline.data.manifest import UnreadableTableError
+    from album_pipeline.data.unlabeled import build_unlabeled_manifest
+
+    layout = HomeLayout(tmp_path)
+    ingest_omacir(_omacir(archive_server), tmp_path, archives=["a"])
+    _damage(layout.labeled_manifest.parent / "unlabeled.parquet")  # the merge's output: rewritten, not read
+    layout.labeled_manifest.write_bytes(b"PAR1 truncated")
+    with pytest.raises(UnreadableTableError, match=r"labeled\.parquet.*--select labeled_manifest"):
+        build_unlabeled_manifest(layout)
+    layout.labeled_manifest.unlink()
+    build_unlabeled_manifest(layout)  # rewrites the damaged unlabelled manifest
+    table = layout.extracted_images("omacir", "album_covers_a.tar")
+    _damage(table)
+    with pytest.raises(UnreadableTableError, match=r"album_covers_a\.tar\.parquet.*omacir_archive_images"):
+        build_unlabeled_manifest(layout)

@@ -89,3 +89,24 @@ def test_an_old_manifest_fails_the_schema_check(tmp_path) -> None:
         if e.asset_check_key.name == "manifest_schema_valid"
     )
     assert "rematerialize" in description
+
+
+def test_a_manifest_that_no_longer_loads_fails_the_schema_check_and_says_what_to_rebuild(tmp_path) -> None:
+    def truncated(path):
+        write_manifest(_manifest(), path)
+        path.write_bytes(path.read_bytes()[:64])
+
+    result = _run(tmp_path, truncated)
+    assert _outcomes(result) == {
+        "manifest_schema_valid": False,
+        "image_id_unique": False,
+        "splits_disjoint": False,
+    }
+    description = next(
+        e.description
+        for e in result.get_asset_check_evaluations()
+        if e.asset_check_key.name == "manifest_schema_valid"
+    )
+    assert "could not be read" in description and "--select unlabeled_manifest" in description
+    materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert materialized == {"unlabeled_manifest"}

@@ -12,6 +12,7 @@ from album_pipeline.atomic import atomic_path
 from album_pipeline.data.results import Log, safe_log
 from album_pipeline.data.unlabeled.progress import byte_progress_bar
 from album_pipeline.layout import HomeLayout
+from album_pipeline.recovery import set_aside
 from album_pipeline.sources.http import SourceError
 from album_pipeline.sources.omacir import ArchiveFile, OmacirClient, partial_download
 
@@ -88,15 +89,26 @@ def choose_archives(
     return chosen, available
 
 
-def chosen_archives(layout: HomeLayout) -> dict[str, ArchiveFile]:
-    """The archives ``choose_archives`` recorded, by name, in the order chosen."""
+def chosen_archives(layout: HomeLayout, *, log: Log | None = None) -> dict[str, ArchiveFile]:
+    """The archives ``choose_archives`` recorded, by name, in the order chosen.
+
+    A record that no longer loads is set aside (``recovery.set_aside``) and counts as missing: rematerializing
+    omacir_archives writes it again.
+    """
     path = layout.omacir_listing
+    missing = FileNotFoundError(
+        f"{path} is missing: materialize omacir_archives first (`album-pipeline run --select omacir_archives`)"
+    )
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: materialize omacir_archives first")
-    return {
-        item["name"]: ArchiveFile(item["name"], item["size"], item["md5"])
-        for item in json.loads(path.read_text())
-    }
+        raise missing
+    try:
+        return {
+            item["name"]: ArchiveFile(item["name"], item["size"], item["md5"])
+            for item in json.loads(path.read_text())
+        }
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        set_aside(path, f"not a list of chosen archives: {type(error).__name__}: {error}", log)
+        raise missing from None
 
 
 def ensure_free_space(folder: Path, needed_bytes: int, what: str) -> None:

@@ -14,12 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from album_pipeline.atomic import atomic_path
-from album_pipeline.data.manifest import EXTRACTED_SCHEMA, FAILURES_SCHEMA, write_table
+from album_pipeline.data.manifest import (
+    EXTRACTED_SCHEMA,
+    FAILURES_SCHEMA,
+    UnreadableTableError,
+    read_manifest,
+    write_table,
+)
 from album_pipeline.data.results import Log, ordered_parallel_map, safe_log
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.data.unlabeled.archives import chosen_archives, download_archive
 from album_pipeline.data.unlabeled.extraction import OMACIR, ExtractOptions, extract_archive
 from album_pipeline.layout import HomeLayout
+from album_pipeline.recovery import set_aside
 from album_pipeline.sources.http import SourceError
 from album_pipeline.sources.omacir import ArchiveChecksumError, ArchiveFile, OmacirClient
 
@@ -51,7 +58,7 @@ def ingest_archives(
     """Each archive's extraction stats plus ``bytes_downloaded``, in the order of ``names`` (None: every
     archive ``choose_archives`` recorded). Raises SourceError naming every archive that failed, once the
     others are extracted and recorded."""
-    chosen = chosen_archives(layout)
+    chosen = chosen_archives(layout, log=log)
     names = list(names or chosen)
     unknown = [name for name in names if name not in chosen]
     if unknown:
@@ -95,14 +102,10 @@ def ingest_archive(
     options = options or IngestOptions()
     summary_path = layout.extracted_summary(OMACIR, archive.name)
     fingerprint = {"md5": archive.md5, "size": archive.size, "options": repr(extract)}
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if (
-            summary.get("fingerprint") == fingerprint
-            and layout.extracted_images(OMACIR, archive.name).exists()
-        ):
-            say(f"omacir: {archive.name} already extracted; reusing it")
-            return {**summary["stats"], "bytes_downloaded": 0}
+    recorded = recorded_extraction(layout, archive.name, fingerprint, log=say)
+    if recorded is not None:
+        say(f"omacir: {archive.name} already extracted; reusing it")
+        return {**recorded, "bytes_downloaded": 0}
     try:
         path, fetched = download_archive(
             client, archive, layout.omacir_downloads_dir, log=say, progress_bar=progress_bar
@@ -118,3 +121,33 @@ def ingest_archive(
         path.unlink(missing_ok=True)
         say(f"omacir: deleted {path} (its images are extracted and recorded)")
     return {**extracted.stats, "bytes_downloaded": fetched}
+
+
+def recorded_extraction(
+    layout: HomeLayout, name: str, fingerprint: dict[str, Any], *, log: Log | None = None
+) -> dict[str, Any] | None:
+    """The stats of an extraction recorded for these bytes and options, if its files all load; else None.
+
+    The record is a cache: a summary or table that no longer loads is set aside (``recovery.set_aside``) and
+    the archive extracted again, so that a damaged file never blocks its own rebuild.
+    """
+    summary_path = layout.extracted_summary(OMACIR, name)
+    tables = (layout.extracted_images(OMACIR, name), layout.extracted_failures(OMACIR, name))
+    if not summary_path.exists():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+        stats = summary["stats"]
+        matches = summary["fingerprint"] == fingerprint and isinstance(stats, dict)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        set_aside(summary_path, f"not an extraction summary: {type(error).__name__}: {error}", log)
+        return None
+    if not matches or not all(path.exists() for path in tables):
+        return None
+    for path in tables:
+        try:
+            read_manifest(path)  # in full: the merge reads it next, and a damaged page is not in the footer
+        except UnreadableTableError as error:
+            set_aside(path, error.reason, log)
+            return None
+    return stats

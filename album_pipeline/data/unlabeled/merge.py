@@ -7,6 +7,7 @@ copies keep their first occurrence; ``max_images`` keeps the first images in arc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,13 +17,11 @@ import pandas as pd
 from album_pipeline.data.dedup import keep_one_per_picture
 from album_pipeline.data.manifest import (
     DEFAULT_SPLIT_FRACTIONS,
-    FAILURES_SCHEMA,
     MANIFEST_SCHEMA,
     assign_split,
     read_manifest,
     read_manifest_table,
-    write_manifest,
-    write_table,
+    replace_manifest,
 )
 from album_pipeline.data.near_duplicates import near_duplicate_groups
 from album_pipeline.data.overlap import overlapping
@@ -62,6 +61,7 @@ class UnlabeledManifest:
     stats: dict[str, Any]  # merge_extracted's
     archives_not_extracted: list[str]  # chosen but not extracted yet: left out
     labelled: pd.DataFrame | None  # image_id and picture_hash of the labelled images; None: no manifest yet
+    kept_previous: bool = False  # refused by no_labeled_images, so the earlier manifest on disk was kept
 
     def labelled_images_kept(self) -> int:
         """Labelled images that are in the unlabelled manifest all the same (0 unless something is wrong)."""
@@ -77,13 +77,15 @@ def build_unlabeled_manifest(
     near-duplicates (so that pretraining never sees a test cover), and write the manifest and its failures."""
     say = safe_log(log)
     labelled = (
-        read_manifest_table(layout.labeled_manifest).select(["image_id", "picture_hash"]).to_pandas()
+        read_manifest_table(layout.labeled_manifest, rebuilt_by="labeled_manifest")
+        .select(["image_id", "picture_hash"])
+        .to_pandas()
         if layout.labeled_manifest.exists()
         else None
     )
     if labelled is None:
         say("no labelled manifest yet: the unlabelled covers cannot be checked against it")
-    names = list(chosen_archives(layout))
+    names = list(chosen_archives(layout, log=say))
     extracted = [name for name in names if layout.extracted_summary(OMACIR, name).exists()]
     missing = [name for name in names if name not in extracted]
     if not extracted:
@@ -93,18 +95,32 @@ def build_unlabeled_manifest(
         )
     if missing:
         say(f"archives not extracted yet, left out: {missing}; backfill omacir_archive_images")
+    extraction = f"omacir_archive_images (its partitions {extracted})"
     manifest, merge_failures, stats = merge_extracted(
-        [read_manifest(layout.extracted_images(OMACIR, name)) for name in extracted],
+        [read_manifest(layout.extracted_images(OMACIR, name), rebuilt_by=extraction) for name in extracted],
         options,
         exclude=labelled,
     )
     failures = pd.concat(
-        [read_manifest(layout.extracted_failures(OMACIR, name)) for name in extracted] + [merge_failures],
+        [read_manifest(layout.extracted_failures(OMACIR, name), rebuilt_by=extraction) for name in extracted]
+        + [merge_failures],
         ignore_index=True,
     )
-    write_manifest(manifest, layout.unlabeled_manifest)
-    write_table(failures, layout.unlabeled_failures, FAILURES_SCHEMA)
-    return UnlabeledManifest(manifest, failures, stats, missing, labelled)
+    merged = UnlabeledManifest(manifest, failures, stats, missing, labelled)
+    # no_labeled_images blocks what is built from this manifest: one it refuses never replaces an earlier one.
+    written = replace_manifest(
+        manifest,
+        failures,
+        layout.unlabeled_manifest,
+        layout.unlabeled_failures,
+        refused=merged.labelled_images_kept() > 0,
+        log=say,
+    )
+    if not written:
+        say(
+            f"the new unlabelled manifest keeps labelled images: {layout.unlabeled_manifest} was kept as it was"
+        )
+    return dataclasses.replace(merged, kept_previous=not written)
 
 
 def merge_extracted(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,10 +36,17 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 # Query parameters that may carry credentials and must never be shown in a message.
 _SECRET_QUERY_NAMES = {"apikey", "api_key", "key", "token", "access_token", "secret", "password"}
+# A header value requests and http.client send as given: visible ASCII, inner blanks allowed. Anything else (a
+# line break, a control or non-ASCII character) makes them raise with the value itself in the message.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 class SourceError(Exception):
     """Base of every error a data source raises; the message always says what to do next."""
+
+
+class SettingError(SourceError, ValueError):
+    """A setting cannot be used as given (say a key a header cannot carry); the message names the variable."""
 
 
 class SourceUnavailableError(SourceError):
@@ -95,6 +103,15 @@ def make_session(
     return session
 
 
+def check_header_setting(value: str, env_var: str) -> str:
+    """``value`` if an HTTP header can carry it, else a SettingError naming ``env_var`` (never the value)."""
+    if not _HEADER_VALUE.fullmatch(value):
+        raise SettingError(
+            f"{env_var} contains a line break or other characters HTTP headers cannot carry; set it again"
+        )
+    return value
+
+
 def redact_url(url: str) -> str:
     """The URL with user-info passwords and credential-like query parameters replaced by ``***``."""
     try:
@@ -112,10 +129,15 @@ def redact_url(url: str) -> str:
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every non-empty secret replaced by ``***`` (defence in depth for error messages)."""
+    """``text`` with every non-empty secret replaced by ``***`` (defence in depth for error messages).
+
+    The escaped form is masked too: libraries quote a bad value with ``repr`` ('ab\\r\\ncd'), which the
+    plain value would not match.
+    """
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            for form in (secret, repr(secret)[1:-1], secret.encode("unicode_escape").decode("ascii")):
+                text = text.replace(form, "***")
     return text
 
 
@@ -126,9 +148,16 @@ def translate_request_error(
     url: str,
     url_env_var: str,
     secrets: Iterable[str | None] = (),
+    key_env_var: str | None = None,
 ) -> SourceError:
     """Turn a requests exception into a SourceError whose message names the URL (redacted) and the setting."""
     shown_url = redact_url(url)
+    if isinstance(error, requests.exceptions.InvalidHeader):
+        # The request never left: a setting is at fault, not the service (and the value is not shown).
+        setting = key_env_var or "the settings sent in request headers"
+        return SettingError(
+            f"a request header for {service} holds characters HTTP headers cannot carry; set {setting} again"
+        )
     if isinstance(error, requests.Timeout):
         what = "timed out"
     elif isinstance(error, requests.exceptions.RetryError):
@@ -406,8 +435,9 @@ def _fetch_once(
             ) from None
         except requests.RequestException as error:
             raise translate_request_error(
-                error, service=service, url=current, url_env_var=url_env_var, secrets=secrets
-            ) from None
+                error, service=service, url=current, url_env_var=url_env_var, secrets=secrets,
+                key_env_var=key_env_var,
+            ) from None  # fmt: skip
     raise SourceResponseError(
         f"{service} redirected {redact_url(url)} more than {max_redirects} times; check that {url_env_var} "
         "points at the service"

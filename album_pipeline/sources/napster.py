@@ -19,6 +19,7 @@ from album_pipeline.sources.http import (
     MAX_JSON_BYTES,
     RateLimiter,
     SourceError,
+    check_header_setting,
     expect_image,
     expect_json,
     fetch,
@@ -90,7 +91,8 @@ class NapsterClient:
         if not api_key or not api_key.strip():
             raise SourceError(f"no Napster API key given; set {NAPSTER_KEY_ENV}")
         self.base_url = base_url.rstrip("/")
-        self._api_key = _Secret(api_key.strip())
+        # Checked here, before any request: requests would refuse it with the key itself in its message.
+        self._api_key = _Secret(check_header_setting(api_key.strip(), NAPSTER_KEY_ENV))
         # One pooled connection per download worker, so parallel downloads reuse their connections.
         self._session = session or make_session(pool_size=connections)
         self.timeout = timeout

@@ -16,6 +16,7 @@ from album_pipeline.sources.http import (
     BodyError,
     LimitedRetry,
     RateLimiter,
+    SettingError,
     SourceAuthError,
     SourceUnavailableError,
     UntrustedURLError,
@@ -26,6 +27,7 @@ from album_pipeline.sources.http import (
     make_session,
     rate_limit_prefix,
     redact_url,
+    scrub,
     translate_request_error,
 )
 
@@ -230,3 +232,27 @@ def test_fetch_retries_bodies_that_are_html_or_not_json_then_reports_the_reason(
             timeout=5, expect=expect_json, body_retries=2, backoff_factor=0,
         )  # fmt: skip
     assert raised.value.reason == "html_instead_of_json" and len(always_html.seen) == 3
+
+
+def test_a_header_error_is_blamed_on_the_setting_and_never_shows_the_secret() -> None:
+    """requests refuses a header with a line break and quotes its value (escaped) in the message."""
+    secret = "sekrit\r\nX-Evil: 1"
+    with pytest.raises(SettingError) as caught:
+        fetch(
+            make_session(total_retries=0),
+            "http://127.0.0.1:9/v2.2/genres",
+            service="Napster API",
+            url_env_var="NAPSTER_API_URL",
+            timeout=2,
+            headers={"apikey": secret},
+            key_env_var="NAPSTER_API_KEY",
+            secrets=[secret],
+        )
+    message = str(caught.value)
+    assert "sekrit" not in message and "reached" not in message and "service is up" not in message
+    assert "set NAPSTER_API_KEY again" in message
+
+
+def test_scrub_masks_the_escaped_form_libraries_quote() -> None:
+    secret = "ab\r\ncd"
+    assert scrub(f"value {secret!r} and {secret}", [secret]) == "value '***' and ***"

@@ -22,7 +22,6 @@ from album_pipeline.sources.http import (
     DEFAULT_TIMEOUT,
     MAX_JSON_BYTES,
     NoImageError,
-    RateLimiter,
     SourceResponseError,
     check_header_setting,
     expect_image,
@@ -31,9 +30,9 @@ from album_pipeline.sources.http import (
     host_checker,
     json_object,
     make_session,
-    rate_limit_prefix,
     redact_url,
 )
+from album_pipeline.sources.rate_limit import RateLimiter, rate_limit_prefix
 
 DEFAULT_MUSICBRAINZ_URL = "https://musicbrainz.org"
 DEFAULT_COVERART_URL = "https://coverartarchive.org"

@@ -17,7 +17,6 @@ from album_pipeline.sources.http import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_TIMEOUT,
     MAX_JSON_BYTES,
-    RateLimiter,
     SourceError,
     check_header_setting,
     expect_image,
@@ -26,10 +25,10 @@ from album_pipeline.sources.http import (
     host_checker,
     json_object,
     make_session,
-    rate_limit_prefix,
     redact_url,
     scrub,
 )
+from album_pipeline.sources.rate_limit import RateLimiter, rate_limit_prefix
 
 DEFAULT_NAPSTER_URL = "https://api.napster.com"
 # Where the real API's image URLs point: the static image host and the documented image server.

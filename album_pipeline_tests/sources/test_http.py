@@ -14,8 +14,6 @@ from album_pipeline import __version__
 from album_pipeline.sources.http import (
     DEFAULT_USER_AGENT,
     BodyError,
-    LimitedRetry,
-    RateLimiter,
     SettingError,
     SourceAuthError,
     SourceUnavailableError,
@@ -25,11 +23,11 @@ from album_pipeline.sources.http import (
     fetch,
     host_checker,
     make_session,
-    rate_limit_prefix,
     redact_url,
     scrub,
     translate_request_error,
 )
+from album_pipeline.sources.rate_limit import LimitedRetry, RateLimiter, rate_limit_prefix
 
 
 class _Scripted:
@@ -148,7 +146,6 @@ def test_redact_url_hides_credentials() -> None:
 
 
 def test_rate_limiter_spaces_calls_evenly_and_never_bursts():
-    from album_pipeline.sources.http import RateLimiter
 
     now = [100.0]
     slept: list[float] = []
@@ -171,7 +168,6 @@ def test_rate_limiter_holds_across_threads_and_refuses_nonsense():
     import threading
     import time
 
-    from album_pipeline.sources.http import RateLimiter
 
     limiter = RateLimiter(50.0)
     starts: list[float] = []

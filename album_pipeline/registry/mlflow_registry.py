@@ -10,6 +10,9 @@ format, because consumers need the ``Generator`` module itself (its ``arch``, tr
 ``generate_covers``), which an exported graph does not give back. Loading therefore needs ``album_pipeline``
 importable, which holds wherever this package is installed.
 
+Every call runs inside ``store.store_session``: bounded waits, the store checked first, failures a user can
+cause as one sentence, and the artifacts of a copied or moved home read from the copy.
+
 mlflow is imported inside the functions: importing it costs seconds, and Dagster imports this module at load.
 """
 
@@ -20,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,6 +35,8 @@ from urllib.parse import unquote, urlparse
 import torch
 
 from album_pipeline.model.networks import Generator
+from album_pipeline.registry.store import adopt_moved_artifacts, home_artifacts_dir, store_session
+from album_pipeline.settings import ConfigurationError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -42,8 +48,20 @@ GENRES_KEY = "genres"  # run param and model version tag: JSON list, index i = g
 CHAMPION_METRIC_TAG = "champion_metric"
 
 
-class ModelNotRegistered(LookupError):
+class ModelNotRegistered(ConfigurationError, LookupError):
     """The registered model, or the alias asked for, does not exist in the registry."""
+
+
+class InvalidModelURI(ConfigurationError, ValueError):
+    """A model URI that names no generator this project logged."""
+
+
+# The model URIs ``load_champion`` accepts besides a local folder; anything else is refused before a download.
+_REGISTRY_URI = re.compile(r"models:/[^/@\s]+(@[\w.-]+|/\d+)|runs:/[0-9a-f]{32}/\S+")
+_ACCEPTED = (
+    "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator or a folder holding a generator that "
+    "album_pipeline logged (with its MLmodel file)"
+)
 
 
 @dataclass(frozen=True)
@@ -241,52 +259,54 @@ def log_and_register(
     import mlflow
     import mlflow.pytorch
 
-    client = _client(tracking_uri)
-    # A CPU copy: the pickled module keeps its tensors' device, and a loader may have no GPU.
-    stored_generator = generator if _on_cpu(generator) else copy.deepcopy(generator).cpu()
-    with _using_tracking_uri(tracking_uri):
-        if mlflow.active_run() is not None:
-            raise RuntimeError(
-                f"an MLflow run ({mlflow.active_run().info.run_id}) is already active in this process; end "
-                "it before registering, so the generator is not logged into an unrelated run"
-            )
-        experiment_id = _experiment_id(client, experiment_name, artifact_location)
-        with mlflow.start_run(experiment_id=experiment_id, tags=dict(tags or {})) as run:
-            mlflow.log_params(run_params)
-            mlflow.log_metrics(checked_metrics)
-            for path in artifact_paths:
-                mlflow.log_artifact(str(path))
-            pytorch_logger = logging.getLogger("mlflow.pytorch")
-            advice_filter = _DropPickleAdvice()
-            pytorch_logger.addFilter(advice_filter)
-            try:
-                model_info = mlflow.pytorch.log_model(
-                    stored_generator,
-                    name=GENERATOR_ARTIFACT,
-                    registered_model_name=model_name,
-                    pip_requirements=_pip_requirements(),
-                    serialization_format="pickle",
-                    metadata={GENRES_KEY: genres},
+    with store_session(tracking_uri, writes=True, artifact_location=artifact_location):
+        adopt_moved_artifacts(tracking_uri, artifact_location)
+        client = _client(tracking_uri)
+        # A CPU copy: the pickled module keeps its tensors' device, and a loader may have no GPU.
+        stored_generator = generator if _on_cpu(generator) else copy.deepcopy(generator).cpu()
+        with _using_tracking_uri(tracking_uri):
+            if mlflow.active_run() is not None:
+                raise RuntimeError(
+                    f"an MLflow run ({mlflow.active_run().info.run_id}) is already active in this process; "
+                    "end it before registering, so the generator is not logged into an unrelated run"
                 )
-            finally:
-                pytorch_logger.removeFilter(advice_filter)
-    version = str(model_info.registered_model_version)
-    client.set_model_version_tag(model_name, version, GENRES_KEY, genres_json)
-    client.set_model_version_tag(model_name, version, CHAMPION_METRIC_TAG, champion.champion_metric)
+            experiment_id = _experiment_id(client, experiment_name, artifact_location)
+            with mlflow.start_run(experiment_id=experiment_id, tags=dict(tags or {})) as run:
+                mlflow.log_params(run_params)
+                mlflow.log_metrics(checked_metrics)
+                for path in artifact_paths:
+                    mlflow.log_artifact(str(path))
+                pytorch_logger = logging.getLogger("mlflow.pytorch")
+                advice_filter = _DropPickleAdvice()
+                pytorch_logger.addFilter(advice_filter)
+                try:
+                    model_info = mlflow.pytorch.log_model(
+                        stored_generator,
+                        name=GENERATOR_ARTIFACT,
+                        registered_model_name=model_name,
+                        pip_requirements=_pip_requirements(),
+                        serialization_format="pickle",
+                        metadata={GENRES_KEY: genres},
+                    )
+                finally:
+                    pytorch_logger.removeFilter(advice_filter)
+        version = str(model_info.registered_model_version)
+        client.set_model_version_tag(model_name, version, GENRES_KEY, genres_json)
+        client.set_model_version_tag(model_name, version, CHAMPION_METRIC_TAG, champion.champion_metric)
 
-    candidate = checked_metrics[champion.champion_metric]
-    champion_version, champion_value = _current_champion(client, model_name, champion.champion_metric)
-    if champion_version is None or champion.beats(candidate, champion_value):
-        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
-        champion_version, champion_value = version, candidate
-    return RegistrationResult(
-        run_id=run.info.run_id,
-        model_version=version,
-        model_uri=f"models:/{model_name}/{version}",
-        is_champion=champion_version == version,
-        champion_version=champion_version,
-        champion_metric_value=champion_value,
-    )
+        candidate = checked_metrics[champion.champion_metric]
+        champion_version, champion_value = _current_champion(client, model_name, champion.champion_metric)
+        if champion_version is None or champion.beats(candidate, champion_value):
+            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+            champion_version, champion_value = version, candidate
+        return RegistrationResult(
+            run_id=run.info.run_id,
+            model_version=version,
+            model_uri=f"models:/{model_name}/{version}",
+            is_champion=champion_version == version,
+            champion_version=champion_version,
+            champion_metric_value=champion_value,
+        )
 
 
 def _on_cpu(module: torch.nn.Module) -> bool:
@@ -299,6 +319,8 @@ def _version_for_alias(client: MlflowClient, tracking_uri: str, model_name: str,
     try:
         client.get_registered_model(model_name)
     except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # a store that fails is not a missing model (store_session words it)
         known = sorted(model.name for model in client.search_registered_models())
         raise ModelNotRegistered(
             f"no registered model {model_name!r} in {tracking_uri} (registered: {known}); "
@@ -321,15 +343,55 @@ def load_champion(
     *,
     model_uri: str | None = None,
     device: str | torch.device = "cpu",
+    artifact_location: Path | None = None,
 ) -> tuple[Generator, tuple[str, ...]]:
     """The generator holding ``alias`` (in eval mode, on ``device``) and its genre names (index i = genre i).
 
-    ``model_uri`` loads another logged generator instead (``models:/NAME/3``, ``runs:/RUN_ID/generator``...).
+    ``model_uri`` loads another logged generator instead (``models:/NAME/3``, ``runs:/RUN_ID/generator``, or a
+    folder holding one); any other URI is an InvalidModelURI before anything is fetched. ``artifact_location``
+    is where the store's artifacts belong (default: ``mlartifacts/`` beside an sqlite store in a home), so a
+    copied home reads its own copies.
     """
-    import mlflow.artifacts
-    import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
+    local_model = check_model_uri(model_uri) if model_uri is not None else None
+    if local_model is not None:
+        return _load_generator(local_model, str(model_uri), None, device)
+    with store_session(tracking_uri, writes=False):
+        location = artifact_location or home_artifacts_dir(tracking_uri)
+        if location is not None:
+            adopt_moved_artifacts(tracking_uri, location)
+        return _load_registered(tracking_uri, model_name, alias, model_uri, device)
+
+
+def check_model_uri(model_uri: str) -> Path | None:
+    """None for a registry URI load_champion accepts, the folder for a local model; else InvalidModelURI."""
+    if _REGISTRY_URI.fullmatch(model_uri):
+        return None
+    parsed = urlparse(model_uri)
+    if parsed.scheme in ("", "file"):
+        folder = Path(unquote(parsed.path) if parsed.scheme else model_uri).expanduser()
+        if _logged_by_us(folder):
+            return folder.resolve()
+    raise InvalidModelURI(f"--model-uri {model_uri!r} names no album_pipeline generator; give {_ACCEPTED}")
+
+
+def _logged_by_us(folder: Path) -> bool:
+    """Whether ``folder`` holds a pytorch-flavour MLmodel with the genre names log_and_register adds."""
     from mlflow.models import Model
+
+    if not (folder / "MLmodel").is_file():
+        return False
+    try:
+        model = Model.load(str(folder))
+    except Exception:  # an MLmodel that does not parse is simply not one of ours
+        return False
+    return "pytorch" in model.flavors and bool((model.metadata or {}).get(GENRES_KEY))
+
+
+def _load_registered(
+    tracking_uri: str, model_name: str, alias: str, model_uri: str | None, device: str | torch.device
+) -> tuple[Generator, tuple[str, ...]]:
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
     tagged_genres = None
@@ -346,18 +408,33 @@ def load_champion(
         try:
             local_path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         except MlflowException as error:
+            if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise  # a store that fails (store_session words it)
             raise ModelNotRegistered(
                 f"cannot fetch {model_uri} from {tracking_uri}: {error.message}"
             ) from error
-        metadata = Model.load(local_path).metadata or {}
-        model = mlflow.pytorch.load_model(
-            local_path,
-            weights_only=False,  # a full nn.Module from our own registry (see the module docstring)
-            map_location=device,
-        )
+        except OSError as error:  # the store names artifacts that are not on disk
+            raise ModelNotRegistered(f"cannot fetch {model_uri} from {tracking_uri}: {error}") from None
+        return _load_generator(Path(local_path), model_uri, tagged_genres, device)
+
+
+def _load_generator(
+    folder: Path, model_uri: str, tagged_genres: str | None, device: str | torch.device
+) -> tuple[Generator, tuple[str, ...]]:
+    import mlflow.pytorch
+    from mlflow.models import Model
+
+    if not _logged_by_us(folder):
+        raise InvalidModelURI(f"{model_uri} holds no album_pipeline generator; give {_ACCEPTED}")
+    metadata = Model.load(str(folder)).metadata or {}
+    model = mlflow.pytorch.load_model(
+        str(folder),
+        weights_only=False,  # a full nn.Module from our own registry (see the module docstring)
+        map_location=device,
+    )
     if not isinstance(model, Generator):
-        raise TypeError(f"{model_uri} holds a {type(model).__name__}, not an album_pipeline Generator")
+        raise InvalidModelURI(f"{model_uri} holds a {type(model).__name__}, not an album_pipeline Generator")
     genres = metadata.get(GENRES_KEY) or (json.loads(tagged_genres) if tagged_genres else None)
     if not genres:
-        raise ValueError(f"{model_uri} records no genre names; register it with log_and_register")
+        raise InvalidModelURI(f"{model_uri} records no genre names; register it with log_and_register")
     return model.eval(), tuple(genres)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import threading
-import time
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
 from album_pipeline import __version__
+from album_pipeline.sources.rate_limit import RateLimiter
 
 DEFAULT_USER_AGENT = f"album_pipeline/{__version__} (+https://github.com/album-pipeline/album_pipeline)"
 
@@ -35,10 +35,17 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 # Query parameters that may carry credentials and must never be shown in a message.
 _SECRET_QUERY_NAMES = {"apikey", "api_key", "key", "token", "access_token", "secret", "password"}
+# A header value requests and http.client send as given: visible ASCII, inner blanks allowed. Anything else (a
+# line break, a control or non-ASCII character) makes them raise with the value itself in the message.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 class SourceError(Exception):
     """Base of every error a data source raises; the message always says what to do next."""
+
+
+class SettingError(SourceError, ValueError):
+    """A setting cannot be used as given (say a key a header cannot carry); the message names the variable."""
 
 
 class SourceUnavailableError(SourceError):
@@ -95,6 +102,15 @@ def make_session(
     return session
 
 
+def check_header_setting(value: str, env_var: str) -> str:
+    """``value`` if an HTTP header can carry it, else a SettingError naming ``env_var`` (never the value)."""
+    if not _HEADER_VALUE.fullmatch(value):
+        raise SettingError(
+            f"{env_var} contains a line break or other characters HTTP headers cannot carry; set it again"
+        )
+    return value
+
+
 def redact_url(url: str) -> str:
     """The URL with user-info passwords and credential-like query parameters replaced by ``***``."""
     try:
@@ -112,10 +128,15 @@ def redact_url(url: str) -> str:
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every non-empty secret replaced by ``***`` (defence in depth for error messages)."""
+    """``text`` with every non-empty secret replaced by ``***`` (defence in depth for error messages).
+
+    The escaped form is masked too: libraries quote a bad value with ``repr`` ('ab\\r\\ncd'), which the
+    plain value would not match.
+    """
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            for form in (secret, repr(secret)[1:-1], secret.encode("unicode_escape").decode("ascii")):
+                text = text.replace(form, "***")
     return text
 
 
@@ -126,9 +147,16 @@ def translate_request_error(
     url: str,
     url_env_var: str,
     secrets: Iterable[str | None] = (),
+    key_env_var: str | None = None,
 ) -> SourceError:
     """Turn a requests exception into a SourceError whose message names the URL (redacted) and the setting."""
     shown_url = redact_url(url)
+    if isinstance(error, requests.exceptions.InvalidHeader):
+        # The request never left: a setting is at fault, not the service (and the value is not shown).
+        setting = key_env_var or "the settings sent in request headers"
+        return SettingError(
+            f"a request header for {service} holds characters HTTP headers cannot carry; set {setting} again"
+        )
     if isinstance(error, requests.Timeout):
         what = "timed out"
     elif isinstance(error, requests.exceptions.RetryError):
@@ -186,84 +214,6 @@ def _short_body(response: requests.Response, limit: int = 200) -> str:
     if not text:
         return ""
     return ": " + (text if len(text) <= limit else text[:limit] + "...")
-
-
-class RateLimiter:
-    """Spaces calls so that at most ``per_second`` start in any second, across threads (no bursts).
-
-    A client-side limit keeps a crawl under a service's published rate instead of relying on its 429s.
-    ``None`` means unlimited.
-    """
-
-    def __init__(
-        self,
-        per_second: float | None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if per_second is not None and not per_second > 0:
-            raise ValueError(f"a rate limit must be above 0 requests per second, got {per_second}")
-        self.per_second = per_second
-        self._interval = 0.0 if per_second is None else 1.0 / per_second
-        self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
-        self._next_start = 0.0
-
-    def wait(self) -> None:
-        """Block until this call may start."""
-        if not self._interval:
-            return
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next_start)
-            self._next_start = start + self._interval
-        if start > now:
-            self._sleep(start - now)
-
-
-class LimitedRetry(Retry):
-    """urllib3's Retry whose every retry also waits its turn at a RateLimiter.
-
-    urllib3 retries inside the adapter, out of the client's sight; without this a burst of retries (the first
-    one has no backoff) would break the client-side rate limit the service asked for.
-    """
-
-    def __init__(self, *args: Any, rate_limiter: RateLimiter | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.rate_limiter = rate_limiter
-
-    def new(self, **kw: Any) -> LimitedRetry:
-        renewed = super().new(**kw)
-        renewed.rate_limiter = self.rate_limiter
-        return renewed
-
-    def sleep(self, response: Any = None) -> None:
-        super().sleep(response)
-        if self.rate_limiter is not None:
-            self.rate_limiter.wait()
-
-
-def rate_limit_prefix(session: requests.Session, prefix: str, limiter: RateLimiter) -> None:
-    """Make retries of requests under ``prefix`` wait for ``limiter`` (callers wait before the first try).
-
-    The session's own adapter for that prefix is cloned with the same retry policy and pool size, so a session
-    built with ``make_session`` keeps its settings.
-    """
-    if limiter.per_second is None:
-        return
-    existing = session.get_adapter(prefix)
-    retry = existing.max_retries if isinstance(existing, HTTPAdapter) else Retry(0)
-    limited = LimitedRetry(**{**_retry_params(retry), "rate_limiter": limiter})
-    pool_size = getattr(existing, "_pool_maxsize", 16)
-    session.mount(
-        prefix, HTTPAdapter(max_retries=limited, pool_connections=pool_size, pool_maxsize=pool_size)
-    )
-
-
-def _retry_params(retry: Retry) -> dict[str, Any]:
-    names = inspect.signature(Retry.__init__).parameters
-    return {name: getattr(retry, name) for name in names if name != "self" and hasattr(retry, name)}
 
 
 class BodyError(SourceError):
@@ -406,8 +356,9 @@ def _fetch_once(
             ) from None
         except requests.RequestException as error:
             raise translate_request_error(
-                error, service=service, url=current, url_env_var=url_env_var, secrets=secrets
-            ) from None
+                error, service=service, url=current, url_env_var=url_env_var, secrets=secrets,
+                key_env_var=key_env_var,
+            ) from None  # fmt: skip
     raise SourceResponseError(
         f"{service} redirected {redact_url(url)} more than {max_redirects} times; check that {url_env_var} "
         "points at the service"

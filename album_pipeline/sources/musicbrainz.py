@@ -22,17 +22,17 @@ from album_pipeline.sources.http import (
     DEFAULT_TIMEOUT,
     MAX_JSON_BYTES,
     NoImageError,
-    RateLimiter,
     SourceResponseError,
+    check_header_setting,
     expect_image,
     expect_json,
     fetch,
     host_checker,
     json_object,
     make_session,
-    rate_limit_prefix,
     redact_url,
 )
+from album_pipeline.sources.rate_limit import RateLimiter, rate_limit_prefix
 
 DEFAULT_MUSICBRAINZ_URL = "https://musicbrainz.org"
 DEFAULT_COVERART_URL = "https://coverartarchive.org"
@@ -55,6 +55,8 @@ _MBID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 def check_user_agent(user_agent: str | None) -> str:
     """The User-Agent, refused unless it names an application, a version and a contact, as MusicBrainz asks."""
     agent = (user_agent or "").strip()
+    if agent:
+        check_header_setting(agent, USER_AGENT_ENV)  # before the message below, which shows the agent
     if (
         not agent
         or agent.lower().startswith(_LIBRARY_AGENTS)

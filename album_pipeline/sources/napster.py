@@ -17,18 +17,18 @@ from album_pipeline.sources.http import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_TIMEOUT,
     MAX_JSON_BYTES,
-    RateLimiter,
     SourceError,
+    check_header_setting,
     expect_image,
     expect_json,
     fetch,
     host_checker,
     json_object,
     make_session,
-    rate_limit_prefix,
     redact_url,
     scrub,
 )
+from album_pipeline.sources.rate_limit import RateLimiter, rate_limit_prefix
 
 DEFAULT_NAPSTER_URL = "https://api.napster.com"
 # Where the real API's image URLs point: the static image host and the documented image server.
@@ -90,7 +90,8 @@ class NapsterClient:
         if not api_key or not api_key.strip():
             raise SourceError(f"no Napster API key given; set {NAPSTER_KEY_ENV}")
         self.base_url = base_url.rstrip("/")
-        self._api_key = _Secret(api_key.strip())
+        # Checked here, before any request: requests would refuse it with the key itself in its message.
+        self._api_key = _Secret(check_header_setting(api_key.strip(), NAPSTER_KEY_ENV))
         # One pooled connection per download worker, so parallel downloads reuse their connections.
         self._session = session or make_session(pool_size=connections)
         self.timeout = timeout

@@ -14,8 +14,7 @@ from album_pipeline import __version__
 from album_pipeline.sources.http import (
     DEFAULT_USER_AGENT,
     BodyError,
-    LimitedRetry,
-    RateLimiter,
+    SettingError,
     SourceAuthError,
     SourceUnavailableError,
     UntrustedURLError,
@@ -24,10 +23,11 @@ from album_pipeline.sources.http import (
     fetch,
     host_checker,
     make_session,
-    rate_limit_prefix,
     redact_url,
+    scrub,
     translate_request_error,
 )
+from album_pipeline.sources.rate_limit import LimitedRetry, RateLimiter, rate_limit_prefix
 
 
 class _Scripted:
@@ -146,7 +146,6 @@ def test_redact_url_hides_credentials() -> None:
 
 
 def test_rate_limiter_spaces_calls_evenly_and_never_bursts():
-    from album_pipeline.sources.http import RateLimiter
 
     now = [100.0]
     slept: list[float] = []
@@ -169,7 +168,6 @@ def test_rate_limiter_holds_across_threads_and_refuses_nonsense():
     import threading
     import time
 
-    from album_pipeline.sources.http import RateLimiter
 
     limiter = RateLimiter(50.0)
     starts: list[float] = []
@@ -230,3 +228,27 @@ def test_fetch_retries_bodies_that_are_html_or_not_json_then_reports_the_reason(
             timeout=5, expect=expect_json, body_retries=2, backoff_factor=0,
         )  # fmt: skip
     assert raised.value.reason == "html_instead_of_json" and len(always_html.seen) == 3
+
+
+def test_a_header_error_is_blamed_on_the_setting_and_never_shows_the_secret() -> None:
+    """requests refuses a header with a line break and quotes its value (escaped) in the message."""
+    secret = "sekrit\r\nX-Evil: 1"
+    with pytest.raises(SettingError) as caught:
+        fetch(
+            make_session(total_retries=0),
+            "http://127.0.0.1:9/v2.2/genres",
+            service="Napster API",
+            url_env_var="NAPSTER_API_URL",
+            timeout=2,
+            headers={"apikey": secret},
+            key_env_var="NAPSTER_API_KEY",
+            secrets=[secret],
+        )
+    message = str(caught.value)
+    assert "sekrit" not in message and "reached" not in message and "service is up" not in message
+    assert "set NAPSTER_API_KEY again" in message
+
+
+def test_scrub_masks_the_escaped_form_libraries_quote() -> None:
+    secret = "ab\r\ncd"
+    assert scrub(f"value {secret!r} and {secret}", [secret]) == "value '***' and ***"

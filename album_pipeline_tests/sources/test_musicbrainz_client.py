@@ -121,3 +121,13 @@ def test_front_url_refuses_bad_ids_and_sizes(emulator) -> None:
         client.front_url("not-an-id", 250)
     with pytest.raises(ValueError, match="250, 500, 1200"):
         client.front_url("00000000-0000-0000-0000-000000000000", 300)
+
+
+def test_a_user_agent_a_header_cannot_carry_is_refused_without_echoing_it() -> None:
+    for bad in ("covers/1.0 ( me@example.org )\r\nX-Evil: 1", "covers/1.0 ( m\u00e9@example.org )"):
+        with pytest.raises(ValueError) as caught:
+            check_user_agent(bad)
+        assert str(caught.value) == (
+            "MUSICBRAINZ_USER_AGENT contains a line break or other characters HTTP headers cannot carry; "
+            "set it again"
+        )

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from album_pipeline.sources.http import (
+    SettingError,
     SourceAuthError,
     SourceUnavailableError,
     UntrustedURLError,
@@ -181,3 +182,15 @@ def test_image_urls_are_fetched_only_from_allowed_hosts_over_http(emulator: Naps
         with pytest.raises(UntrustedURLError, match="not http"):
             trusting.fetch_image(bad)
     assert not emulator.requests  # refused before anything was sent
+
+
+@pytest.mark.parametrize("bad_key", ["sekrit\r\nX-Evil: 1", "sekrit\nmore", "sek\x00rit", "sek\u2603rit"])
+def test_a_key_a_header_cannot_carry_is_refused_up_front_without_showing_it(bad_key: str) -> None:
+    """Issue 11 probe 7: requests used to refuse the header with the key in its message, blaming the service."""
+    with pytest.raises(SettingError) as caught:
+        NapsterClient("http://127.0.0.1:9", bad_key, session=make_session(total_retries=0))
+    message = str(caught.value)
+    assert message == (
+        "NAPSTER_API_KEY contains a line break or other characters HTTP headers cannot carry; set it again"
+    )
+    assert isinstance(caught.value, ValueError)  # a setting at fault, as the preflight reports it

@@ -100,7 +100,11 @@ def _step_error(error, debug: bool) -> str:
         error = error.cause
     lines = [line for line in error.message.strip().splitlines() if line.strip()]
     text = " ".join(lines[:2])
-    return text if len(text) <= 400 else text[:400] + "..."
+    # Dagster writes "module.Class: message"; the sentence is what the user needs, not where it was raised.
+    qualified, separator, message = text.partition(": ")
+    if separator and error.cls_name and qualified.endswith(error.cls_name) and " " not in qualified:
+        text = message
+    return text if len(text) <= 600 else text[:600] + "..."
 
 
 def run_pipeline(
@@ -153,6 +157,12 @@ def run_pipeline(
     elapsed = time.monotonic() - started
     if not result.success:
         for event in result.all_events:
+            is_check = event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            check = event.asset_check_evaluation_data if is_check else None
+            if check is not None and not check.passed and check.description:
+                # A failed check's description says what was kept and what to do; the step error only names it.
+                name = f"{check.asset_key.to_user_string()}:{check.check_name}"
+                print(f"check {name} failed: {check.description}", file=sys.stderr)
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
                 message = _step_error(event.step_failure_data.error, debug)
                 print(f"step {event.step_key} failed: {message}", file=sys.stderr)

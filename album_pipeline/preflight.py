@@ -45,6 +45,8 @@ def preflight(
     if names & NAPSTER_ASSETS and key:
         try:
             NapsterClient(settings.napster_api_url, key, session=quick, timeout=10).check()
+        except ValueError as error:  # the key itself is unusable (it is never shown): not the service's fault
+            problems.append(str(error))
         except SourceError as error:
             problems.append(f"Napster API at {NAPSTER_URL_VAR}={settings.napster_api_url}: {error}")
     if names & MUSICBRAINZ_ASSETS:

@@ -202,8 +202,16 @@ def _read(path: Path, rebuilt_by: str | None) -> pa.Table:
         asset = rebuilt_by or "the asset that writes it"
         command = f" (`album-pipeline run --select {rebuilt_by}`)" if rebuilt_by else ""
         raise UnreadableTableError(
-            f"{path} could not be read ({error}); rematerialize {asset}{command} to rebuild it", str(error)
+            f"{path} could not be read ({_first_sentence(str(error))}); rematerialize {asset}{command} to "
+            "rebuild it",
+            str(error),
         ) from None
+
+
+def _first_sentence(text: str, limit: int = 120) -> str:
+    """The reader's own reason, short: pyarrow's messages repeat the path and add advice of their own."""
+    sentence = text.split(". ")[0].strip().rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[:limit] + "..."
 
 
 def read_manifest(path: Path, rebuilt_by: str | None = None) -> pd.DataFrame:

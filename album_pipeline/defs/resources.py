@@ -44,14 +44,17 @@ class NapsterApi(dg.ConfigurableResource):
                 f"{NAPSTER_KEY_VAR} is not set: export {NAPSTER_KEY_VAR}=<your key> (Napster no longer issues "
                 "keys; `album-pipeline demo` runs against the bundled emulator instead)"
             )
-        return NapsterClient(
-            self.api_url,
-            self.api_key,
-            timeout=self.request_timeout_s,
-            requests_per_second=requests_per_second,
-            allowed_image_hosts=self.allowed_image_hosts,
-            connections=connections,
-        )
+        try:
+            return NapsterClient(
+                self.api_url,
+                self.api_key,
+                timeout=self.request_timeout_s,
+                requests_per_second=requests_per_second,
+                allowed_image_hosts=self.allowed_image_hosts,
+                connections=connections,
+            )
+        except ValueError as error:  # a key a header cannot carry; the message never shows it
+            raise ConfigurationError(str(error)) from None
 
 
 class MusicBrainzApi(dg.ConfigurableResource):

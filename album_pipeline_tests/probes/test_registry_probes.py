@@ -109,8 +109,11 @@ def test_generate_on_a_read_only_home_is_one_sentence_at_once(unprivileged_pytho
         home = base / "home"
         home.mkdir()
         home.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        out = base / "out"  # a folder the unprivileged user may write, so the home is what is refused
+        out.mkdir()
+        out.chmod(0o777)
         started = time.monotonic()
-        result = run_cli("generate", "--out", str(base / "covers.png"), home=home, env={"HOME": str(base)})
+        result = run_cli("generate", "--out", str(out / "covers.png"), home=home, env={"HOME": str(base)})
         assert time.monotonic() - started < 60
         assert_clear_error(result)
         assert "writable" in result.stderr or "read-only" in result.stderr, result.stderr
@@ -128,3 +131,4 @@ def test_a_napster_key_with_a_line_break_is_refused_without_showing_it(cli):
     )  # fmt: skip
     assert_clear_error(result, "NAPSTER_API_KEY contains a line break")
     assert "sekrit-probe-key" not in result.output
+    assert "Napster API at" not in result.output  # the setting is at fault, not the service

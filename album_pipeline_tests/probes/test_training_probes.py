@@ -78,6 +78,7 @@ def pretrained(home: HomeLayout) -> HomeLayout:
 def _refused(result, *fragments: str) -> str:
     """A failed run whose output says each fragment and never torch's unsafe advice; its stderr."""
     assert result.returncode != 0, result.output
+    assert "Traceback" not in result.output, result.output  # the traceback stays in the event log (--debug)
     for fragment in fragments:
         assert fragment in result.stderr, f"{fragment!r} not in {result.stderr[-3000:]}"
     assert "weights_only" not in result.output

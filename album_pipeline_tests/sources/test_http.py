@@ -168,7 +168,6 @@ def test_rate_limiter_holds_across_threads_and_refuses_nonsense():
     import threading
     import time
 
-
     limiter = RateLimiter(50.0)
     starts: list[float] = []
 

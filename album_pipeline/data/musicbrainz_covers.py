@@ -23,6 +23,8 @@ from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.results import IngestResult, Log, safe_log
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import GenreClass, classes_in_order, strongest_class
+
+# Shaped like napster_covers.py (imports, an options class): each source's crawl in its own module.
 from album_pipeline.sources.musicbrainz import (
     THUMBNAIL_SIZES,
     CoverArtClient,

@@ -137,6 +137,7 @@ def space_needed(archive: ArchiveFile, download_dir: Path, *, local: bool) -> in
     return max(0, size - on_disk) + size
 
 
+# The ingest steps share one signature shape (inputs, store, options, *, log, progress_bar) so they compose.
 def download_archive(
     client: OmacirClient,
     archive: ArchiveFile,

@@ -62,6 +62,7 @@ class ExtractOptions:
             raise ValueError("max_member_bytes, max_pixels and min_side must be positive")
 
 
+# The ingest steps share one signature shape (inputs, store, options, *, log, progress_bar) so they compose.
 def extract_archive(
     tar_path: Path,
     archive_name: str,

@@ -85,6 +85,7 @@ def ingest_archives(
     return [outcomes[name] for name in names]
 
 
+# The ingest steps share one signature shape (inputs, store, options, *, log, progress_bar) so they compose.
 def ingest_archive(
     client: OmacirClient,
     store: ImageStore,

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             f"--{service}-port", type=int, default=0, help=f"port for the {name} emulator (0: any free)"
         )
+    # The scale options read alike (argparse's shape), each with its own default from the demo profile.
     parser.add_argument(
         "--albums-per-genre",
         type=int,

@@ -138,6 +138,7 @@ class LoopbackServer:
             return self.method_not_allowed(method, parts.path)
         return self.not_found(parts.path)
 
+    # Accessors under their locks below read alike (log and faults); each guards its own state.
     # --- request log -----------------------------------------------------------------------------------
     def _record(self, record: RequestRecord) -> None:
         with self._log_lock:

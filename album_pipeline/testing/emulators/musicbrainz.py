@@ -113,6 +113,7 @@ def _mb_error(message: str, status: int, headers: dict[str, str] | None = None) 
     )
 
 
+# Constructed like NapsterEmulator (catalogue, host, port, faults, latency): one signature for every service.
 class MusicBrainzEmulator(LoopbackServer):
     """MusicBrainz's ``/ws/2/`` search and genre list plus the Cover Art Archive, on one loopback server."""
 

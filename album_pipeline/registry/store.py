@@ -50,11 +50,6 @@ class RegistryStoreError(ConfigurationError):
     """The MLflow store cannot be used: an unknown scheme, unreachable, read-only or damaged."""
 
 
-def shown_uri(tracking_uri: str) -> str:
-    """The URI as a message may show it (no password or token)."""
-    return redact_url(tracking_uri)
-
-
 def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of an ``sqlite:///`` URI (absolute or relative to the CWD); None for other stores."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -152,7 +147,7 @@ def _check_reachable(tracking_uri: str) -> None:
         return  # a TLS problem is MLflow's to judge (MLFLOW_TRACKING_INSECURE_TLS, certificates)
     except (requests.ConnectionError, requests.Timeout) as error:
         raise RegistryStoreError(
-            f"the MLflow tracking server at {shown_uri(tracking_uri)} cannot be reached "
+            f"the MLflow tracking server at {redact_url(tracking_uri)} cannot be reached "
             f"({type(error).__name__}); start it, or {_WHAT_TO_DO}"
         ) from None
 
@@ -180,19 +175,19 @@ def translated_store_errors(tracking_uri: str) -> Iterator[None]:
     except UnsupportedModelRegistryStoreURIException:
         # MLflow raises it (or a KeyError in its traceback) when a client is built for an unknown scheme.
         raise RegistryStoreError(
-            f"the MLflow store URI {shown_uri(tracking_uri)!r} has a scheme MLflow does not support; "
+            f"the MLflow store URI {redact_url(tracking_uri)!r} has a scheme MLflow does not support; "
             f"{_WHAT_TO_DO} (e.g. sqlite:////abs/path/mlflow.db or http://host:5000)"
         ) from None
     except MlflowException as error:
         if not _caused_by_network(error):
             raise
         raise RegistryStoreError(
-            f"the MLflow tracking server at {shown_uri(tracking_uri)} stopped answering; check that it is "
+            f"the MLflow tracking server at {redact_url(tracking_uri)} stopped answering; check that it is "
             f"up, or {_WHAT_TO_DO}"
         ) from None
     except OperationalError as error:
         raise RegistryStoreError(
-            f"the MLflow store {shown_uri(tracking_uri)} failed ({error.orig}); check that it is writable "
+            f"the MLflow store {redact_url(tracking_uri)} failed ({error.orig}); check that it is writable "
             f"and not damaged, or {_WHAT_TO_DO}"
         ) from None
 

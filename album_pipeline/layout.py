@@ -25,7 +25,7 @@ MLFLOW_DB_FILE = "mlflow.db"
 DAGSTER_DIR = "dagster"
 DAGSTER_INSTANCE_FILE = "dagster.yaml"
 # Held while a Dagster instance is created and its storage initialised, so concurrent first runs take turns.
-DAGSTER_LOCK_FILE = "instance.lock"
+DAGSTER_LOCK_FILE = "instance.lock"  # inside whichever Dagster home is used (DAGSTER_HOME may be elsewhere)
 
 
 @dataclass(frozen=True)
@@ -172,10 +172,6 @@ class HomeLayout:
     @property
     def dagster_instance_config(self) -> Path:
         return self.dagster_home / DAGSTER_INSTANCE_FILE
-
-    @property
-    def dagster_instance_lock(self) -> Path:
-        return self.dagster_home / DAGSTER_LOCK_FILE
 
     def relative(self, path: Path) -> str:
         """A path as stored in manifests: relative to the home, with forward slashes."""

@@ -6,12 +6,12 @@ import logging
 
 import dagster as dg
 
-from album_pipeline.defs import evaluation, labeled, training, unlabeled
+from album_pipeline.defs import evaluation, labeled, registration, training, unlabeled
 from album_pipeline.defs.resources import build_resources
 from album_pipeline.profiles import PROFILES
 from album_pipeline.settings import Settings
 
-all_assets = [*labeled.assets, *unlabeled.assets, *training.assets, *evaluation.assets]
+all_assets = [*labeled.assets, *unlabeled.assets, *training.assets, *evaluation.assets, *registration.assets]
 all_asset_checks = [*labeled.checks, *unlabeled.checks]
 
 

@@ -19,6 +19,9 @@ FINAL_CHECKPOINT = "final.pt"  # written once when a run finishes
 CLASSIFIER_CHECKPOINT = "classifier.pt"
 METRICS_FILE = "metrics.json"
 GRID_FILE = "grid.png"
+NEAR_COPIES_GRID_FILE = "near_copies.png"  # each near-copy beside its nearest training cover
+PER_GENRE_TABLE_FILE = "per_genre.json"  # the per-genre table (pandas "split" orient), also logged to MLflow
+FEATURE_CACHE_DIR = "feature_cache"  # real covers' features, keyed by content (see metrics.feature_cache)
 CHAMPION_SAMPLES_FILE = "champion_samples.png"
 OMACIR_LISTING_FILE = "archives.json"
 MLFLOW_DB_FILE = "mlflow.db"
@@ -142,6 +145,18 @@ class HomeLayout:
     @property
     def evaluation_grid(self) -> Path:
         return self.evaluation_dir / GRID_FILE
+
+    @property
+    def evaluation_near_copies_grid(self) -> Path:
+        return self.evaluation_dir / NEAR_COPIES_GRID_FILE
+
+    @property
+    def evaluation_per_genre_table(self) -> Path:
+        return self.evaluation_dir / PER_GENRE_TABLE_FILE
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        return self.evaluation_dir / FEATURE_CACHE_DIR
 
     @property
     def generated_dir(self) -> Path:

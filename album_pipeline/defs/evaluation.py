@@ -1,4 +1,4 @@
-"""Evaluation assets: an independent genre classifier, the generator's evaluation, and its registration."""
+"""Evaluation assets: an independent genre classifier and the generator's evaluation."""
 
 import json
 from typing import Literal
@@ -9,9 +9,9 @@ from pydantic import Field
 from album_pipeline.data.shards import load_shards
 from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.metadata import counts_table, png_markdown
-from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
+from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
 from album_pipeline.defs.training import finetuned_generator, labeled_training_data
-from album_pipeline.metrics.evaluate import EvaluationConfig, evaluate_generator, load_metrics
+from album_pipeline.metrics.evaluate import EvaluationConfig, evaluate_generator
 from album_pipeline.metrics.frechet import (
     INCEPTION_FILE_NAME,
     INCEPTION_WEIGHTS_ENV,
@@ -25,8 +25,7 @@ from album_pipeline.metrics.genre_classifier import (
     save_classifier,
     train_genre_classifier,
 )
-from album_pipeline.model.checkpoint import load_checkpoint, load_generator
-from album_pipeline.registry.mlflow_registry import ChampionPolicy, log_and_register
+from album_pipeline.model.checkpoint import load_generator
 
 
 class GenreClassifierConfig(CoreConfig):
@@ -67,13 +66,6 @@ class GeneratorEvaluationConfig(CoreConfig):
     seed: int = core_field(EvaluationConfig, "seed")
     grid_columns: int = core_field(EvaluationConfig, "grid_columns")
     batch_size: int = core_field(EvaluationConfig, "batch_size")
-
-
-class RegistrationConfig(CoreConfig):
-    core_types = (ChampionPolicy,)
-
-    champion_metric: str = core_field(ChampionPolicy, "champion_metric")
-    greater_is_better: bool = core_field(ChampionPolicy, "greater_is_better")
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[labeled_training_data])
@@ -160,59 +152,4 @@ def generator_evaluation(
     )
 
 
-@dg.asset(group_name="evaluation", kinds={"mlflow"}, deps=[generator_evaluation])
-def registered_generator(
-    context: dg.AssetExecutionContext,
-    config: RegistrationConfig,
-    home: PipelineHome,
-    mlflow: MlflowTracking,
-    genres: GenreTaxonomy,
-) -> dg.MaterializeResult:
-    """The finetuned generator logged to MLflow; alias `champion` moves to it only if it beats the champion."""
-    layout = home.layout
-    metrics = load_metrics(layout.evaluation_metrics)["metrics"]
-    flat_metrics = {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
-    params = _training_params(layout)
-    result = log_and_register(
-        tracking_uri=mlflow.tracking_uri,
-        experiment_name=mlflow.experiment_name,
-        artifact_location=layout.mlflow_artifacts_dir,
-        model_name=mlflow.registered_model_name,
-        generator=load_generator(layout.final_checkpoint("finetuned")),
-        genres=genres.genres,
-        params=params,
-        metrics=flat_metrics,
-        artifacts=[layout.evaluation_grid, layout.evaluation_metrics],
-        champion=config.to_core(ChampionPolicy),
-        tags={"dagster_run_id": context.run.run_id},
-    )
-    context.log.info(
-        f"registered {mlflow.registered_model_name} v{result.model_version}; champion: "
-        f"v{result.champion_version}"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "model_uri": result.model_uri,
-            "model_version": str(result.model_version),
-            "is_champion": result.is_champion,
-            "champion_version": str(result.champion_version),
-            "champion_uri": f"models:/{mlflow.registered_model_name}@champion",
-            "mlflow_run_id": result.run_id,
-        }
-    )
-
-
-def _training_params(layout) -> dict[str, object]:
-    """The settings that produced the generator, flattened for MLflow (stage.name=value)."""
-    params: dict[str, object] = {}
-    for stage in ("pretrained", "finetuned"):
-        payload = load_checkpoint(layout.final_checkpoint(stage))
-        for group in ("arch", "config"):
-            for name, value in (payload.get(group) or {}).items():
-                params[f"{stage}.{name}"] = value
-    for name in ("labeled", "unlabeled"):
-        params[f"data.{name}_images"] = len(load_shards(layout.training_data(name)))
-    return params
-
-
-assets = [genre_classifier, generator_evaluation, registered_generator]
+assets = [genre_classifier, generator_evaluation]

@@ -25,6 +25,11 @@ MS_SSIM = "ms_ssim"  # within-genre mean MS-SSIM of pairs (higher = more alike; 
 NEAR_COPY_SHARE = "near_copy_share"  # share closer to a training cover than almost any real test cover is
 NN_DISTANCE_MEDIAN = "nn_distance_median"  # median distance to the nearest training cover
 
+# The Frechet distance's names on the two feature spaces the pipeline uses (frechet.frechet_metric_name's rule);
+# the champion gate's automatic primary metric is the first of them present.
+FID = "fid"
+FD_GENRE_CLASSIFIER = "fd_genre_classifier"
+
 GENERATED_COUNT = "generated_count"
 HELDOUT_COUNT = "heldout_count"
 REFERENCE_COUNT = "reference_count"

@@ -7,15 +7,26 @@ from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.evaluation import generator_evaluation
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.metrics.evaluate import load_metrics
+from album_pipeline.metrics.floors import QualityFloors
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator
-from album_pipeline.registry.mlflow_registry import ChampionPolicy, log_and_register
+from album_pipeline.registry.champion import CHALLENGER_ALIAS, CHAMPION_ALIAS
+from album_pipeline.registry.mlflow_registry import ChampionPolicy, evaluation_artifacts, log_and_register
 
 
 class RegistrationConfig(CoreConfig):
-    core_types = (ChampionPolicy,)
+    core_types = (ChampionPolicy, QualityFloors)
+    # Built from the QualityFloors fields below (Dagster config is flat).
+    fixed_core_fields = frozenset({"floors"})
 
-    champion_metric: str = core_field(ChampionPolicy, "champion_metric")
+    primary_metric: str | None = core_field(ChampionPolicy, "primary_metric")
     greater_is_better: bool = core_field(ChampionPolicy, "greater_is_better")
+    min_genre_accuracy_ratio: float = core_field(QualityFloors, "min_genre_accuracy_ratio")
+    min_diversity: float = core_field(QualityFloors, "min_diversity")
+    max_near_copy_share: float = core_field(QualityFloors, "max_near_copy_share")
+    min_coverage_ratio: float | None = core_field(QualityFloors, "min_coverage_ratio")
+
+    def policy(self) -> ChampionPolicy:
+        return self.to_core(ChampionPolicy, floors=self.to_core(QualityFloors))
 
 
 @dg.asset(group_name="evaluation", kinds={"mlflow"}, deps=[generator_evaluation])
@@ -26,11 +37,11 @@ def registered_generator(
     mlflow: MlflowTracking,
     genres: GenreTaxonomy,
 ) -> dg.MaterializeResult:
-    """The finetuned generator logged to MLflow; alias `champion` moves to it only if it beats the champion."""
+    """The finetuned generator registered in MLflow as `challenger`; `champion` moves to it only if it passes
+    every quality floor and beats the champion on the primary metric (the metadata says why)."""
     layout = home.layout
     metrics = load_metrics(layout.evaluation_metrics)["metrics"]
     flat_metrics = {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
-    params = _training_params(layout)
     result = log_and_register(
         tracking_uri=mlflow.tracking_uri,
         experiment_name=mlflow.experiment_name,
@@ -38,23 +49,27 @@ def registered_generator(
         model_name=mlflow.registered_model_name,
         generator=load_generator(layout.final_checkpoint("finetuned")),
         genres=genres.genres,
-        params=params,
+        params=_training_params(layout),
         metrics=flat_metrics,
-        artifacts=[layout.evaluation_grid, layout.evaluation_metrics],
-        champion=config.to_core(ChampionPolicy),
+        artifacts=evaluation_artifacts(layout),
+        champion=config.policy(),
         tags={"dagster_run_id": context.run.run_id},
+        per_genre_table=layout.evaluation_per_genre_table,
     )
-    context.log.info(
-        f"registered {mlflow.registered_model_name} v{result.model_version}; champion: "
-        f"v{result.champion_version}"
-    )
+    name = mlflow.registered_model_name
+    context.log.info(f"registered {name} v{result.model_version}; {result.reason}")
     return dg.MaterializeResult(
         metadata={
-            "model_uri": result.model_uri,
-            "model_version": str(result.model_version),
+            "champion_decision": result.reason,
             "is_champion": result.is_champion,
-            "champion_version": str(result.champion_version),
-            "champion_uri": f"models:/{mlflow.registered_model_name}@champion",
+            "champion_version": result.champion_version,  # None while no version passed the floors
+            "challenger_version": str(result.model_version),
+            "primary_metric": result.primary_metric,
+            "primary_metric_value": result.decision.value,
+            "champion_primary_metric_value": result.champion_metric_value,  # None: no champion, or no value
+            "model_uri": result.model_uri,
+            "champion_uri": f"models:/{name}@{CHAMPION_ALIAS}",
+            "challenger_uri": f"models:/{name}@{CHALLENGER_ALIAS}",
             "mlflow_run_id": result.run_id,
         }
     )

@@ -1,9 +1,10 @@
 """Log an evaluated generator to MLflow, register it, and keep the ``champion`` alias on the best version.
 
-The tracking store is whatever ``tracking_uri`` names (sqlite in this project) and artifacts go to the
-experiment's explicit ``artifact_location``, never to ``./mlruns``. ``models:/NAME@champion`` always resolves
-to the version with the best ``champion_metric``: a new version takes the alias only if it beats the current
-champion (ties keep the incumbent).
+The tracking store is whatever ``tracking_uri`` names: an sqlite file (a home's own ``mlflow.db``), whose
+artifacts go to the experiment's explicit ``artifact_location`` and never to ``./mlruns``, or a tracking server
+(``http://host:port``), which keeps artifacts wherever its ``--artifacts-destination`` says. Every registered
+version is tagged with its metrics, its primary metric and the floors' verdicts; ``models:/NAME@challenger`` is
+always the newest version, and ``models:/NAME@champion`` the one the champion gate (``registry.gate``) chose.
 
 The generator is stored with MLflow's "pickle" serialization rather than its default "pt2" (torch.export)
 format, because consumers need the ``Generator`` module itself (its ``arch``, train/eval modes, and
@@ -21,31 +22,37 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import torch
 
+from album_pipeline.layout import HomeLayout
 from album_pipeline.model.networks import Generator
+from album_pipeline.registry.champion import (
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    RegistrationResult,
+    apply_gate,
+)
+from album_pipeline.registry.gate import ChampionPolicy
 from album_pipeline.registry.store import adopt_moved_artifacts, home_artifacts_dir, store_session
 from album_pipeline.settings import ConfigurationError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MODEL_NAME = "album_cover_generator"
-CHAMPION_ALIAS = "champion"
 GENERATOR_ARTIFACT = "generator"
 GENRES_KEY = "genres"  # run param and model version tag: JSON list, index i = genre i
-CHAMPION_METRIC_TAG = "champion_metric"
 
 
 class ModelNotRegistered(ConfigurationError, LookupError):
@@ -62,35 +69,6 @@ _ACCEPTED = (
     "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator or a folder holding a generator that "
     "album_pipeline logged (with its MLmodel file)"
 )
-
-
-@dataclass(frozen=True)
-class ChampionPolicy:
-    """Which registered version holds the ``champion`` alias: the best by one metric; ties keep the incumbent."""
-
-    champion_metric: str = field(
-        default="genre_accuracy", metadata={"doc": "Metric deciding which version is `champion`."}
-    )
-    greater_is_better: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.champion_metric:
-            raise ValueError("champion_metric must name one of the logged metrics, e.g. 'genre_accuracy'")
-
-    def beats(self, candidate: float, incumbent: float | None) -> bool:
-        if incumbent is None or not math.isfinite(incumbent):
-            return True
-        return candidate > incumbent if self.greater_is_better else candidate < incumbent
-
-
-@dataclass(frozen=True)
-class RegistrationResult:
-    run_id: str
-    model_version: str
-    model_uri: str  # models:/NAME/VERSION of the version just registered
-    is_champion: bool  # whether the new version holds the champion alias now
-    champion_version: str
-    champion_metric_value: float | None  # None when the champion's run lacks the metric
 
 
 def sqlite_tracking_uri(db_path: Path | str) -> str:
@@ -138,10 +116,13 @@ def _uri_to_path(uri: str) -> Path:
     raise ValueError(f"artifact location {uri} is not a local folder")
 
 
-def _experiment_id(client: MlflowClient, name: str, artifact_location: Path) -> str:
-    artifact_location = Path(artifact_location).expanduser().resolve()
+def _experiment_id(client: MlflowClient, name: str, artifact_location: Path | None) -> str:
+    """The experiment's id, created if need be; ``artifact_location`` None leaves artifacts to the server."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
+        if artifact_location is None:
+            return client.create_experiment(name)
+        artifact_location = Path(artifact_location).expanduser().resolve()
         artifact_location.mkdir(parents=True, exist_ok=True)
         return client.create_experiment(name, artifact_location=artifact_location.as_uri())
     if experiment.lifecycle_stage != "active":
@@ -149,6 +130,9 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: Path) -> 
             f"MLflow experiment {name!r} is deleted; restore it (MlflowClient.restore_experiment"
             f"({experiment.experiment_id!r})) or choose another experiment name"
         )
+    if artifact_location is None:
+        return experiment.experiment_id
+    artifact_location = Path(artifact_location).expanduser().resolve()
     existing = experiment.artifact_location
     try:
         same_place = _uri_to_path(existing) == artifact_location
@@ -176,35 +160,15 @@ def _flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, st
     return flat
 
 
-def _check_metrics(metrics: Mapping[str, float], champion_metric: str) -> dict[str, float]:
+def _check_metrics(metrics: Mapping[str, float], champion: ChampionPolicy) -> dict[str, float]:
     checked = {}
     for name, value in metrics.items():
         try:
             checked[name] = float(value)
         except (TypeError, ValueError) as error:
             raise TypeError(f"metric {name!r} must be a number, got {value!r}") from error
-    if champion_metric not in checked:
-        raise ValueError(
-            f"champion_metric {champion_metric!r} is not among the metrics {sorted(checked)}; "
-            "pass it in metrics or choose another champion_metric"
-        )
-    if not math.isfinite(checked[champion_metric]):
-        raise ValueError(
-            f"champion metric {champion_metric!r} is {checked[champion_metric]}; it must be finite"
-        )
+    champion.primary_metric_of(checked)  # refused here, before a run, rather than after logging the model
     return checked
-
-
-def _current_champion(client: MlflowClient, model_name: str, metric: str) -> tuple[str | None, float | None]:
-    """(version, metric value) of the current champion, or (None, None) when no version holds the alias."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except MlflowException:
-        return None, None
-    value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
-    return str(version.version), value  # the registry hands versions back as int or str depending on the call
 
 
 class _DropPickleAdvice(logging.Filter):
@@ -234,15 +198,22 @@ def log_and_register(
     artifacts: Sequence[Path],
     champion: ChampionPolicy = ChampionPolicy(),
     tags: Mapping[str, str] | None = None,
+    per_genre_table: Path | None = None,
 ) -> RegistrationResult:
     """One MLflow run with params, metrics, artifacts and the generator; register it as a new version of
-    ``model_name``; move the ``champion`` alias to it only if it beats the current champion."""
+    ``model_name``, tagged with its metrics and the floors' verdicts; alias ``challenger`` on it, and
+    ``champion`` too when the gate (``champion``) says so.
+
+    ``artifact_location`` is where an sqlite store's artifacts go; a tracking server keeps them where its
+    ``--artifacts-destination`` says (served through it, so every machine of a team reads the same ones).
+    ``per_genre_table`` (pandas "split" JSON) is logged as an MLflow table when the file exists.
+    """
     genres = [str(genre) for genre in genres]
     if len(genres) != generator.arch.num_genres or len(set(genres)) != len(genres):
         raise ValueError(
             f"genres must name each of the generator's {generator.arch.num_genres} classes once, got {genres}"
         )
-    checked_metrics = _check_metrics(metrics, champion.champion_metric)
+    checked_metrics = _check_metrics(metrics, champion)
     artifact_paths = [Path(path) for path in artifacts]
     missing = [str(path) for path in artifact_paths if not path.is_file()]
     if missing:
@@ -256,11 +227,14 @@ def log_and_register(
     run_params[GENRES_KEY] = genres_json
     run_params.update(_flatten_params(generator.arch.to_dict(), prefix="generator."))
 
+    local_artifacts = None if is_tracking_server(tracking_uri) else Path(artifact_location)
+
     import mlflow
     import mlflow.pytorch
 
-    with store_session(tracking_uri, writes=True, artifact_location=artifact_location):
-        adopt_moved_artifacts(tracking_uri, artifact_location)
+    with store_session(tracking_uri, writes=True, artifact_location=local_artifacts):
+        if local_artifacts is not None:
+            adopt_moved_artifacts(tracking_uri, local_artifacts)
         client = _client(tracking_uri)
         # A CPU copy: the pickled module keeps its tensors' device, and a loader may have no GPU.
         stored_generator = generator if _on_cpu(generator) else copy.deepcopy(generator).cpu()
@@ -270,10 +244,11 @@ def log_and_register(
                     f"an MLflow run ({mlflow.active_run().info.run_id}) is already active in this process; "
                     "end it before registering, so the generator is not logged into an unrelated run"
                 )
-            experiment_id = _experiment_id(client, experiment_name, artifact_location)
+            experiment_id = _experiment_id(client, experiment_name, local_artifacts)
             with mlflow.start_run(experiment_id=experiment_id, tags=dict(tags or {})) as run:
                 mlflow.log_params(run_params)
                 mlflow.log_metrics(checked_metrics)
+                _log_per_genre_table(per_genre_table)
                 for path in artifact_paths:
                     mlflow.log_artifact(str(path))
                 pytorch_logger = logging.getLogger("mlflow.pytorch")
@@ -291,22 +266,34 @@ def log_and_register(
                 finally:
                     pytorch_logger.removeFilter(advice_filter)
         version = str(model_info.registered_model_version)
-        client.set_model_version_tag(model_name, version, GENRES_KEY, genres_json)
-        client.set_model_version_tag(model_name, version, CHAMPION_METRIC_TAG, champion.champion_metric)
+        genre_tags = {GENRES_KEY: genres_json}
+        return apply_gate(client, model_name, version, run.info.run_id, genre_tags, checked_metrics, champion)
 
-        candidate = checked_metrics[champion.champion_metric]
-        champion_version, champion_value = _current_champion(client, model_name, champion.champion_metric)
-        if champion_version is None or champion.beats(candidate, champion_value):
-            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
-            champion_version, champion_value = version, candidate
-        return RegistrationResult(
-            run_id=run.info.run_id,
-            model_version=version,
-            model_uri=f"models:/{model_name}/{version}",
-            is_champion=champion_version == version,
-            champion_version=champion_version,
-            champion_metric_value=champion_value,
-        )
+
+def _log_per_genre_table(path: Path | None) -> None:
+    """The evaluation's per-genre table as an MLflow table (shown in the run's UI), if it was written."""
+    if path is None:
+        return
+    if not Path(path).is_file():
+        logger.warning("no per-genre table at %s; the MLflow run gets none (rerun the evaluation)", path)
+        return
+    import mlflow
+    import pandas as pd
+
+    table = pd.read_json(path, orient="split")
+    if "genre" not in table.columns:  # MLflow drops the index, which names the genres
+        table = table.rename_axis("genre").reset_index()
+    mlflow.log_table(table, artifact_file=Path(path).name)
+
+
+def evaluation_artifacts(layout: HomeLayout) -> list[Path]:
+    """The evaluation's files that exist, to log beside its metrics (metrics.json is always there)."""
+    optional = [layout.evaluation_grid, layout.evaluation_near_copies_grid]
+    return [layout.evaluation_metrics, *(path for path in optional if path.is_file())]
+
+
+def is_tracking_server(tracking_uri: str) -> bool:
+    return urlparse(tracking_uri).scheme.lower() in ("http", "https")
 
 
 def _on_cpu(module: torch.nn.Module) -> bool:
@@ -330,6 +317,12 @@ def _version_for_alias(client: MlflowClient, tracking_uri: str, model_name: str,
         return client.get_model_version_by_alias(model_name, alias)
     except MlflowException as error:
         aliases = sorted(client.get_registered_model(model_name).aliases)
+        if alias == CHAMPION_ALIAS and CHALLENGER_ALIAS in aliases:
+            raise ModelNotRegistered(
+                f"no version of {model_name!r} has passed the quality floors yet, so none is champion (the "
+                f"floor.* tags of models:/{model_name}@{CHALLENGER_ALIAS} say why); train a better generator "
+                f"and register it, or load models:/{model_name}@{CHALLENGER_ALIAS} explicitly"
+            ) from error
         raise ModelNotRegistered(
             f"registered model {model_name!r} has no alias {alias!r} (aliases: {aliases}); "
             "register a version with log_and_register, which sets the champion alias"

@@ -28,6 +28,7 @@ from album_pipeline.registry.mlflow_registry import (
 )
 from album_pipeline.registry.store import HTTP_BOUNDS, RegistryStoreError, store_session
 from album_pipeline.settings import ConfigurationError
+from album_pipeline_tests.registry.gate_metrics import passing_metrics
 
 GENRES = ("rock", "jazz")
 MODEL = "cover_generator"
@@ -38,12 +39,13 @@ def make_generator(seed: int) -> Generator:
     return Generator(GanArchitecture(num_genres=len(GENRES), generator_width=8, noise_dim=16)).eval()
 
 
-def register(home: Path, generator: Generator, accuracy: float = 0.5):
+def register(home: Path, generator: Generator, distance: float = 6.0):
     """Register ``generator`` into a pipeline home laid out as the pipeline lays it out."""
     layout = HomeLayout(home)
     layout.evaluation_dir.mkdir(parents=True, exist_ok=True)
     layout.evaluation_grid.write_bytes(b"\x89PNG stand-in")
-    layout.evaluation_metrics.write_text(json.dumps({"metrics": {"genre_accuracy": accuracy}}))
+    metrics = passing_metrics(fd_genre_classifier=distance)
+    layout.evaluation_metrics.write_text(json.dumps({"metrics": metrics}))
     return log_and_register(
         tracking_uri=sqlite_tracking_uri(layout.mlflow_db),
         experiment_name="album_pipeline_tests",
@@ -52,7 +54,7 @@ def register(home: Path, generator: Generator, accuracy: float = 0.5):
         generator=generator,
         genres=GENRES,
         params={},
-        metrics={"genre_accuracy": accuracy},
+        metrics=metrics,
         artifacts=[layout.evaluation_grid, layout.evaluation_metrics],
     )
 
@@ -105,7 +107,7 @@ def test_a_copied_home_reads_and_registers_its_own_artifacts(home_a, tmp_path):
     shutil.move(home_a, moved)
     try:
         load_champion(sqlite_tracking_uri(HomeLayout(home_b).mlflow_db), MODEL)
-        result = register(home_b, make_generator(2), accuracy=0.9)
+        result = register(home_b, make_generator(2), distance=5.0)
         assert result.is_champion and not home_a.exists()
     finally:
         shutil.move(moved, home_a)

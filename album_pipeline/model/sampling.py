@@ -70,13 +70,17 @@ def check_seed(seed: int) -> int:
 
 def check_codes(codes: np.ndarray | Sequence, count: int, latent_dim: int) -> torch.Tensor:
     """Latent codes as a float32 (count, latent_dim) tensor in [-1, 1]; one row of codes is used for all."""
-    array = np.asarray(codes, dtype=np.float64)
+    try:
+        array = np.asarray(codes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"codes must be numbers in [-1, 1], one per latent code, got {codes!r}") from None
+    given = array.shape
     if array.ndim == 1:
         array = np.broadcast_to(array, (count, array.shape[0]))
     if array.shape != (count, latent_dim):
         raise ValueError(
             f"codes must be {latent_dim} numbers (one per latent code) or a ({count}, {latent_dim}) array, "
-            f"got shape {np.asarray(codes).shape}"
+            f"got shape {given}"
         )
     if not np.all(np.isfinite(array)) or np.abs(array).max(initial=0) > 1:
         raise ValueError("codes must lie in [-1, 1], the range the generator was trained on")

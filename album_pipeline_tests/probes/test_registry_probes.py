@@ -59,11 +59,11 @@ def test_generate_with_an_unknown_store_scheme_is_one_sentence(cli):
 def test_generate_with_a_model_uri_naming_no_generator_fetches_nothing(registered_home, tmp_path):
     started = time.monotonic()
     result = run_cli(
-        "generate", "--model-uri", "file:///etc", "--out", str(tmp_path / "x.png"), home=registered_home
+        "generate", "--model-uri", "file:///etc", "--out", str(tmp_path / "covers"), home=registered_home
     )
     assert time.monotonic() - started < 60
     assert_clear_error(result, "'file:///etc' names no album_pipeline generator", "models:/NAME@ALIAS")
-    assert not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "covers").exists()
 
 
 def test_a_copied_home_generates_from_its_own_model(registered_home, tmp_path):
@@ -73,10 +73,10 @@ def test_a_copied_home_generates_from_its_own_model(registered_home, tmp_path):
     shutil.rmtree(tmp_path / "moved", ignore_errors=True)
     shutil.move(registered_home / "mlartifacts", tmp_path / "moved")
     try:
-        out = tmp_path / "covers.png"
+        out = tmp_path / "covers"
         result = run_cli("generate", "--count", "2", "--out", str(out), home=copy, timeout=300)
         assert result.returncode == 0, result.output
-        assert out.is_file() and "Traceback" not in result.output
+        assert (out / "grid.png").is_file() and "Traceback" not in result.output
     finally:
         shutil.move(tmp_path / "moved", registered_home / "mlartifacts")
 
@@ -113,7 +113,7 @@ def test_generate_on_a_read_only_home_is_one_sentence_at_once(unprivileged_pytho
         out.mkdir()
         out.chmod(0o777)
         started = time.monotonic()
-        result = run_cli("generate", "--out", str(out / "covers.png"), home=home, env={"HOME": str(base)})
+        result = run_cli("generate", "--out", str(out / "covers"), home=home, env={"HOME": str(base)})
         assert time.monotonic() - started < 60
         assert_clear_error(result)
         assert "writable" in result.stderr or "read-only" in result.stderr, result.stderr

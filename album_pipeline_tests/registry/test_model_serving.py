@@ -22,17 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import album_pipeline
-from album_pipeline.model.networks import GanArchitecture, Generator
 from album_pipeline.model.sampling import draw_covers, parse_genre_mix
-from album_pipeline.registry.mlflow_registry import log_and_register, sqlite_tracking_uri
+from album_pipeline_tests.registry.test_packaging import GENRES, register_tiny_generator
 
 pytestmark = pytest.mark.integration
 
-GENRES = ("rock", "jazz", "classical")
 MODEL = "served_generator"
 STARTUP_SECONDS = 180  # importing mlflow, torch and uvicorn on a busy two-core machine
 
@@ -51,22 +48,7 @@ def _search_path() -> str:
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
-    note = root / "note.txt"
-    note.write_text("evaluation stand-in")
-    torch.manual_seed(1)
-    generator = Generator(GanArchitecture(num_genres=len(GENRES), generator_width=8, noise_dim=16)).eval()
-    uri = sqlite_tracking_uri(root / "mlflow.db")
-    log_and_register(
-        tracking_uri=uri,
-        experiment_name="serving",
-        artifact_location=root / "mlartifacts",
-        model_name=MODEL,
-        generator=generator,
-        genres=GENRES,
-        params={},
-        metrics={"genre_accuracy": 0.5},
-        artifacts=[note],
-    )
+    uri, generator, _ = register_tiny_generator(root, MODEL, seed=1)
     return root, uri, generator
 
 

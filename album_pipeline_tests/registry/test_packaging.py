@@ -44,20 +44,19 @@ class Plant:
         return (Path.touch, (self.marker,))
 
 
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    """(tracking URI, the generator as registered, the logged model's folder in the artifact store)."""
-    root = tmp_path_factory.mktemp("packaging")
+def register_tiny_generator(root: Path, model_name: str, seed: int = 0) -> tuple[str, Generator, Path]:
+    """A tiny generator registered as champion in an sqlite store under ``root``: (tracking URI, the generator,
+    the logged model's folder in the artifact store)."""
     note = root / "note.txt"
     note.write_text("evaluation stand-in")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     generator = Generator(GanArchitecture(num_genres=len(GENRES), generator_width=8, noise_dim=16)).eval()
     uri = sqlite_tracking_uri(root / "mlflow.db")
     log_and_register(
         tracking_uri=uri,
         experiment_name="packaging",
         artifact_location=root / "mlartifacts",
-        model_name=MODEL,
+        model_name=model_name,
         generator=generator,
         genres=GENRES,
         params={},
@@ -66,6 +65,11 @@ def registered(tmp_path_factory):
     )
     (folder,) = [path.parent for path in (root / "mlartifacts").rglob("MLmodel")]
     return uri, generator, folder
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    return register_tiny_generator(tmp_path_factory.mktemp("packaging"), MODEL)
 
 
 @pytest.fixture

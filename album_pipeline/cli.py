@@ -206,37 +206,42 @@ def run_demo(home: str | None, overrides: list[str] | None = None, debug: bool =
     return status
 
 
-def check_generate_arguments(count: int, out: Path) -> None:
-    """Refuse a bad --count or --out before the model is loaded (which can take a while)."""
-    from album_pipeline.metrics.evaluate import (
-        MAX_GRID_COLUMNS,
-        OutputRefused,
-        check_output_file,
-        grid_format,
-    )
+def check_generate_arguments(count: int, out: Path, seed: int) -> None:
+    """Refuse a bad --count, --seed or --out before the model is loaded (which can take a while)."""
+    from album_pipeline.metrics.evaluate import OutputRefused
+    from album_pipeline.model.sampling import MAX_COUNT, check_output_dir, check_seed
 
-    if not 1 <= count <= MAX_GRID_COLUMNS:
+    if not 1 <= count <= MAX_COUNT:
         raise ConfigurationError(
-            f"--count must be between 1 and {MAX_GRID_COLUMNS} covers per genre, got {count} (each genre is "
-            "one row of the grid; draw several grids with different --seed values for more)."
+            f"--count must be between 1 and {MAX_COUNT} covers per genre, got {count} (draw again with another "
+            "--seed for more)."
         )
     try:
-        grid_format(out)
-        check_output_file(out)
-    except OutputRefused as error:
-        raise ConfigurationError(f"--out: {error}.") from None
-    folder = next((parent for parent in out.absolute().parents if parent.exists()), Path("/"))
+        check_seed(seed)
+        check_output_dir(out)
+    except ValueError as error:  # OutputRefused is one
+        flag = "--out" if isinstance(error, OutputRefused) else "--seed"
+        raise ConfigurationError(f"{flag}: {error}.") from None
+    folder = next((path for path in (out.absolute(), *out.absolute().parents) if path.exists()), Path("/"))
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigurationError(f"--out: cannot write in {folder}; choose a folder you can write to.")
 
 
-def generate(genre: str | None, count: int, out: Path, model_uri: str | None = None, seed: int = 0) -> int:
-    """Covers from the registered champion generator (MLflow registry), one row per genre."""
-    from album_pipeline.metrics.evaluate import OutputRefused, save_genre_grid
+def generate(
+    genre: str | None,
+    count: int,
+    out: Path,
+    model_uri: str | None = None,
+    seed: int = 0,
+    traverse: bool = False,
+) -> int:
+    """Covers from the registered champion generator (MLflow registry) into the folder ``out``."""
+    from album_pipeline.metrics.evaluate import OutputRefused
+    from album_pipeline.model.sampling import parse_genre_mix, write_cover_folder
     from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME, ModelNotRegistered, load_champion
 
     out = Path(out)
-    check_generate_arguments(count, out)
+    check_generate_arguments(count, out, seed)
     # MLflow's download progress bars would bury the one line `generate` prints (or its error).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = Settings.from_environ()
@@ -249,17 +254,21 @@ def generate(genre: str | None, count: int, out: Path, model_uri: str | None = N
         raise ConfigurationError(
             f"{error} (`album-pipeline run` or `album-pipeline demo` registers one)"
         ) from None
-    if genre is not None and genre not in genres:
-        raise ConfigurationError(f"unknown genre {genre!r}; the model knows {', '.join(genres)}")
-    rows = [genre] if genre else list(genres)
     try:
-        path = save_genre_grid(generator, genres, out, columns=count, seed=seed, only=rows)
+        specs = [genre] if genre is not None else list(genres)
+        rows = [(spec, parse_genre_mix(spec, genres)) for spec in specs]
+    except ValueError as error:
+        raise ConfigurationError(f"--genre: {error}.") from None
+    try:
+        written = write_cover_folder(generator, rows, out, count=count, seed=seed, traverse=traverse)
     except OutputRefused as error:
-        raise ConfigurationError(f"--out: {error}.") from None
+        raise ConfigurationError(f"--out: {error}, or choose another --out folder.") from None
     except OSError as error:
-        # strerror only: the error's file name may be the hidden temporary file beside --out.
-        raise ConfigurationError(f"cannot write {out}: {error.strerror}; choose another --out.") from None
-    print(f"generated {count} covers for each of {', '.join(rows)} -> {path}")
+        # strerror only: the error's file name may be a hidden temporary file inside --out.
+        raise ConfigurationError(
+            f"cannot write into {out}: {error.strerror}; choose another --out."
+        ) from None
+    print(f"generated {count} covers for each of {', '.join(specs)}: {len(written)} PNG files in {out}")
     return 0
 
 
@@ -342,13 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
 
     gen = commands.add_parser("generate", help="draw covers with the registered champion generator")
-    gen.add_argument("--genre", help="one genre (default: a row for every genre)")
-    gen.add_argument("--count", type=int, default=8, help="covers per genre, 1 to 256")
     gen.add_argument(
-        "--out", type=Path, default=Path("covers.png"), help="a new or regular .png, .jpg or .webp file"
+        "--genre", help="a genre, or a mix such as jazz:0.5,rock:0.5 (default: every genre, one at a time)"
+    )
+    gen.add_argument("-n", "--count", type=int, default=8, help="covers per genre, 1 to 256 (default 8)")
+    gen.add_argument(
+        "--out",
+        type=Path,
+        default=Path("covers"),
+        help="a new folder or an existing one (not a link) for one PNG per cover and grid.png",
     )
     gen.add_argument("--model-uri", help="an MLflow model URI (default models:/NAME@champion)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="the same seed draws the same covers")
+    gen.add_argument(
+        "--traverse", action="store_true", help="also write traversal_GENRE.png: each latent code swept -1..1"
+    )
 
     serve = commands.add_parser(
         "emulators",
@@ -369,7 +386,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "ui":
         return run_ui(args.with_emulators, args.port)
     if args.command == "generate":
-        return generate(args.genre, args.count, args.out, args.model_uri, args.seed)
+        return generate(args.genre, args.count, args.out, args.model_uri, args.seed, args.traverse)
     if args.command == "emulators":
         from album_pipeline.testing.emulators.__main__ import main as serve_emulators
 

@@ -22,7 +22,10 @@ GRID_FILE = "grid.png"
 NEAR_COPIES_GRID_FILE = "near_copies.png"  # each near-copy beside its nearest training cover
 PER_GENRE_TABLE_FILE = "per_genre.json"  # the per-genre table (pandas "split" orient), also logged to MLflow
 FEATURE_CACHE_DIR = "feature_cache"  # real covers' features, keyed by content (see metrics.feature_cache)
-CHAMPION_SAMPLES_FILE = "champion_samples.png"
+CHAMPION_SAMPLES_DIR = "champion_samples"  # what `album-pipeline demo` draws: covers and grid.png
+# Inside the folder `album-pipeline generate --out` names: one PNG per cover, grid.png, one traversal per genre.
+COVER_FILE = "{genre}_{index:03d}.png"
+TRAVERSAL_FILE = "traversal_{genre}.png"
 OMACIR_LISTING_FILE = "archives.json"
 MLFLOW_DB_FILE = "mlflow.db"
 DAGSTER_DIR = "dagster"
@@ -164,8 +167,8 @@ class HomeLayout:
 
     @property
     def champion_samples(self) -> Path:
-        """The grid `album-pipeline demo` draws from the registered champion."""
-        return self.generated_dir / CHAMPION_SAMPLES_FILE
+        """The folder `album-pipeline demo` draws covers into from the registered champion (with grid.png)."""
+        return self.generated_dir / CHAMPION_SAMPLES_DIR
 
     @property
     def emulator_cache_dir(self) -> Path:

@@ -9,6 +9,7 @@ from album_pipeline.definitions import defs
 from album_pipeline.genres import DEFAULT_GENRES
 from album_pipeline.model.networks import GanArchitecture, Generator
 from album_pipeline.settings import Settings
+from album_pipeline_tests.registry.gate_metrics import passing_metrics
 
 
 def test_run_without_a_napster_key_skips_that_crawl_and_says_so(monkeypatch, tmp_path, capsys):
@@ -75,25 +76,67 @@ def register_tiny_champion(home) -> None:
         generator=Generator(GanArchitecture(generator_width=16)),
         genres=DEFAULT_GENRES,
         params={},
-        metrics={"genre_accuracy": 0.5},
+        metrics=passing_metrics(),
         artifacts=[artifact],
     )
 
 
-def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path):
+def test_generate_draws_from_the_registered_champion(monkeypatch, tmp_path, capsys):
     home = tmp_path / "home"
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
-    grid = tmp_path / "grid.png"
     register_tiny_champion(home)
-    assert main(["generate", "--genre", "jazz", "--count", "3", "--out", str(grid)]) == 0
-    with Image.open(grid) as image:
+    out = tmp_path / "jazz"
+    assert main(["generate", "--genre", "jazz", "-n", "3", "--out", str(out)]) == 0
+    assert sorted(path.name for path in out.iterdir()) == [
+        "grid.png",
+        "jazz_000.png",
+        "jazz_001.png",
+        "jazz_002.png",
+    ]
+    with Image.open(out / "grid.png") as image:
         assert image.width >= 3 * 64 and 64 <= image.height < 2 * 64
-    assert main(["generate", "--genre", "polka", "--out", str(grid)]) == 2
+    with Image.open(out / "jazz_001.png") as image:
+        assert image.size == (64, 64) and image.format == "PNG"
+    assert main(["generate", "--genre", "polka", "--out", str(tmp_path / "polka")]) == 2
+    assert "unknown genre 'polka'; the model knows rock, jazz, pop" in capsys.readouterr().err
+    assert not (tmp_path / "polka").exists()
+
+
+def test_generate_without_a_genre_draws_every_genre_and_traverses_the_codes(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
+    register_tiny_champion(home)
+    out = tmp_path / "all"
+    assert main(["generate", "--count", "2", "--traverse", "--out", str(out)]) == 0
+    expected = {"grid.png"} | {f"{genre}_{index:03d}.png" for genre in DEFAULT_GENRES for index in range(2)}
+    expected |= {f"traversal_{genre}.png" for genre in DEFAULT_GENRES}
+    assert {path.name for path in out.iterdir()} == expected
+    with Image.open(out / "grid.png") as image:
+        assert image.height >= len(DEFAULT_GENRES) * 64
+    with Image.open(out / "traversal_jazz.png") as image:  # one row per latent code, 8 steps each
+        assert image.width >= 8 * 64 and 2 * 64 <= image.height < 3 * 64
+
+
+def test_generate_is_deterministic_in_its_seed_and_mixes_genres(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
+    register_tiny_champion(home)
+
+    def draw(name: str, *args: str) -> dict[str, bytes]:
+        assert main(["generate", "--count", "2", "--out", str(tmp_path / name), *args]) == 0
+        return {path.name: path.read_bytes() for path in (tmp_path / name).iterdir()}
+
+    first, again, other = draw("a", "--seed", "5"), draw("b", "--seed", "5"), draw("c", "--seed", "6")
+    assert first == again and first["jazz_000.png"] != other["jazz_000.png"]
+    assert draw("jazz", "--seed", "5", "--genre", "jazz")["jazz_001.png"] == first["jazz_001.png"]
+    mixed = draw("mix", "--seed", "5", "--genre", "jazz:0.5,rock:0.5")
+    assert sorted(mixed) == ["grid.png", "jazz-0.5_rock-0.5_000.png", "jazz-0.5_rock-0.5_001.png"]
+    assert mixed["jazz-0.5_rock-0.5_000.png"] not in (first["jazz_000.png"], first["rock_000.png"])
 
 
 def test_generate_without_a_registered_model_says_what_to_run(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
-    assert main(["generate", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["generate", "--out", str(tmp_path / "covers")]) == 2
     assert "album_cover_generator" in capsys.readouterr().err
 
 

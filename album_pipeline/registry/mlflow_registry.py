@@ -6,10 +6,11 @@ artifacts go to the experiment's explicit ``artifact_location`` and never to ``.
 version is tagged with its metrics, its primary metric and the floors' verdicts; ``models:/NAME@challenger`` is
 always the newest version, and ``models:/NAME@champion`` the one the champion gate (``registry.gate``) chose.
 
-The generator is stored with MLflow's "pickle" serialization rather than its default "pt2" (torch.export)
-format, because consumers need the ``Generator`` module itself (its ``arch``, train/eval modes, and
-``generate_covers``), which an exported graph does not give back. Loading therefore needs ``album_pipeline``
-importable, which holds wherever this package is installed.
+The generator is stored as data only (safetensors weights and a JSON description) inside an MLflow pyfunc
+model whose loader is ``album_pipeline.registry.packaging``: loading it never unpickles or imports anything
+the registry holds, so write access to a shared tracking server does not give code execution on the machines
+that load the champion. Loading needs ``album_pipeline`` installed; versions logged by earlier releases as
+pickled modules are refused with a sentence saying to register them again.
 
 Every call runs inside ``store.store_session``: bounded waits, the store checked first, failures a user can
 cause as one sentence, and the artifacts of a copied or moved home read from the copy.
@@ -19,7 +20,6 @@ mlflow is imported inside the functions: importing it costs seconds, and Dagster
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -171,18 +171,6 @@ def _check_metrics(metrics: Mapping[str, float], champion: ChampionPolicy) -> di
     return checked
 
 
-class _DropPickleAdvice(logging.Filter):
-    """Drop MLflow's advice to prefer "pt2": pickle is chosen deliberately (see the module docstring)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Pickle or CloudPickle" not in record.getMessage()
-
-
-def _pip_requirements() -> list[str]:
-    import mlflow
-
-    # Explicit requirements: otherwise MLflow infers them by loading the model in a subprocess (slow).
-    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
 
 
 def log_and_register(
@@ -230,14 +218,13 @@ def log_and_register(
     local_artifacts = None if is_tracking_server(tracking_uri) else Path(artifact_location)
 
     import mlflow
-    import mlflow.pytorch
+
+    from album_pipeline.registry.packaging import log_generator
 
     with store_session(tracking_uri, writes=True, artifact_location=local_artifacts):
         if local_artifacts is not None:
             adopt_moved_artifacts(tracking_uri, local_artifacts)
         client = _client(tracking_uri)
-        # A CPU copy: the pickled module keeps its tensors' device, and a loader may have no GPU.
-        stored_generator = generator if _on_cpu(generator) else copy.deepcopy(generator).cpu()
         with _using_tracking_uri(tracking_uri):
             if mlflow.active_run() is not None:
                 raise RuntimeError(
@@ -251,20 +238,7 @@ def log_and_register(
                 _log_per_genre_table(per_genre_table)
                 for path in artifact_paths:
                     mlflow.log_artifact(str(path))
-                pytorch_logger = logging.getLogger("mlflow.pytorch")
-                advice_filter = _DropPickleAdvice()
-                pytorch_logger.addFilter(advice_filter)
-                try:
-                    model_info = mlflow.pytorch.log_model(
-                        stored_generator,
-                        name=GENERATOR_ARTIFACT,
-                        registered_model_name=model_name,
-                        pip_requirements=_pip_requirements(),
-                        serialization_format="pickle",
-                        metadata={GENRES_KEY: genres},
-                    )
-                finally:
-                    pytorch_logger.removeFilter(advice_filter)
+                model_info = log_generator(generator, genres, registered_model_name=model_name)
         version = str(model_info.registered_model_version)
         genre_tags = {GENRES_KEY: genres_json}
         return apply_gate(client, model_name, version, run.info.run_id, genre_tags, checked_metrics, champion)
@@ -294,10 +268,6 @@ def evaluation_artifacts(layout: HomeLayout) -> list[Path]:
 
 def is_tracking_server(tracking_uri: str) -> bool:
     return urlparse(tracking_uri).scheme.lower() in ("http", "https")
-
-
-def _on_cpu(module: torch.nn.Module) -> bool:
-    return all(tensor.device.type == "cpu" for tensor in [*module.parameters(), *module.buffers()])
 
 
 def _version_for_alias(client: MlflowClient, tracking_uri: str, model_name: str, alias: str):
@@ -368,7 +338,8 @@ def check_model_uri(model_uri: str) -> Path | None:
 
 
 def _logged_by_us(folder: Path) -> bool:
-    """Whether ``folder`` holds a pytorch-flavour MLmodel with the genre names log_and_register adds."""
+    """Whether ``folder`` holds an MLmodel with the genre names log_and_register adds (this release's data-only
+    model, or an earlier pickled one that loading refuses with a sentence); nothing in it is loaded here."""
     from mlflow.models import Model
 
     if not (folder / "MLmodel").is_file():
@@ -377,7 +348,7 @@ def _logged_by_us(folder: Path) -> bool:
         model = Model.load(str(folder))
     except Exception:  # an MLmodel that does not parse is simply not one of ours
         return False
-    return "pytorch" in model.flavors and bool((model.metadata or {}).get(GENRES_KEY))
+    return bool((model.metadata or {}).get(GENRES_KEY))
 
 
 def _load_registered(
@@ -414,20 +385,20 @@ def _load_registered(
 def _load_generator(
     folder: Path, model_uri: str, tagged_genres: str | None, device: str | torch.device
 ) -> tuple[Generator, tuple[str, ...]]:
-    import mlflow.pytorch
-    from mlflow.models import Model
+    """The generator of a downloaded model folder on ``device``; checked by ``packaging`` before anything is
+    read, and its genres must agree with the version's genre tag (when there is one)."""
+    from album_pipeline.registry.packaging import load_generator_model
 
     if not _logged_by_us(folder):
         raise InvalidModelURI(f"{model_uri} holds no album_pipeline generator; give {_ACCEPTED}")
-    metadata = Model.load(str(folder)).metadata or {}
-    model = mlflow.pytorch.load_model(
-        str(folder),
-        weights_only=False,  # a full nn.Module from our own registry (see the module docstring)
-        map_location=device,
-    )
-    if not isinstance(model, Generator):
-        raise InvalidModelURI(f"{model_uri} holds a {type(model).__name__}, not an album_pipeline Generator")
-    genres = metadata.get(GENRES_KEY) or (json.loads(tagged_genres) if tagged_genres else None)
-    if not genres:
-        raise InvalidModelURI(f"{model_uri} records no genre names; register it with log_and_register")
-    return model.eval(), tuple(genres)
+    generator, genres = load_generator_model(folder, model_uri)
+    try:
+        tagged = list(genres) if tagged_genres is None else json.loads(tagged_genres)
+    except ValueError:
+        tagged = None
+    if tagged != list(genres):
+        raise InvalidModelURI(
+            f"{model_uri} names the genres {list(genres)} but its version is tagged {tagged_genres}; "
+            "register the generator again"
+        )
+    return generator.to(device).eval(), genres

@@ -18,6 +18,7 @@ from album_pipeline.layout import HomeLayout
 from album_pipeline.model.networks import GanArchitecture, Generator
 from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME, log_and_register, sqlite_tracking_uri
 from album_pipeline_tests.probes.conftest import assert_clear_error, run_cli
+from album_pipeline_tests.registry.gate_metrics import passing_metrics
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def registered_home(tmp_path_factory) -> Path:
     layout = HomeLayout(home)
     layout.evaluation_dir.mkdir(parents=True)
     layout.evaluation_grid.write_bytes(b"\x89PNG stand-in")
-    layout.evaluation_metrics.write_text(json.dumps({"metrics": {"genre_accuracy": 0.5}}))
+    layout.evaluation_metrics.write_text(json.dumps({"metrics": passing_metrics()}))
     torch.manual_seed(0)
     log_and_register(
         tracking_uri=sqlite_tracking_uri(layout.mlflow_db),
@@ -37,7 +38,7 @@ def registered_home(tmp_path_factory) -> Path:
         generator=Generator(GanArchitecture(num_genres=2, generator_width=8, noise_dim=16)).eval(),
         genres=["rock", "jazz"],
         params={},
-        metrics={"genre_accuracy": 0.5},
+        metrics=passing_metrics(),
         artifacts=[layout.evaluation_grid, layout.evaluation_metrics],
     )
     return home
@@ -59,11 +60,11 @@ def test_generate_with_an_unknown_store_scheme_is_one_sentence(cli):
 def test_generate_with_a_model_uri_naming_no_generator_fetches_nothing(registered_home, tmp_path):
     started = time.monotonic()
     result = run_cli(
-        "generate", "--model-uri", "file:///etc", "--out", str(tmp_path / "x.png"), home=registered_home
+        "generate", "--model-uri", "file:///etc", "--out", str(tmp_path / "covers"), home=registered_home
     )
     assert time.monotonic() - started < 60
     assert_clear_error(result, "'file:///etc' names no album_pipeline generator", "models:/NAME@ALIAS")
-    assert not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "covers").exists()
 
 
 def test_a_copied_home_generates_from_its_own_model(registered_home, tmp_path):
@@ -73,10 +74,10 @@ def test_a_copied_home_generates_from_its_own_model(registered_home, tmp_path):
     shutil.rmtree(tmp_path / "moved", ignore_errors=True)
     shutil.move(registered_home / "mlartifacts", tmp_path / "moved")
     try:
-        out = tmp_path / "covers.png"
+        out = tmp_path / "covers"
         result = run_cli("generate", "--count", "2", "--out", str(out), home=copy, timeout=300)
         assert result.returncode == 0, result.output
-        assert out.is_file() and "Traceback" not in result.output
+        assert (out / "grid.png").is_file() and "Traceback" not in result.output
     finally:
         shutil.move(tmp_path / "moved", registered_home / "mlartifacts")
 
@@ -113,7 +114,7 @@ def test_generate_on_a_read_only_home_is_one_sentence_at_once(unprivileged_pytho
         out.mkdir()
         out.chmod(0o777)
         started = time.monotonic()
-        result = run_cli("generate", "--out", str(out / "covers.png"), home=home, env={"HOME": str(base)})
+        result = run_cli("generate", "--out", str(out / "covers"), home=home, env={"HOME": str(base)})
         assert time.monotonic() - started < 60
         assert_clear_error(result)
         assert "writable" in result.stderr or "read-only" in result.stderr, result.stderr

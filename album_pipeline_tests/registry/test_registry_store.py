@@ -26,6 +26,7 @@ from album_pipeline.registry.mlflow_registry import (
     log_and_register,
     sqlite_tracking_uri,
 )
+from album_pipeline.registry.packaging import MODEL_DATA, write_generator_data
 from album_pipeline.registry.store import HTTP_BOUNDS, RegistryStoreError, store_session
 from album_pipeline.settings import ConfigurationError
 from album_pipeline_tests.registry.gate_metrics import passing_metrics
@@ -93,7 +94,7 @@ def test_a_copied_home_reads_and_registers_its_own_artifacts(home_a, tmp_path):
     models_b = next((HomeLayout(home_b).mlflow_artifacts_dir / "models").iterdir()) / "artifacts"
     original = make_generator(1)
     substitute = make_generator(7)
-    torch.save(substitute, models_b / "data" / "model.pth")
+    write_generator_data(models_b / MODEL_DATA, substitute, GENRES)
     generator, genres = load_champion(sqlite_tracking_uri(HomeLayout(home_b).mlflow_db), MODEL)
     assert genres == GENRES
     assert same_covers(generator, substitute) and not same_covers(generator, original)

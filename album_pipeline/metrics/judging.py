@@ -193,7 +193,7 @@ def _prdc(
     for group, ours, theirs in groups:
         fake, real = sample.features[ours], reference.features[theirs]
         size = min(sizes.get(group, len(fake)), len(fake))
-        if min(len(real), size) <= nearest_k:
+        if min(len(real), size) < nearest_k + 2:
             skipped.append(group)
             continue
         values = matched_size_prdc(real, fake, size, nearest_k, rng)
@@ -201,7 +201,7 @@ def _prdc(
             metrics[name if group == "all" else names.per_genre(name, group)] = value
     if skipped:
         warnings.append(
-            f"precision/recall/density/coverage omitted for {skipped}: they need more than nearest_k="
-            f"{nearest_k} covers on each side"
+            f"precision/recall/density/coverage omitted for {skipped}: they need at least nearest_k + 2 = "
+            f"{nearest_k + 2} covers on each side"
         )
     return metrics

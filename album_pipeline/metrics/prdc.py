@@ -15,7 +15,9 @@ import io
 import numpy as np
 from prdc import compute_prdc
 
-PRDC_NAMES = ("precision", "recall", "density", "coverage")
+from album_pipeline.metrics import names
+
+PRDC_NAMES = (names.PRECISION, names.RECALL, names.DENSITY, names.COVERAGE)
 
 
 def prdc_metrics(reference: np.ndarray, sample: np.ndarray, nearest_k: int) -> dict[str, float]:
@@ -30,10 +32,11 @@ def prdc_metrics(reference: np.ndarray, sample: np.ndarray, nearest_k: int) -> d
 def check_prdc_sizes(reference_count: int, sample_count: int, nearest_k: int) -> None:
     if nearest_k < 1:
         raise ValueError(f"nearest_k must be at least 1, got {nearest_k}")
-    # Each side's k-th neighbour excludes the point itself, so each side needs more than k points.
-    if min(reference_count, sample_count) <= nearest_k:
+    # prdc finds each point's k-th neighbour with argpartition at k + 1 (the point itself is its 0th), which
+    # needs k + 2 points on each side.
+    if min(reference_count, sample_count) < nearest_k + 2:
         raise ValueError(
-            f"precision/recall with nearest_k={nearest_k} need more than {nearest_k} covers on each side, got "
+            f"precision/recall with nearest_k={nearest_k} need at least {nearest_k + 2} covers on each side, got "
             f"{reference_count} reference and {sample_count} judged; lower nearest_k or evaluate more covers"
         )
 

@@ -18,7 +18,7 @@ from album_pipeline.model.checkpoint import UnreadableCheckpoint, load_checkpoin
 from album_pipeline.model.networks import Discriminator, GanArchitecture
 
 SEED_REPORTED = (
-    "the seed project reported its discriminator's genre accuracy as 94.6% on generated and 22.8% on real covers"
+    "the seed reported its discriminator's genre accuracy: 94.6% on generated, 22.8% on real covers"
 )
 
 

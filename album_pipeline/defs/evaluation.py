@@ -11,7 +11,11 @@ from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.metadata import counts_table, png_markdown
 from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
 from album_pipeline.defs.training import finetuned_generator, labeled_training_data
-from album_pipeline.metrics.evaluate import EvaluationConfig, evaluate_generator
+from album_pipeline.metrics import names
+from album_pipeline.metrics.discriminator_accuracy import load_discriminator
+from album_pipeline.metrics.evaluate import EvaluationConfig, EvaluationReport, evaluate_generator
+from album_pipeline.metrics.feature_cache import FeatureCache
+from album_pipeline.metrics.floors import QualityFloors
 from album_pipeline.metrics.frechet import (
     INCEPTION_FILE_NAME,
     INCEPTION_WEIGHTS_ENV,
@@ -26,6 +30,8 @@ from album_pipeline.metrics.genre_classifier import (
     train_genre_classifier,
 )
 from album_pipeline.model.checkpoint import load_generator
+
+QUALITY_FLOORS_CHECK = "quality_floors"
 
 
 class GenreClassifierConfig(CoreConfig):
@@ -66,6 +72,10 @@ class GeneratorEvaluationConfig(CoreConfig):
     seed: int = core_field(EvaluationConfig, "seed")
     grid_columns: int = core_field(EvaluationConfig, "grid_columns")
     batch_size: int = core_field(EvaluationConfig, "batch_size")
+    nearest_k: int = core_field(EvaluationConfig, "nearest_k")
+    near_copy_quantile: float = core_field(EvaluationConfig, "near_copy_quantile")
+    ms_ssim_pairs: int = core_field(EvaluationConfig, "ms_ssim_pairs")
+    diversity_covers: int = core_field(EvaluationConfig, "diversity_covers")
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[labeled_training_data])
@@ -92,7 +102,7 @@ def genre_classifier(
     context.log.info(f"genre classifier accuracy on {len(test)} real test covers: {test_accuracy:.3f}")
     return dg.MaterializeResult(
         metadata={
-            "real_test_accuracy": float(test_accuracy),
+            names.heldout(names.GENRE_ACCURACY): float(test_accuracy),
             "train_images": len(train),
             "test_images": len(test),
             "checkpoint": dg.MetadataValue.path(str(layout.genre_classifier_checkpoint)),
@@ -100,21 +110,34 @@ def genre_classifier(
     )
 
 
-def _feature_extractor(config: GeneratorEvaluationConfig, classifier):
+def _feature_extractor(config: GeneratorEvaluationConfig, classifier, classifier_file):
     if config.feature_extractor == "genre_classifier":
-        return classifier_feature_extractor(classifier)
+        return classifier_feature_extractor(classifier, classifier_file)
     # The core falls back to $ALBUM_PIPELINE_INCEPTION_WEIGHTS, then clean-fid's own path.
     return inception_feature_extractor(config.inception_weights)
 
 
-@dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[finetuned_generator, genre_classifier])
+@dg.asset(
+    group_name="evaluation",
+    kinds={"pytorch"},
+    deps=[finetuned_generator, genre_classifier],
+    check_specs=[
+        dg.AssetCheckSpec(
+            QUALITY_FLOORS_CHECK,
+            asset="generator_evaluation",
+            blocking=False,
+            description="The generated covers clear every floor of QualityFloors (accuracy, diversity, "
+            "near-copies), as the real held-out covers do.",
+        )
+    ],
+)
 def generator_evaluation(
     context: dg.AssetExecutionContext,
     config: GeneratorEvaluationConfig,
     home: PipelineHome,
     genres: GenreTaxonomy,
-) -> dg.MaterializeResult:
-    """Genre accuracy of generated covers (independent judge), distances to real test covers, and a grid."""
+):
+    """Every metric of the evaluation for generated covers beside the real held-out covers' own value."""
     layout = home.layout
     classifier, classifier_genres = load_classifier(layout.genre_classifier_checkpoint)
     if tuple(classifier_genres) != genres.genres:
@@ -122,34 +145,62 @@ def generator_evaluation(
             f"the genre classifier was trained on {classifier_genres}, the pipeline now uses {genres.genres}: "
             "rematerialize genre_classifier"
         )
-    extractor = _feature_extractor(config, classifier)
-    generator = load_generator(layout.final_checkpoint("finetuned"))
-    test = load_shards(layout.training_data("labeled")).subset("test")
+    extractor = _feature_extractor(config, classifier, layout.genre_classifier_checkpoint)
+    checkpoint = layout.final_checkpoint("finetuned")
+    data = load_shards(layout.training_data("labeled"))
     report = evaluate_generator(
-        generator,
+        load_generator(checkpoint),
         classifier,
         genres.genres,
-        test.read_all(),
-        test.labels,
+        data.subset("train"),
+        data.subset("test"),
         extractor,
         layout.evaluation_dir,
         config.to_core(EvaluationConfig),
+        discriminator=load_discriminator(checkpoint),
+        feature_cache=FeatureCache(layout.feature_cache_dir, log=context.log.warning),
     )
     context.log.info(json.dumps(report.metrics, indent=1))
-    per_genre = {
-        genre: f"{report.metrics[f'genre_accuracy/{genre}']:.3f} / "
-        f"{report.metrics.get(f'real_test_accuracy/{genre}', float('nan')):.3f}"
-        for genre in genres.genres
-        if f"genre_accuracy/{genre}" in report.metrics
-    }
-    return dg.MaterializeResult(
-        metadata={
-            **{name: float(value) for name, value in report.metrics.items()},
-            "per_genre_accuracy": counts_table(per_genre, "genre", "accuracy: generated / real test"),
-            "grid": png_markdown(report.grid_path, "one row per genre"),
-            "metrics_file": dg.MetadataValue.path(str(report.metrics_path)),
-        }
+    for warning in report.warnings:
+        context.log.warning(warning)
+    verdicts = QualityFloors().judge(report.metrics)
+    yield dg.MaterializeResult(metadata=evaluation_metadata(report))
+    yield dg.AssetCheckResult(
+        check_name=QUALITY_FLOORS_CHECK,
+        passed=all(verdict.passed for verdict in verdicts),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(
+            f"{'passed' if verdict.passed else 'FAILED'} {verdict.floor}: {verdict.description}"
+            for verdict in verdicts
+        ),
+        metadata={verdict.floor: dg.MetadataValue.bool(verdict.passed) for verdict in verdicts},
     )
+
+
+def evaluation_metadata(report: EvaluationReport) -> dict:
+    """Every overall metric beside its held-out value, the per-genre table, both grids and the files."""
+    overall = {
+        name: f"{value:.4g} / {report.metrics[names.heldout(name)]:.4g}"
+        if names.heldout(name) in report.metrics
+        else f"{value:.4g}"
+        for name, value in sorted(report.metrics.items())
+        if "/" not in name
+    }
+    near_copies = (
+        "near-copies (top) above their nearest training covers"
+        if report.near_copies_found
+        else "no near-copies: the closest generated covers (top) above their nearest training covers"
+    )
+    return {
+        **{name: float(value) for name, value in report.metrics.items()},
+        "overall": counts_table(overall, "metric", "generated / real held-out"),
+        "per_genre": dg.MetadataValue.md(report.per_genre.to_markdown(floatfmt=".3f")),
+        "grid": png_markdown(report.grid_path, "one row per genre"),
+        "near_copies": png_markdown(report.near_copies_path, near_copies),
+        "warnings": dg.MetadataValue.md("\n".join(f"- {warning}" for warning in report.warnings) or "(none)"),
+        "metrics_file": dg.MetadataValue.path(str(report.metrics_path)),
+        "per_genre_file": dg.MetadataValue.path(str(report.per_genre_path)),
+    }
 
 
 assets = [genre_classifier, generator_evaluation]

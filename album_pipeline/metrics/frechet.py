@@ -27,6 +27,7 @@ from cleanfid.fid import frechet_distance, kernel_distance
 from cleanfid.inception_torchscript import InceptionV3W
 from cleanfid.resize import build_resizer
 
+from album_pipeline.metrics.feature_cache import file_sha256, tensors_sha256
 from album_pipeline.metrics.genre_classifier import IMAGE_SIZE, GenreClassifier
 from album_pipeline.model.pixels import check_image_batch, to_unit_range
 from album_pipeline.settings import INCEPTION_WEIGHTS_VAR
@@ -65,6 +66,8 @@ class FeatureExtractor:
 
     name: str
     extract: Callable[[torch.Tensor], torch.Tensor]
+    # What the features depend on besides the name (the sha256 of the weights file); None: never cached.
+    identity: str | None = None
 
     def __post_init__(self) -> None:
         # The name becomes part of metric names (fd_{name}), so keep it to what MLflow and JSON keys accept.
@@ -127,11 +130,18 @@ def inception_feature_extractor(
         with torch.no_grad():
             return model(batch.to(device))
 
-    return FeatureExtractor(INCEPTION_FEATURE_NAME, extract)
+    return FeatureExtractor(INCEPTION_FEATURE_NAME, extract, identity=file_sha256(path))
 
 
-def classifier_feature_extractor(model: GenreClassifier) -> FeatureExtractor:
-    """The genre classifier's penultimate features, usable offline in place of Inception's."""
+def classifier_feature_extractor(
+    model: GenreClassifier, weights_file: Path | None = None
+) -> FeatureExtractor:
+    """The genre classifier's penultimate features, usable offline in place of Inception's.
+
+    Its identity (the feature cache's key) is the sha256 of ``weights_file``, the checkpoint the model was
+    loaded from, or without one a hash of the weights in memory.
+    """
+    identity = file_sha256(weights_file) if weights_file is not None else tensors_sha256(model.state_dict())
 
     def extract(batch: torch.Tensor) -> torch.Tensor:
         device = next(model.parameters()).device
@@ -148,7 +158,7 @@ def classifier_feature_extractor(model: GenreClassifier) -> FeatureExtractor:
         finally:
             model.train(was_training)
 
-    return FeatureExtractor(CLASSIFIER_FEATURE_NAME, extract)
+    return FeatureExtractor(CLASSIFIER_FEATURE_NAME, extract, identity=identity)
 
 
 def frechet_metric_name(feature_name: str) -> str:
@@ -263,16 +273,9 @@ def distances_from_features(
             fake_features.mean(axis=0),
             np.cov(fake_features, rowvar=False),
         )
-    # clean-fid draws the KID subsets from numpy's global RNG; seed it for repeatable numbers, then put the
-    # caller's RNG state back.
-    saved_state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        kernel = kernel_distance(
-            real_features, fake_features, num_subsets=kid_subsets, max_subset_size=kid_subset_size
-        )
-    finally:
-        np.random.set_state(saved_state)
+    kernel = seeded_kernel_distance(
+        real_features, fake_features, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed
+    )
     return DistanceReport(
         frechet_name=frechet_metric_name(feature_name),
         frechet_distance=float(np.real(frechet)),
@@ -284,6 +287,29 @@ def distances_from_features(
         fake_count=fake_count,
         warnings=tuple(notes),
     )
+
+
+def seeded_kernel_distance(
+    real_features: np.ndarray,
+    fake_features: np.ndarray,
+    *,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> float:
+    """clean-fid's kernel distance, its random subsets drawn from ``seed``."""
+    # clean-fid draws the KID subsets from numpy's global RNG; seed it for repeatable numbers, then put the
+    # caller's RNG state back.
+    saved_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return float(
+            kernel_distance(
+                real_features, fake_features, num_subsets=kid_subsets, max_subset_size=kid_subset_size
+            )
+        )
+    finally:
+        np.random.set_state(saved_state)
 
 
 def compute_distances(

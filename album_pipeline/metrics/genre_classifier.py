@@ -283,7 +283,13 @@ def genre_accuracies(
     labels = _check_labels(labels, len(images), model.num_genres, "labels")
     if len(labels) == 0:
         raise ValueError("cannot compute accuracy on zero images")
-    correct = predict_genres(model, images) == labels
+    return accuracy_by_genre(predict_genres(model, images) == labels, labels, genres)
+
+
+def accuracy_by_genre(
+    correct: np.ndarray, labels: np.ndarray, genres: Sequence[str]
+) -> tuple[float, dict[str, float]]:
+    """Overall share of ``correct`` and the share per genre name (genres without any image left out)."""
     per_genre = {
         genre: float(correct[labels == index].mean())
         for index, genre in enumerate(genres)

@@ -3,11 +3,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from album_pipeline.metrics import names
 from album_pipeline.metrics.evaluate import (
     EvaluationConfig,
     evaluate_generator,
@@ -16,7 +18,8 @@ from album_pipeline.metrics.evaluate import (
 )
 from album_pipeline.metrics.frechet import FeatureExtractor
 from album_pipeline.metrics.genre_classifier import GenreClassifier, accuracy, predict_genres
-from album_pipeline.model.networks import GanArchitecture, Generator, generate_covers
+from album_pipeline.metrics.samples import InMemoryCovers
+from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, generate_covers
 
 GENRES = ("rock", "jazz", "pop")
 COLOUR_LAYOUT = FeatureExtractor(
@@ -34,65 +37,126 @@ def make_classifier(seed: int = 0) -> GenreClassifier:
     return GenreClassifier(num_genres=len(GENRES), widths=(4, 8)).eval()
 
 
-def make_real_test(count: int = 30, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def make_real(count: int = 30, seed: int = 1) -> InMemoryCovers:
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (count, 64, 64, 3)).astype(np.uint8)
-    return images, np.arange(count, dtype=np.int64) % len(GENRES)
+    return InMemoryCovers(images, np.arange(count, dtype=np.int64) % len(GENRES))
 
 
-def test_evaluation_reports_independent_accuracy_distances_and_files(tmp_path):
-    generator, classifier = make_generator(), make_classifier()
-    real_images, real_labels = make_real_test()
-    config = EvaluationConfig(samples_per_genre=20, seed=3, grid_columns=4)
-    report = evaluate_generator(
-        generator, classifier, GENRES, real_images, real_labels, COLOUR_LAYOUT, tmp_path / "eval", config
+def evaluate(tmp_path, config, generator=None, classifier=None, **kwargs):
+    return evaluate_generator(
+        generator or make_generator(),
+        classifier or make_classifier(),
+        GENRES,
+        kwargs.pop("reference", make_real(45, seed=2)),
+        kwargs.pop("heldout", make_real(30)),
+        COLOUR_LAYOUT,
+        tmp_path,
+        config,
+        **kwargs,
     )
 
-    # Every genre, the last one included, is generated samples_per_genre times and judged by the classifier.
+
+def test_evaluation_reports_every_metric_beside_its_heldout_value_and_writes_its_files(tmp_path):
+    generator, classifier = make_generator(), make_classifier()
+    heldout = make_real(30)
+    torch.manual_seed(5)
+    discriminator = Discriminator(GanArchitecture(num_genres=len(GENRES), discriminator_width=8)).eval()
+    config = EvaluationConfig(samples_per_genre=20, seed=3, grid_columns=4, ms_ssim_pairs=5)
+    report = evaluate(
+        tmp_path / "eval", config, generator, classifier, heldout=heldout, discriminator=discriminator
+    )
+
+    # Every genre, the last one included, is drawn samples_per_genre times and judged by the classifier.
     intended = np.repeat(np.arange(len(GENRES)), 20)
     generated = generate_covers(generator, intended.tolist(), seed=3).numpy()
     correct = predict_genres(classifier, generated) == intended
-    assert report.generated_count == 60
-    assert report.genre_accuracy == pytest.approx(correct.mean())
+    metrics = report.metrics
+    assert metrics[names.GENERATED_COUNT] == 60 and metrics[names.HELDOUT_COUNT] == 30
+    assert metrics[names.REFERENCE_COUNT] == 45
+    assert metrics[names.GENRE_ACCURACY] == pytest.approx(correct.mean())
     for index, genre in enumerate(GENRES):
-        assert report.metrics[f"genre_accuracy/{genre}"] == pytest.approx(correct[intended == index].mean())
-    assert report.real_test_accuracy == pytest.approx(accuracy(classifier, real_images, real_labels))
-    assert report.real_test_count == 30
+        assert metrics[names.per_genre("genre_accuracy", genre)] == pytest.approx(
+            correct[intended == index].mean()
+        )
+    assert metrics[names.heldout(names.GENRE_ACCURACY)] == pytest.approx(
+        accuracy(classifier, heldout.images, heldout.labels)
+    )
+    assert "real_test_accuracy" not in metrics
 
-    expected_keys = {
+    overall = [
         "genre_accuracy",
-        "real_test_accuracy",
+        "d_genre_accuracy",
         "fd_colour_layout",
         "kd_colour_layout",
-        "generated_count",
-        "real_test_count",
-        *(f"genre_accuracy/{genre}" for genre in GENRES),
-        *(f"real_test_accuracy/{genre}" for genre in GENRES),
-    }
-    assert set(report.metrics) == expected_keys
-    assert "fid" not in report.metrics and "kid" not in report.metrics
-    assert all(isinstance(value, float) for value in report.metrics.values())
-    assert report.metrics["fd_colour_layout"] == report.distances.frechet_distance
-    assert (report.distances.real_count, report.distances.fake_count) == (30, 60)
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "diversity",
+        "ms_ssim",
+        "near_copy_share",
+        "nn_distance_median",
+    ]
+    per_genre = [name for name in overall if name != "fd_colour_layout"]
+    for name in overall:
+        assert name in metrics and names.heldout(name) in metrics, name
+    for name in per_genre:
+        for genre in GENRES:
+            assert names.per_genre(name, genre) in metrics, (name, genre)
+            assert names.heldout(names.per_genre(name, genre)) in metrics, (name, genre)
+    assert "fid" not in metrics and "kid" not in metrics
+    assert all(isinstance(value, float) and np.isfinite(value) for value in metrics.values())
+    # The held-out covers set the near-copy threshold: about the quantile of them are near-copies.
+    assert metrics[names.heldout(names.NEAR_COPY_SHARE)] <= 0.05
 
     written = load_metrics(report.metrics_path)
     assert report.metrics_path == tmp_path / "eval" / "metrics.json"
-    assert written["metrics"] == pytest.approx(report.metrics)
-    assert written["genres"] == list(GENRES)
-    assert written["distances"]["feature_name"] == "colour_layout"
-    assert written["config"]["samples_per_genre"] == 20
-    assert report.grid_path == tmp_path / "eval" / "grid.png" and report.grid_path.is_file()
+    assert written["metrics"] == pytest.approx(metrics)
+    assert written["genres"] == list(GENRES) and written["feature_name"] == "colour_layout"
+    assert written["config"]["samples_per_genre"] == 20 and written["config"]["nearest_k"] == 5
+    assert any("94.6%" in note for note in written["notes"])
+    assert report.grid_path == tmp_path / "eval" / "grid.png"
+    with Image.open(report.grid_path) as grid:
+        assert grid.size == (4 * 66 + 2, 3 * 66 + 2)
+    with Image.open(report.near_copies_path) as pairs:
+        assert pairs.size == (8 * 66 + 2, 2 * 66 + 2)
+    table = pd.read_json(report.per_genre_path, orient="split")
+    assert list(table.index) == [*GENRES, "all"]
+    assert {
+        "genre_accuracy",
+        "heldout/genre_accuracy",
+        "kd_colour_layout",
+        "coverage",
+        "heldout/coverage",
+    } <= set(table.columns)
+    assert table.loc["all", "genre_accuracy"] == pytest.approx(metrics["genre_accuracy"])
+    assert table.loc["rock", "heldout/diversity"] == pytest.approx(metrics["heldout/diversity/rock"])
 
 
 def test_repeated_evaluation_is_deterministic(tmp_path):
-    generator, classifier = make_generator(), make_classifier()
-    real_images, real_labels = make_real_test()
-    config = EvaluationConfig(samples_per_genre=8)
-    args = (generator, classifier, GENRES, real_images, real_labels, COLOUR_LAYOUT)
-    first = evaluate_generator(*args, tmp_path / "a", config)
-    second = evaluate_generator(*args, tmp_path / "b", config)
+    config = EvaluationConfig(samples_per_genre=8, ms_ssim_pairs=4)
+    first = evaluate(tmp_path / "a", config)
+    second = evaluate(tmp_path / "b", config)
     assert first.metrics == second.metrics
     assert (tmp_path / "a" / "grid.png").read_bytes() == (tmp_path / "b" / "grid.png").read_bytes()
+
+
+def test_a_cover_source_stands_in_for_the_generator(tmp_path):
+    real = make_real(30)
+    asked = []
+
+    def copier(genre_indices, seed):
+        asked.append((genre_indices.tolist(), seed))
+        rows = [np.flatnonzero(real.labels == index)[0] for index in genre_indices]
+        return real.images[rows]
+
+    report = evaluate(
+        tmp_path, EvaluationConfig(samples_per_genre=6, seed=9, ms_ssim_pairs=4), copier, reference=real
+    )
+    assert asked == [(np.repeat(np.arange(3), 6).tolist(), 9)]
+    assert report.metrics[names.NEAR_COPY_SHARE] == 1.0 and report.near_copies_found
+    assert report.metrics[names.DIVERSITY] == 0.0
 
 
 def test_grid_has_one_row_per_genre(tmp_path):
@@ -112,32 +176,22 @@ def test_grid_has_one_row_per_genre(tmp_path):
 
 
 def test_small_samples_are_warned_about(tmp_path):
-    real_images, real_labels = make_real_test(count=6)
-    report = evaluate_generator(
-        make_generator(),
-        make_classifier(),
-        GENRES,
-        real_images,
-        real_labels,
-        COLOUR_LAYOUT,
-        tmp_path,
-        EvaluationConfig(samples_per_genre=2),
-    )
+    report = evaluate(tmp_path, EvaluationConfig(samples_per_genre=4, ms_ssim_pairs=2), heldout=make_real(6))
     assert any("rank-deficient" in warning for warning in report.warnings)
+    assert any("precision/recall/density/coverage omitted" in warning for warning in report.warnings)
     assert json.loads(report.metrics_path.read_text())["warnings"] == report.warnings
 
 
 def test_mismatched_genres_are_refused(tmp_path):
-    real_images, real_labels = make_real_test()
     with pytest.raises(ValueError, match="2 genre names given for a generator conditioned on 3"):
         save_genre_grid(make_generator(), GENRES[:2], tmp_path / "grid.png")
     four_genre_classifier = GenreClassifier(num_genres=4, widths=(4,))
     with pytest.raises(ValueError, match="classifier knows 4 genres"):
-        evaluate_generator(
-            make_generator(), four_genre_classifier, GENRES, real_images, real_labels, COLOUR_LAYOUT, tmp_path
-        )
+        evaluate(tmp_path, EvaluationConfig(), classifier=four_genre_classifier)
     with pytest.raises(ValueError, match="samples_per_genre must be >= 2"):
         EvaluationConfig(samples_per_genre=1)
+    with pytest.raises(ValueError, match="near_copy_quantile"):
+        EvaluationConfig(near_copy_quantile=1.0)
     assert not (tmp_path / "metrics.json").exists()
 
 

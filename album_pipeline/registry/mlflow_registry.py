@@ -59,6 +59,10 @@ class ModelNotRegistered(ConfigurationError, LookupError):
     """The registered model, or the alias asked for, does not exist in the registry."""
 
 
+class NoChampionYet(ModelNotRegistered):
+    """Versions are registered, but the champion gate has let none of them through (``challenger`` exists)."""
+
+
 class InvalidModelURI(ConfigurationError, ValueError):
     """A model URI that names no generator this project logged."""
 
@@ -169,8 +173,6 @@ def _check_metrics(metrics: Mapping[str, float], champion: ChampionPolicy) -> di
             raise TypeError(f"metric {name!r} must be a number, got {value!r}") from error
     champion.primary_metric_of(checked)  # refused here, before a run, rather than after logging the model
     return checked
-
-
 
 
 def log_and_register(
@@ -288,7 +290,7 @@ def _version_for_alias(client: MlflowClient, tracking_uri: str, model_name: str,
     except MlflowException as error:
         aliases = sorted(client.get_registered_model(model_name).aliases)
         if alias == CHAMPION_ALIAS and CHALLENGER_ALIAS in aliases:
-            raise ModelNotRegistered(
+            raise NoChampionYet(
                 f"no version of {model_name!r} has passed the quality floors yet, so none is champion (the "
                 f"floor.* tags of models:/{model_name}@{CHALLENGER_ALIAS} say why); train a better generator "
                 f"and register it, or load models:/{model_name}@{CHALLENGER_ALIAS} explicitly"

@@ -138,7 +138,8 @@ def run_pipeline(
         needs_inception=uses_inception(run_config),
         inception_weights=evaluation_config.get("inception_weights"),
     )
-    print(f"materializing {len(keys)} assets with the `{profile}` profile into {settings.home}", flush=True)
+    noun = "asset" if len(keys) == 1 else "assets"
+    print(f"materializing {len(keys)} {noun} with the `{profile}` profile into {settings.home}", flush=True)
     started = time.monotonic()
     with open_dagster_instance(settings) as instance:
         try:

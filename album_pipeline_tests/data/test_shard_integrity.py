@@ -155,6 +155,20 @@ def test_a_manifest_path_outside_the_home_is_refused_by_row(tmp_path, escape):
     assert not out_dir.exists()  # nothing read, nothing written
 
 
+@pytest.mark.parametrize("path", ["../../etc/hostname", "/etc/hostname"])
+def test_an_escaping_path_is_refused_even_when_its_shard_would_be_reused(tmp_path, path):
+    """Issue 11 probe, rerun on a finished home: the row's image is already in a shard, so nothing would be
+    read from outside, but a manifest naming such a path was not written by this pipeline."""
+    home, out_dir = tmp_path / "home", tmp_path / "shards"
+    manifest = _covers(home, "ab")
+    build_shards(manifest, home, out_dir, GENRES, resolution=8)
+    manifest.loc[1, "path"] = path
+
+    with pytest.raises(ValueError, match="outside the pipeline home.*rebuild the manifest") as refused:
+        build_shards(manifest, home, out_dir, GENRES, resolution=8)
+    assert repr(path) in str(refused.value)
+
+
 def test_a_symlink_that_stays_in_the_home_is_followed(tmp_path):
     home, out_dir = tmp_path / "home", tmp_path / "shards"
     manifest = _covers(home, "ab")

@@ -171,6 +171,22 @@ def _decode_paths(rows: pa.Table, home_root: Path) -> list[str]:
     return paths
 
 
+def _refuse_escaping_paths(manifest: pd.DataFrame) -> None:
+    """Refuse rows whose path is absolute or climbs out with ``..``, even when their shards are reused: such a
+    manifest was not written by this pipeline. (Symlinks out of the home are caught when a row is decoded.)"""
+    paths = manifest["path"].fillna("").astype(str)
+    escaping = paths.str.startswith("/") | paths.str.contains(r"(?:^|/)\.\.(?:/|$)", regex=True)
+    if escaping.any():
+        rows = manifest[escaping]
+        examples = ", ".join(
+            f"image_id {row.image_id} with path {row.path!r}" for row in rows.head(3).itertuples()
+        )
+        raise ValueError(
+            f"{len(rows)} manifest row(s) name a file outside the pipeline home, e.g. {examples}; rebuild the "
+            "manifest (materialize its manifest asset again)"
+        )
+
+
 def _manifest_index(manifest: pd.DataFrame, classes: dict[str, int]) -> pa.Table:
     """image_id, split, genre, label, path of every manifest image, in training order; refuses bad manifests."""
     missing_columns = [name for name in _REQUIRED_COLUMNS if name not in manifest.columns]
@@ -193,6 +209,7 @@ def _manifest_index(manifest: pd.DataFrame, classes: dict[str, int]) -> pa.Table
             f"manifest repeats {len(repeated)} image_id(s), e.g. {list(repeated[:3])}; each image needs one "
             "row: rebuild the manifest"
         )
+    _refuse_escaping_paths(manifest)
     genres = [genre if isinstance(genre, str) else None for genre in manifest["genre"]]
     labels = np.array([classes.get(genre, -1) if genre else -1 for genre in genres], dtype=np.int64)
     order = training_order(labels, split_ranks.to_numpy(dtype=np.int64))

@@ -103,6 +103,7 @@ def omacir_archive_images(
         config.to_core(ExtractOptions),
         config.to_core(IngestOptions),
         log=context.log.info,
+        warn=context.log.warning,
     )
     return dg.MaterializeResult(
         metadata={

@@ -26,12 +26,13 @@ def ingest_omacir(
     max_images: int | None = MergeOptions.max_images,
     extract: ExtractOptions | None = None,
     log: Log | None = None,
+    warn: Log | None = None,
 ) -> IngestResult:
     """omacir_archives, omacir_archive_images (unpartitioned) and unlabeled_manifest into ``home``: the
     manifest, its failures, and the merge's stats with ``bytes_downloaded`` added."""
     layout = HomeLayout(home)
     choose_archives(client, layout, ArchiveSelection(archives=tuple(archives)))
-    ingested = ingest_archives(client, layout, extract=extract, log=log)
+    ingested = ingest_archives(client, layout, extract=extract, log=log, warn=warn)
     merged = build_unlabeled_manifest(layout, MergeOptions(max_images=max_images), log=log)
     stats = {**merged.stats, "bytes_downloaded": sum(archive["bytes_downloaded"] for archive in ingested)}
     return IngestResult(rows=merged.manifest, failures=merged.failures, stats=stats)

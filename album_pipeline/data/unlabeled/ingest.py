@@ -53,12 +53,13 @@ def ingest_archives(
     options: IngestOptions | None = None,
     *,
     log: Log | None = None,
+    warn: Log | None = None,
     progress_bar: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Each archive's extraction stats plus ``bytes_downloaded``, in the order of ``names`` (None: every
     archive ``choose_archives`` recorded). Raises SourceError naming every archive that failed, once the
-    others are extracted and recorded."""
-    chosen = chosen_archives(layout, log=log)
+    others are extracted and recorded. ``warn`` gets the warnings (a record set aside); ``log`` the rest."""
+    chosen = chosen_archives(layout, log=warn)
     names = list(names or chosen)
     unknown = [name for name in names if name not in chosen]
     if unknown:
@@ -71,7 +72,15 @@ def ingest_archives(
 
     def ingest(name: str) -> dict[str, Any]:
         return ingest_archive(
-            client, store, layout, chosen[name], extract, options, log=log, progress_bar=progress_bar
+            client,
+            store,
+            layout,
+            chosen[name],
+            extract,
+            options,
+            log=log,
+            warn=warn,
+            progress_bar=progress_bar,
         )
 
     workers = max(1, min(options.parallel_archives, len(names)))
@@ -95,6 +104,7 @@ def ingest_archive(
     options: IngestOptions | None = None,
     *,
     log: Log | None = None,
+    warn: Log | None = None,
     progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Download and extract one archive, unless its extraction is already recorded for these bytes."""
@@ -103,7 +113,7 @@ def ingest_archive(
     options = options or IngestOptions()
     summary_path = layout.extracted_summary(OMACIR, archive.name)
     fingerprint = {"md5": archive.md5, "size": archive.size, "options": repr(extract)}
-    recorded = recorded_extraction(layout, archive.name, fingerprint, log=say)
+    recorded = recorded_extraction(layout, archive.name, fingerprint, log=warn and safe_log(warn))
     if recorded is not None:
         say(f"omacir: {archive.name} already extracted; reusing it")
         return {**recorded, "bytes_downloaded": 0}

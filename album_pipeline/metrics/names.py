@@ -30,6 +30,21 @@ NN_DISTANCE_MEDIAN = "nn_distance_median"  # median distance to the nearest trai
 FID = "fid"
 FD_GENRE_CLASSIFIER = "fd_genre_classifier"
 
+# Every metric reported overall, per genre and for the held-out covers beside the generated ones (the
+# distances, named after their features, come on top: see ``frechet``).
+JUDGED = (
+    GENRE_ACCURACY,
+    D_GENRE_ACCURACY,
+    PRECISION,
+    RECALL,
+    DENSITY,
+    COVERAGE,
+    DIVERSITY,
+    MS_SSIM,
+    NEAR_COPY_SHARE,
+    NN_DISTANCE_MEDIAN,
+)
+
 GENERATED_COUNT = "generated_count"
 HELDOUT_COUNT = "heldout_count"
 REFERENCE_COUNT = "reference_count"

@@ -11,11 +11,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,23 +21,12 @@ from PIL import Image
 
 import album_pipeline
 from album_pipeline.model.sampling import draw_covers, parse_genre_mix
+from album_pipeline_tests.registry.mlflow_process import free_port, running, search_path
 from album_pipeline_tests.registry.test_packaging import GENRES, register_tiny_generator
 
 pytestmark = pytest.mark.integration
 
 MODEL = "served_generator"
-STARTUP_SECONDS = 180  # importing mlflow, torch and uvicorn on a busy two-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _search_path() -> str:
-    # The CLI and the uvicorn it starts sit beside this interpreter even when its bin folder is not on PATH.
-    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 @pytest.fixture(scope="module")
@@ -52,30 +36,14 @@ def champion(tmp_path_factory):
     return root, uri, generator
 
 
-def _wait_until_up(server: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"`mlflow models serve` exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(1)
-    pytest.fail(
-        f"`mlflow models serve` did not answer /ping in {STARTUP_SECONDS}s:\n{log.read_text()[-3000:]}"
-    )
-
-
 @pytest.fixture(scope="module")
 def server(champion):
-    path = _search_path()
+    path = search_path()
     cli = shutil.which("mlflow", path=path)
     if cli is None or shutil.which("uvicorn", path=path) is None:
         pytest.skip("the mlflow CLI (and the uvicorn it serves with) is not installed")
     root, uri, _ = champion
-    port = _free_port()
+    port = free_port()
     package_root = str(Path(album_pipeline.__file__).resolve().parents[1])
     env = {
         **os.environ,
@@ -86,28 +54,11 @@ def server(champion):
     env.pop("MLFLOW_REGISTRY_URI", None)
     log = root / "serve.log"
     command = [cli, "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local"]
-    with open(log, "wb") as output:
-        # A session of its own: the CLI starts uvicorn as a child, and teardown stops both.
-        process = subprocess.Popen(
-            [*command, "-h", "127.0.0.1", "-p", str(port)],
-            env=env,
-            cwd=root,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, url, log)
+    with running(
+        [*command, "-h", "127.0.0.1", "-p", str(port)], ready_url=f"{url}/ping", log=log, cwd=root, env=env
+    ):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
 
 
 def _post(url: str, records: list[dict]) -> tuple[int, dict]:

@@ -3,18 +3,10 @@ loading the champion all go through it, and its artifacts land in its own destin
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 import torch
 
 from album_pipeline.model.networks import GanArchitecture, Generator, generate_covers
@@ -22,23 +14,12 @@ from album_pipeline.registry.champion import CHALLENGER_ALIAS
 from album_pipeline.registry.mlflow_registry import load_champion, log_and_register, sqlite_tracking_uri
 from album_pipeline.settings import MLFLOW_URI_VAR, Settings
 from album_pipeline_tests.registry.gate_metrics import collapsed_metrics, passing_metrics
+from album_pipeline_tests.registry.mlflow_process import free_port, mlflow_cli, running
 
 pytestmark = pytest.mark.integration
 
 GENRES = ("rock", "jazz")
 MODEL = "cover_generator"
-STARTUP_TIMEOUT_S = 120.0
-
-
-def mlflow_command() -> str | None:
-    beside_python = Path(sys.executable).parent / "mlflow"
-    return str(beside_python) if beside_python.is_file() else shutil.which("mlflow")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -48,25 +29,9 @@ class Server:
     log: Path
 
 
-def wait_until_healthy(process: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    pytest.fail(
-        f"mlflow server did not answer /health within {STARTUP_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
-    )
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Server:
-    command = mlflow_command()
+    command = mlflow_cli()
     if command is None:
         pytest.skip("the `mlflow` command is not installed (it comes with `pip install mlflow`)")
     root = tmp_path_factory.mktemp("tracking_server")
@@ -85,21 +50,9 @@ def server(tmp_path_factory) -> Server:
         "--workers",
         "1",
     ]
-    with log.open("wb") as output:
-        # Its own session, so that teardown stops the server and the workers it forks, and nothing else.
-        process = subprocess.Popen(
-            arguments, cwd=root, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        wait_until_healthy(process, f"http://127.0.0.1:{port}", log)
-        yield Server(f"http://127.0.0.1:{port}", root / "artifacts", log)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+    url = f"http://127.0.0.1:{port}"
+    with running(arguments, ready_url=f"{url}/health", log=log, cwd=root):
+        yield Server(url, root / "artifacts", log)
 
 
 def make_generator(seed: int) -> Generator:

@@ -1,6 +1,5 @@
 """Evaluation assets: an independent genre classifier and the generator's evaluation."""
 
-import json
 from typing import Literal
 
 import dagster as dg
@@ -57,7 +56,9 @@ class GenreClassifierConfig(CoreConfig):
 
 
 class GeneratorEvaluationConfig(CoreConfig):
-    core_types = (EvaluationConfig,)
+    core_types = (EvaluationConfig, QualityFloors)
+    # Built from the QualityFloors fields below (Dagster config is flat).
+    fixed_core_fields = frozenset({"floors"})
 
     samples_per_genre: int = core_field(EvaluationConfig, "samples_per_genre")
     feature_extractor: Literal["inception", "genre_classifier"] = Field(
@@ -76,6 +77,14 @@ class GeneratorEvaluationConfig(CoreConfig):
     near_copy_quantile: float = core_field(EvaluationConfig, "near_copy_quantile")
     ms_ssim_pairs: int = core_field(EvaluationConfig, "ms_ssim_pairs")
     diversity_covers: int = core_field(EvaluationConfig, "diversity_covers")
+    # The floors of the quality_floors check, and of the champion gate that reads them from metrics.json.
+    min_genre_accuracy_ratio: float = core_field(QualityFloors, "min_genre_accuracy_ratio")
+    min_diversity: float = core_field(QualityFloors, "min_diversity")
+    max_near_copy_share: float = core_field(QualityFloors, "max_near_copy_share")
+    min_coverage_ratio: float | None = core_field(QualityFloors, "min_coverage_ratio")
+
+    def evaluation(self) -> EvaluationConfig:
+        return self.to_core(EvaluationConfig, floors=self.to_core(QualityFloors))
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[labeled_training_data])
@@ -156,14 +165,14 @@ def generator_evaluation(
         data.subset("test"),
         extractor,
         layout.evaluation_dir,
-        config.to_core(EvaluationConfig),
+        config.evaluation(),
         discriminator=load_discriminator(checkpoint),
         feature_cache=FeatureCache(layout.feature_cache_dir, log=context.log.warning),
     )
-    context.log.info(json.dumps(report.metrics, indent=1))
     for warning in report.warnings:
         context.log.warning(warning)
-    verdicts = QualityFloors().judge(report.metrics)
+    verdicts = report.verdicts
+    context.log.info("; ".join(verdict.description for verdict in verdicts))
     yield dg.MaterializeResult(metadata=evaluation_metadata(report))
     yield dg.AssetCheckResult(
         check_name=QUALITY_FLOORS_CHECK,

@@ -6,27 +6,20 @@ from album_pipeline.data.shards import load_shards
 from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.evaluation import generator_evaluation
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
-from album_pipeline.metrics.evaluate import load_metrics
-from album_pipeline.metrics.floors import QualityFloors
+from album_pipeline.metrics.evaluate import evaluated_floors, load_metrics
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator
 from album_pipeline.registry.champion import CHALLENGER_ALIAS, CHAMPION_ALIAS
 from album_pipeline.registry.mlflow_registry import ChampionPolicy, evaluation_artifacts, log_and_register
 
 
 class RegistrationConfig(CoreConfig):
-    core_types = (ChampionPolicy, QualityFloors)
-    # Built from the QualityFloors fields below (Dagster config is flat).
+    core_types = (ChampionPolicy,)
+    # The floors are the evaluation's settings (generator_evaluation.min_diversity, ...), read from the
+    # metrics.json it wrote, so that its quality_floors check and the gate never disagree.
     fixed_core_fields = frozenset({"floors"})
 
     primary_metric: str | None = core_field(ChampionPolicy, "primary_metric")
     greater_is_better: bool = core_field(ChampionPolicy, "greater_is_better")
-    min_genre_accuracy_ratio: float = core_field(QualityFloors, "min_genre_accuracy_ratio")
-    min_diversity: float = core_field(QualityFloors, "min_diversity")
-    max_near_copy_share: float = core_field(QualityFloors, "max_near_copy_share")
-    min_coverage_ratio: float | None = core_field(QualityFloors, "min_coverage_ratio")
-
-    def policy(self) -> ChampionPolicy:
-        return self.to_core(ChampionPolicy, floors=self.to_core(QualityFloors))
 
 
 @dg.asset(group_name="evaluation", kinds={"mlflow"}, deps=[generator_evaluation])
@@ -40,7 +33,8 @@ def registered_generator(
     """The finetuned generator registered in MLflow as `challenger`; `champion` moves to it only if it passes
     every quality floor and beats the champion on the primary metric (the metadata says why)."""
     layout = home.layout
-    metrics = load_metrics(layout.evaluation_metrics)["metrics"]
+    evaluation = load_metrics(layout.evaluation_metrics)
+    metrics = evaluation["metrics"]
     flat_metrics = {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
     result = log_and_register(
         tracking_uri=mlflow.tracking_uri,
@@ -52,7 +46,7 @@ def registered_generator(
         params=_training_params(layout),
         metrics=flat_metrics,
         artifacts=evaluation_artifacts(layout),
-        champion=config.policy(),
+        champion=config.to_core(ChampionPolicy, floors=evaluated_floors(evaluation)),
         tags={"dagster_run_id": context.run.run_id},
         per_genre_table=layout.evaluation_per_genre_table,
     )

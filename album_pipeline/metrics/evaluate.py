@@ -24,6 +24,7 @@ from album_pipeline.metrics import names
 from album_pipeline.metrics.discriminator_accuracy import SEED_REPORTED
 from album_pipeline.metrics.diversity import ms_ssim_weights
 from album_pipeline.metrics.feature_cache import FeatureCache
+from album_pipeline.metrics.floors import FloorVerdict, QualityFloors
 from album_pipeline.metrics.frechet import (
     FeatureExtractor,
     extract_features,
@@ -105,7 +106,15 @@ class EvaluationConfig:
         default=1_000, metadata={"doc": "Covers per genre (at most) in the mean pairwise feature distance."}
     )
 
+    # The floors belong to the evaluation: its asset check judges them, the verdicts are written beside the
+    # metrics, and the champion gate reads them from there, so one setting governs both.
+    floors: QualityFloors = field(
+        default_factory=QualityFloors, metadata={"doc": "The quality floors a generator must clear."}
+    )
+
     def __post_init__(self) -> None:
+        if not isinstance(self.floors, QualityFloors):
+            raise TypeError(f"floors must be a QualityFloors, got {type(self.floors).__name__}")
         if self.samples_per_genre < 2 or self.batch_size < 1:
             raise ValueError(
                 "samples_per_genre must be >= 2 and batch_size >= 1; got "
@@ -140,9 +149,15 @@ class EvaluationReport:
     notes: list[str] = field(default_factory=list)
     cache_hits: dict[str, bool] = field(default_factory=dict)  # split -> features read from the cache
 
+    @property
+    def verdicts(self) -> list[FloorVerdict]:
+        """The configured floors' verdicts on the generated covers."""
+        return self.config.floors.judge(self.metrics)
+
     def to_dict(self) -> dict:
         return {
             "metrics": self.metrics,
+            "floor_verdicts": {verdict.floor: asdict(verdict) for verdict in self.verdicts},
             "genres": list(self.genres),
             "feature_name": self.feature_name,
             "warnings": self.warnings,
@@ -446,3 +461,10 @@ def load_metrics(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run the evaluation first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def evaluated_floors(payload: Mapping) -> QualityFloors:
+    """The floors an evaluation was judged by (from its metrics.json payload); the defaults for a payload
+    written before the floors were recorded."""
+    recorded = (payload.get("config") or {}).get("floors")
+    return QualityFloors(**recorded) if isinstance(recorded, Mapping) else QualityFloors()

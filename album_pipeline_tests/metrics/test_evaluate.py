@@ -13,9 +13,11 @@ from album_pipeline.metrics import names
 from album_pipeline.metrics.evaluate import (
     EvaluationConfig,
     evaluate_generator,
+    evaluated_floors,
     load_metrics,
     save_genre_grid,
 )
+from album_pipeline.metrics.floors import QualityFloors
 from album_pipeline.metrics.frechet import FeatureExtractor
 from album_pipeline.metrics.genre_classifier import GenreClassifier, accuracy, predict_genres
 from album_pipeline.metrics.samples import InMemoryCovers
@@ -205,3 +207,18 @@ def test_save_genre_grid_writes_only_new_or_regular_files_in_the_format_its_suff
         save_genre_grid(generator, GENRES, tmp_path / "wide.png", columns=MAX_GRID_COLUMNS + 1)
     with pytest.raises(ValueError, match="grid_columns"):
         EvaluationConfig(grid_columns=0)
+
+
+def test_the_floors_judged_by_are_recorded_beside_their_verdicts(tmp_path):
+    floors = QualityFloors(min_diversity=0.0, max_near_copy_share=1.0, min_genre_accuracy_ratio=0.0)
+    config = EvaluationConfig(samples_per_genre=10, grid_columns=2, ms_ssim_pairs=3, floors=floors)
+    report = evaluate(tmp_path, config)
+    payload = load_metrics(report.metrics_path)
+    assert evaluated_floors(payload) == floors
+    assert all(verdict.passed for verdict in report.verdicts)  # nothing can fail floors this lenient
+    assert {floor: verdict["passed"] for floor, verdict in payload["floor_verdicts"].items()} == {
+        "genre_accuracy": True,
+        "diversity": True,
+        "near_copies": True,
+    }
+    assert evaluated_floors({"metrics": {}}) == QualityFloors()  # a payload from before floors were recorded

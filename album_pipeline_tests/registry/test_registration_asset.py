@@ -4,6 +4,7 @@ champion moved or stayed, and its settings reach the gate."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,7 @@ from album_pipeline.defs.registration import registered_generator
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.genres import DEFAULT_GENRES
 from album_pipeline.layout import HomeLayout
+from album_pipeline.metrics.floors import QualityFloors
 from album_pipeline.model.checkpoint import save_checkpoint
 from album_pipeline.model.networks import GanArchitecture, Generator
 from album_pipeline.registry.mlflow_registry import sqlite_tracking_uri
@@ -44,8 +46,11 @@ def write_home(home: Path) -> HomeLayout:
     return layout
 
 
-def materialize(layout: HomeLayout, metrics: dict[str, float], **config) -> dict:
-    layout.evaluation_metrics.write_text(json.dumps({"metrics": {**metrics, "note": "not a number"}}))
+def materialize(layout: HomeLayout, metrics: dict[str, float], floors: dict | None = None, **config) -> dict:
+    payload = {"metrics": {**metrics, "note": "not a number"}}
+    if floors is not None:  # the evaluation records the floors it judged by
+        payload["config"] = {"floors": {**asdict(QualityFloors()), **floors}}
+    layout.evaluation_metrics.write_text(json.dumps(payload))
     result = dg.materialize(
         [registered_generator],
         resources={
@@ -83,8 +88,8 @@ def test_metadata_says_why_the_champion_stayed_and_then_moved(layout):
     assert healthy["champion_uri"] == "models:/album_cover_generator@champion"
 
 
-def test_the_floors_are_settings_of_the_asset(layout):
-    lenient = materialize(layout, collapsed_metrics(fd_genre_classifier=1.0), min_diversity=0.01)
+def test_the_gate_uses_the_floors_the_evaluation_recorded(layout):
+    lenient = materialize(layout, collapsed_metrics(fd_genre_classifier=1.0), floors={"min_diversity": 0.01})
     assert lenient["is_champion"] and lenient["champion_decision"].startswith(
         "moved: fd_genre_classifier 1 < 5"
     )

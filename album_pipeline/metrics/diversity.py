@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.spatial.distance import pdist
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 STANDARD_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 MS_SSIM_WEIGHTS_64 = tuple(
@@ -62,6 +61,10 @@ def ms_ssim(first: np.ndarray, second: np.ndarray, weights: tuple[float, ...] | 
         # (N, H, W, C) -> (N * C, 1, H, W): each colour channel scored as its own grey image.
         tensor = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
         return tensor.permute(0, 3, 1, 2).reshape(count * channels, 1, height, width)
+
+    # Imported here: torchmetrics imports matplotlib at load, which warns on a read-only HOME, and only
+    # the evaluation needs it.
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
     scores = multiscale_structural_similarity_index_measure(
         per_channel(first),

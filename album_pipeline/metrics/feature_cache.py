@@ -24,7 +24,7 @@ import torch
 from album_pipeline.atomic import atomic_path
 from album_pipeline.recovery import set_aside
 
-CACHE_FORMAT = "album_pipeline.feature_cache/1"
+CACHE_FORMAT = "album_pipeline.feature_cache/2"  # 2: the classifier takes covers at its own size
 _CHUNK = 1 << 20
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from cleanfid.downloads_helper import inception_url as CLEANFID_INCEPTION_URL
 from cleanfid.fid import frechet_distance, kernel_distance
 from cleanfid.inception_torchscript import InceptionV3W
-from cleanfid.resize import build_resizer
+from cleanfid.resize import build_resizer, make_resizer
 
 from album_pipeline.metrics.feature_cache import file_sha256, tensors_sha256
 from album_pipeline.metrics.genre_classifier import IMAGE_SIZE, GenreClassifier
@@ -62,12 +62,15 @@ class InceptionWeightsMissing(FileNotFoundError):
 
 @dataclass(frozen=True)
 class FeatureExtractor:
-    """A named clean-fid ``custom_feat_extractor``: float (N, 3, 299, 299) in [0, 255] -> (N, F)."""
+    """A named clean-fid ``custom_feat_extractor``: float (N, 3, S, S) in [0, 255] -> (N, F), where S is
+    ``input_size`` (299 for Inception; a network trained at another size takes its own, so that covers are not
+    resampled up to 299 and back)."""
 
     name: str
     extract: Callable[[torch.Tensor], torch.Tensor]
     # What the features depend on besides the name (the sha256 of the weights file); None: never cached.
     identity: str | None = None
+    input_size: int = CLEANFID_SIZE
 
     def __post_init__(self) -> None:
         # The name becomes part of metric names (fd_{name}), so keep it to what MLflow and JSON keys accept.
@@ -145,11 +148,11 @@ def classifier_feature_extractor(
 
     def extract(batch: torch.Tensor) -> torch.Tensor:
         device = next(model.parameters()).device
-        # Back from clean-fid's 299x299 [0, 255] to the classifier's 64x64 [-1, 1]; antialias avoids aliasing
-        # when shrinking by ~4.7x.
-        small = F.interpolate(
-            batch.float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False
-        )
+        small = batch.float()
+        if small.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):  # a caller that resized for Inception; antialias
+            small = F.interpolate(  # avoids aliasing when shrinking by ~4.7x
+                small, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False
+            )
         was_training = model.training
         model.eval()
         try:
@@ -158,7 +161,7 @@ def classifier_feature_extractor(
         finally:
             model.train(was_training)
 
-    return FeatureExtractor(CLASSIFIER_FEATURE_NAME, extract, identity=identity)
+    return FeatureExtractor(CLASSIFIER_FEATURE_NAME, extract, identity=identity, input_size=IMAGE_SIZE)
 
 
 def frechet_metric_name(feature_name: str) -> str:
@@ -207,16 +210,26 @@ def extract_features(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """float64 (N, F) features of uint8 (N, H, W, 3) images, resized exactly as clean-fid's "clean" mode does.
+    """float64 (N, F) features of uint8 (N, H, W, 3) images, resized as clean-fid's "clean" mode does (PIL
+    bicubic per channel on float32, no quantisation) to the extractor's input size; covers already at that
+    size go in as they are.
 
     Exposed separately so that callers can cache the real side's features per dataset version.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    resize = build_resizer("clean")  # PIL bicubic per channel on float32, no quantisation, to 299x299
+    size = extractor.input_size
+    if size == CLEANFID_SIZE:
+        resize = build_resizer("clean")
+    else:  # the same resampling as clean mode, to the extractor's own size
+        resize = make_resizer("PIL", False, "bicubic", (size, size))
     chunks = []
     for start in range(0, len(images), batch_size):
-        resized = np.stack([resize(image) for image in images[start : start + batch_size]])
+        chunk = images[start : start + batch_size]
+        if chunk.shape[1:3] == (size, size):
+            resized = chunk.astype(np.float32)
+        else:
+            resized = np.stack([resize(image) for image in chunk])
         batch = torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous().to(device)
         with torch.no_grad():
             features = extractor(batch)

@@ -106,7 +106,7 @@ def run_bench(
         result = measure(label, project, batches, settings, compute.device, clock)
         report(describe(result, settings))
         return [result]
-    seed = seed_loop_step(compute.device)
+    seed = load_seed_loop(compute.device).step
     seed_label = f"seed loop (G 512, D 64; batch {settings.batch}; fp32; eager)"
     results: list[Measurement] = []
     for round_number in range(1, COMPARISON_ROUNDS + 1):
@@ -223,8 +223,8 @@ def project_step(
     return step
 
 
-def seed_loop_step(device: torch.device, root: Path | None = None) -> Step:
-    """The seed's own step from ``benchmarks/seed_loop.py`` in the checkout ``root`` (default: this one)."""
+def load_seed_loop(device: torch.device | str, root: Path | None = None):
+    """A ``SeedLoop`` from ``benchmarks/seed_loop.py`` in the checkout ``root`` (default: this one)."""
     root = Path(__file__).resolve().parents[2] if root is None else root
     script = root / SEED_LOOP_SCRIPT
     if not script.is_file():
@@ -235,7 +235,7 @@ def seed_loop_step(device: torch.device, root: Path | None = None) -> Step:
     spec = importlib.util.spec_from_file_location("seed_loop", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.SeedLoop(device).step
+    return module.SeedLoop(device)
 
 
 def measure(

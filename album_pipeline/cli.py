@@ -397,7 +397,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the Napster, MusicBrainz (with the Cover Art Archive) and archive.org emulators at the "
         "demo's scale until Ctrl-C",
     )
-    for command in (run, demo, ui, gen, serve):
+    bench = commands.add_parser("bench", help="measure the training step's speed on this device")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    train = benches.add_parser("train", help="images/s of the seed-architecture training step (D + G step)")
+    train.add_argument("--batch", type=int, default=128)
+    train.add_argument("--steps", type=int, default=5, help="timed steps per measurement (default 5)")
+    train.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    train.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (default auto, as training)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the networks first")
+    train.add_argument("--widths", default="seed", help="seed (G 512, D 64) or demo (the demo's widths)")
+    train.add_argument(
+        "--compare-seed",
+        action="store_true",
+        help="also time benchmarks/seed_loop.py, alternating; the ratio",
+    )
+    for command in (run, demo, ui, gen, serve, bench, train):
         # SUPPRESS: a subcommand's default must not undo a --debug given before the subcommand.
         _add_debug(command, argparse.SUPPRESS)
     return parser
@@ -412,6 +426,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_ui(args.with_emulators, args.port)
     if args.command == "generate":
         return generate(args.genre, args.count, args.out, args.model_uri, args.seed, args.traverse)
+    if args.command == "bench":
+        from album_pipeline.training.bench import BenchSettings, run_bench
+
+        options = ("batch", "steps", "warmup", "precision", "compile", "widths", "compare_seed")
+        run_bench(BenchSettings(**{name: getattr(args, name) for name in options}))
+        return 0
     if args.command == "emulators":
         from album_pipeline.testing.emulators.__main__ import main as serve_emulators
 

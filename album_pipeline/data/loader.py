@@ -32,19 +32,21 @@ def iterate_batches(
     channels_last: bool = False,
     labels: bool = True,
     prefetch: int = 2,
+    start_batch: int = 0,
 ) -> Generator[Batch | torch.Tensor, None, None]:
     """Endless shuffled epochs of float32 images in [-1, 1], (B, 3, R, R), on ``device``.
 
     Yields ``(images, labels)`` (labels int64, (B,)) or, with ``labels=False``, just the images. Every epoch
     is a fresh permutation drawn from ``seed``, so the sequence depends on ``seed`` only, not on ``prefetch``
-    (how many batches a background thread reads ahead; 0 reads in the caller's thread). Close the generator
-    (or drop it) to stop the reader thread.
+    (how many batches a background thread reads ahead; 0 reads in the caller's thread). ``start_batch``
+    starts that sequence at its batch of that index without reading the ones before, so a resumed training
+    run sees the batches an uninterrupted one would. Close the generator (or drop it) to stop the reader thread.
     """
     count = len(data)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if prefetch < 0:
-        raise ValueError(f"prefetch must be 0 or more, got {prefetch}")
+    if prefetch < 0 or start_batch < 0:
+        raise ValueError(f"prefetch and start_batch must be 0 or more, got {prefetch} and {start_batch}")
     if count == 0:
         raise ValueError("cannot iterate batches over an empty dataset")
     if drop_last and count < batch_size:
@@ -52,21 +54,19 @@ def iterate_batches(
             f"dataset has {count} images, fewer than one batch of {batch_size}; lower the batch size "
             "or pass drop_last=False"
         )
-    return _batches(data, batch_size, torch.device(device), seed, drop_last, channels_last, labels, prefetch)
+    rows = _shuffled_rows(count, batch_size, seed, drop_last, start_batch)
+    return _batches(data, rows, torch.device(device), channels_last, labels, prefetch)
 
 
 def _batches(
     data: ShardSet,
-    batch_size: int,
+    rows: Iterator[np.ndarray],
     device: torch.device,
-    seed: int,
-    drop_last: bool,
     channels_last: bool,
     labels: bool,
     prefetch: int,
 ) -> Generator[Batch | torch.Tensor, None, None]:
     pin = device.type == "cuda"  # pinned host memory lets the copy to the GPU run asynchronously
-    rows = _shuffled_rows(len(data), batch_size, seed, drop_last)
     if prefetch:
         host_batches = _read_ahead(data, rows, prefetch, pin)
     else:
@@ -86,14 +86,21 @@ def _batches(
         host_batches.close()
 
 
-def _shuffled_rows(count: int, batch_size: int, seed: int, drop_last: bool) -> Iterator[np.ndarray]:
+def _shuffled_rows(
+    count: int, batch_size: int, seed: int, drop_last: bool, start_batch: int = 0
+) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     stop = count - count % batch_size if drop_last else count
+    per_epoch = -(-stop // batch_size)
+    for _ in range(start_batch // per_epoch):  # skipped epochs cost one permutation each, no reads
+        rng.permutation(count)
+    first = start_batch % per_epoch * batch_size
     while True:
         order = rng.permutation(count)
-        for start in range(0, stop, batch_size):
+        for start in range(first, stop, batch_size):
             # Sorted rows read the shards front to back; order inside a batch does not matter.
             yield np.sort(order[start : start + batch_size])
+        first = 0
 
 
 def _read_batch(data: ShardSet, rows: np.ndarray, pin: bool) -> Batch:

@@ -39,6 +39,8 @@ class GanTrainingConfig(CoreConfig):
     latent_loss_weight: float = core_field(TrainingConfig, "latent_loss_weight")
     fake_genre_weight_labelled: float = core_field(TrainingConfig, "fake_genre_weight_labelled")
     instance_noise: float = core_field(TrainingConfig, "instance_noise")
+    ema_kimg: float = core_field(TrainingConfig, "ema_kimg")
+    ema_rampup: float | None = core_field(TrainingConfig, "ema_rampup")
     precision: str = core_field(TrainingConfig, "precision")
     device: str = core_field(TrainingConfig, "device")
     seed: int = core_field(TrainingConfig, "seed")

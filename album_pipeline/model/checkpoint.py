@@ -2,8 +2,8 @@
 
 A checkpoint is a plain dict saved with ``torch.save``; it holds only tensors, numbers, strings, lists and
 dicts so that it loads with ``weights_only=True`` (no pickled code runs on load). The keys written by the
-training loop are documented in ``album_pipeline.training.checkpointing``; this module needs only ``generator``,
-``arch`` and ``genres``.
+training loop are documented in ``album_pipeline.training.checkpointing``; this module needs only ``generator``
+(or ``generator_ema``, the moving average of its weights, which it prefers), ``arch`` and ``genres``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from album_pipeline.atomic import atomic_path
 from album_pipeline.model.networks import GanArchitecture, Generator
 
 CHECKPOINT_FORMAT = "album_pipeline.gan_checkpoint/1"
+# The averaged generator's weights, written when the run kept an EMA; what evaluation, generate and the registry
+# sample from.
+GENERATOR_EMA = "generator_ema"
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
@@ -85,9 +88,13 @@ def checkpoint_architecture(path: Path, remedy: str = RETRAIN) -> GanArchitectur
 
 
 def load_generator_with_genres(
-    path: Path, device: str | torch.device = "cpu"
+    path: Path, device: str | torch.device = "cpu", *, prefer_ema: bool = True
 ) -> tuple[Generator, tuple[str, ...]]:
-    """The generator of a GAN checkpoint in eval mode on ``device``, and the genre names of its classes."""
+    """The generator of a GAN checkpoint in eval mode on ``device``, and the genre names of its classes.
+
+    That is the moving average of the generator's weights where the run kept one, unless ``prefer_ema`` is
+    False, which asks for the weights as the optimiser left them.
+    """
     payload = load_checkpoint(path, map_location=device)
     missing = [key for key in ("generator", "arch") if key not in payload]
     if missing:
@@ -97,7 +104,8 @@ def load_generator_with_genres(
         )
     arch = GanArchitecture(**payload["arch"])
     generator = Generator(arch)
-    generator.load_state_dict(payload["generator"])
+    use_ema = prefer_ema and GENERATOR_EMA in payload
+    generator.load_state_dict(payload[GENERATOR_EMA if use_ema else "generator"])
     generator.to(device).eval()
     genres = tuple(payload.get("genres") or (str(index) for index in range(arch.num_genres)))
     if len(genres) != arch.num_genres:
@@ -105,8 +113,9 @@ def load_generator_with_genres(
     return generator, genres
 
 
-def load_generator(path: Path, device: str | torch.device = "cpu") -> Generator:
-    """The generator of a GAN checkpoint in eval mode; its genre names are in ``generator.genres``."""
-    generator, genres = load_generator_with_genres(path, device)
+def load_generator(path: Path, device: str | torch.device = "cpu", *, prefer_ema: bool = True) -> Generator:
+    """The generator of a GAN checkpoint in eval mode (its EMA where it has one, as in
+    ``load_generator_with_genres``); its genre names are in ``generator.genres``."""
+    generator, genres = load_generator_with_genres(path, device, prefer_ema=prefer_ema)
     generator.genres = genres
     return generator

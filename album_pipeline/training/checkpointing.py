@@ -1,7 +1,8 @@
 """A training run's checkpoints: what they hold, which run they belong to, and starting from one.
 
-Checkpoint payload keys: format, run_key, step, steps, generator, discriminator, optimizer_generator,
-optimizer_discriminator, arch (GanArchitecture as a dict), config (TrainingConfig as a dict), genres,
+Checkpoint payload keys: format, run_key, step, steps, generator, generator_ema (the averaged generator; absent
+when ``ema_kimg`` is 0), discriminator, optimizer_generator, optimizer_discriminator, rng (the torch random
+states after ``step`` steps), arch (GanArchitecture as a dict), config (TrainingConfig as a dict), genres,
 use_labels, history, images_per_second, device, precision.
 
 A run resumes ``latest.pt`` only when its run key matches: the key hashes what the run computes (settings,
@@ -20,10 +21,16 @@ from typing import Any
 import torch
 
 from album_pipeline.data.shards import ShardSet
-from album_pipeline.model.checkpoint import CHECKPOINT_FORMAT, UnreadableCheckpoint, load_checkpoint
+from album_pipeline.model.checkpoint import (
+    CHECKPOINT_FORMAT,
+    GENERATOR_EMA,
+    UnreadableCheckpoint,
+    load_checkpoint,
+)
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator
 from album_pipeline.recovery import set_aside
 from album_pipeline.training.config import TrainingConfig
+from album_pipeline.training.ema import GeneratorEma
 
 # Fields that change how often we look at training, not what it computes; a run that differs only in them
 # may resume another's checkpoint.
@@ -36,6 +43,7 @@ RESUME_KEYS = (
     "discriminator",
     "optimizer_generator",
     "optimizer_discriminator",
+    "rng",
 )
 # The init checkpoint is an input (the pretrained final.pt): unreadable, it is an error, never set aside.
 REPRETRAIN = (
@@ -45,35 +53,45 @@ REPRETRAIN = (
 
 @dataclass
 class GanModules:
-    """The networks and optimizers a checkpoint saves and restores (an EMA generator joins them here)."""
+    """The networks, optimizers and generator average (None when off) a checkpoint saves and restores."""
 
     generator: Generator
     discriminator: Discriminator
     optimizer_generator: torch.optim.Optimizer
     optimizer_discriminator: torch.optim.Optimizer
+    generator_ema: GeneratorEma | None = None
 
     def state_dicts(self) -> dict[str, Any]:
-        return {
+        states = {
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "optimizer_generator": self.optimizer_generator.state_dict(),
             "optimizer_discriminator": self.optimizer_discriminator.state_dict(),
         }
+        if self.generator_ema is not None:
+            states[GENERATOR_EMA] = self.generator_ema.state_dict()
+        return states
 
     def load_state_dicts(self, payload: dict[str, Any]) -> None:
         self.generator.load_state_dict(payload["generator"])
         self.discriminator.load_state_dict(payload["discriminator"])
         self.optimizer_generator.load_state_dict(payload["optimizer_generator"])
         self.optimizer_discriminator.load_state_dict(payload["optimizer_discriminator"])
+        if self.generator_ema is not None:
+            self.generator_ema.load_state_dict(payload[GENERATOR_EMA])
+
+    def resume_keys(self) -> tuple[str, ...]:
+        return RESUME_KEYS + ((GENERATOR_EMA,) if self.generator_ema is not None else ())
 
 
 @dataclass
 class StartingPoint:
-    """Where a run starts: step 0, or the step, history and speed of the interrupted run it resumes."""
+    """Where a run starts: step 0, or the step, history, speed and random states of the run it resumes."""
 
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     images_per_second: float = 0.0
+    rng: dict[str, torch.Tensor] | None = None
 
 
 def restore(
@@ -90,21 +108,26 @@ def restore(
     ``latest`` is only a resume file: when it does not load it is set aside (with a warning through
     ``warn``) and the run starts afresh, so a torn or foreign file never blocks training.
     """
-    resumable = _resumable(latest, run_key, device, warn)
+    resumable = _resumable(latest, run_key, modules.resume_keys(), device, warn)
     if resumable is not None:
         modules.load_state_dicts(resumable)
         return StartingPoint(
             int(resumable["step"]),
             list(resumable["history"]),
             float(resumable.get("images_per_second", 0.0)),
+            dict(resumable["rng"]),
         )
     if init_checkpoint is not None:
-        load_pretrained_weights(init_checkpoint, arch, modules.generator, modules.discriminator, device)
+        load_pretrained_weights(init_checkpoint, arch, modules, device)
     return StartingPoint()
 
 
 def _resumable(
-    latest: Path, run_key: str, device: torch.device, warn: Callable[[str], None] | None
+    latest: Path,
+    run_key: str,
+    required: tuple[str, ...],
+    device: torch.device,
+    warn: Callable[[str], None] | None,
 ) -> dict[str, Any] | None:
     """``latest``'s payload when it is this run's checkpoint; another run's is left to be overwritten."""
     if not latest.is_file():
@@ -116,7 +139,7 @@ def _resumable(
         return None
     if payload.get("run_key") != run_key:
         return None
-    missing = [key for key in RESUME_KEYS if key not in payload]
+    missing = [key for key in required if key not in payload]
     if missing:
         set_aside(latest, f"it lacks {missing}", warn)
         return None
@@ -143,6 +166,7 @@ def checkpoint_payload(
         "step": step,
         "steps": config.steps,
         **modules.state_dicts(),
+        "rng": rng_states(device),
         "arch": arch.to_dict(),
         "config": config.to_dict(),
         "genres": list(genres),
@@ -154,13 +178,25 @@ def checkpoint_payload(
     }
 
 
+def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random states a training step draws from (latents, genres, instance noise, dropout)."""
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states: dict[str, torch.Tensor], device: torch.device) -> None:
+    # A checkpoint loads onto the training device, but torch takes its states as CPU byte tensors.
+    torch.set_rng_state(states["torch"].cpu())
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
+
+
 def load_pretrained_weights(
-    path: Path,
-    arch: GanArchitecture,
-    generator: Generator,
-    discriminator: Discriminator,
-    device: torch.device,
+    path: Path, arch: GanArchitecture, modules: GanModules, device: torch.device
 ) -> None:
+    """The pretrained networks into ``modules``; its average starts as the pretrained one, else as its G."""
     pretrained = load_checkpoint(path, map_location=device, remedy=REPRETRAIN)
     if "generator" not in pretrained or "discriminator" not in pretrained:
         raise ValueError(
@@ -171,8 +207,10 @@ def load_pretrained_weights(
             f"{path} was trained with architecture {pretrained.get('arch')}, not {arch.to_dict()}; "
             "finetune with the pretrained run's architecture"
         )
-    generator.load_state_dict(pretrained["generator"])
-    discriminator.load_state_dict(pretrained["discriminator"])
+    modules.generator.load_state_dict(pretrained["generator"])
+    modules.discriminator.load_state_dict(pretrained["discriminator"])
+    if modules.generator_ema is not None:
+        modules.generator_ema.load_state_dict(pretrained.get(GENERATOR_EMA, pretrained["generator"]))
 
 
 def run_key(

@@ -36,6 +36,23 @@ class TrainingConfig:
         "from real covers, so G must match the real genre rather than any style D memorised.",
     )
     instance_noise: float = _doc(0.1, "Initial std of noise on D's inputs, decaying linearly to 0.")
+    # stylegan2-ada's training-loop default, in images so that it does not change with the batch size. Here
+    # 10k images are about two passes over the full scale's labelled covers (~5,000): long enough to smooth
+    # G's step-to-step oscillation, short next to finetuning's 640k images, so the average is of the
+    # finished generator, not of the one before genres were bound.
+    ema_kimg: float = _doc(
+        10.0,
+        "Half-life of the generator's exponential moving average, in thousands of images (stylegan2-ada's "
+        "ema_kimg). Evaluation, generate and the registry use the average. 0 turns it off.",
+    )
+    # stylegan2-ada's train.py default. The demo's stages see 13k and 83k images, so the ramp-up, not the
+    # half-life, sets their averaging: a half-life of 5% of the images seen (4k at the end of finetuning).
+    ema_rampup: float | None = _doc(
+        0.05,
+        "EMA ramp-up (stylegan2-ada): the half-life is at most this fraction of the images seen so far, so "
+        "early on the average follows the generator instead of holding on to its untrained start. None: the "
+        "full half-life from the first step.",
+    )
     precision: str = _doc("auto", "auto | bf16 | fp32 (auto: bf16 autocast where computed natively).")
     device: str = _doc("auto", "auto | cpu | cuda | cuda:N (auto: cuda when available).")
     seed: int = 0
@@ -63,6 +80,10 @@ class TrainingConfig:
             raise ValueError(f"real_label must be in (0, 1], got {self.real_label}")
         if self.instance_noise < 0:
             raise ValueError(f"instance_noise must be non-negative, got {self.instance_noise}")
+        if not 0 <= self.ema_kimg < float("inf"):
+            raise ValueError(f"ema_kimg must be 0 (no EMA) or a positive number of kimg, got {self.ema_kimg}")
+        if self.ema_rampup is not None and not 0 < self.ema_rampup < float("inf"):
+            raise ValueError(f"ema_rampup must be None or a positive ratio, got {self.ema_rampup}")
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

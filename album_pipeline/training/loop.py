@@ -2,9 +2,11 @@
 
 One function, ``train_gan``, read top to bottom: check the inputs, pick device and precision, build or
 restore the networks, then alternate a discriminator step and a generator step on streamed batches, logging
-averaged losses and checkpointing atomically as it goes. Its parts live beside it: the settings in
-``training.config``, the losses in ``training.losses``, device and precision in ``training.compute``, the
-checkpoint payload, run key and resume in ``training.checkpointing``.
+averaged losses, updating the generator's moving average (``training.ema``) and checkpointing atomically as
+it goes. Its parts live beside it: the settings in ``training.config``, the losses in ``training.losses``,
+device and precision in ``training.compute``, the checkpoint payload, run key and resume in
+``training.checkpointing``. A resumed run restores the torch random states and the position in the data
+order, so it draws the noise and batches an uninterrupted run would.
 
 Fake genres are drawn uniformly over all genres (the seed never generated the last one), and losses are
 accumulated detached, so no graph outlives its step.
@@ -30,6 +32,7 @@ from album_pipeline.training import checkpointing
 from album_pipeline.training.checkpointing import GanModules
 from album_pipeline.training.compute import select_compute
 from album_pipeline.training.config import PRECISIONS, TrainingConfig
+from album_pipeline.training.ema import GeneratorEma
 from album_pipeline.training.losses import AcGanLoss, observed_metrics
 
 __all__ = ["PRECISIONS", "TrainingConfig", "TrainingSummary", "sample_fake_genres", "train_gan"]
@@ -104,14 +107,18 @@ def train_gan(
         )
 
     # -- the loop ----------------------------------------------------------------------------------------
-    torch.manual_seed(config.seed + start.step)  # a resumed run draws fresh noise, not a replay
+    if start.rng is None:
+        torch.manual_seed(config.seed)
+    else:
+        checkpointing.set_rng_states(start.rng, device)
     batches = iterate_batches(
         data,
         batch_size,
         device=device,
-        seed=config.seed + start.step,
+        seed=config.seed,
         channels_last=compute.channels_last,
         labels=use_labels,
+        start_batch=start.step,
     )
     modules.generator.train()
     modules.discriminator.train()
@@ -138,6 +145,10 @@ def train_gan(
             modules.optimizer_generator.zero_grad(set_to_none=True)
             g_terms.total.backward()
             modules.optimizer_generator.step()
+            if modules.generator_ema is not None:
+                modules.generator_ema.update(
+                    modules.generator, batch_size=batch_size, images_seen=step * batch_size
+                )
 
             # -- observation: averaged losses, checkpoints -----------------------------------------------
             window.add(observed_metrics(d_terms, g_terms, fake_genres, labels))
@@ -213,6 +224,7 @@ def _build_modules(
         discriminator,
         torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=config.betas),
         torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas),
+        GeneratorEma(generator, config.ema_kimg, config.ema_rampup) if config.ema_kimg > 0 else None,
     )
 
 

@@ -117,3 +117,29 @@ def test_the_architecture_of_a_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "no-arch.pt", {"generator": {}})
     with pytest.raises(UnreadableCheckpoint, match="records no usable architecture.*; pretrain"):
         checkpoint_architecture(tmp_path / "no-arch.pt", remedy="pretrain")
+
+
+def test_load_generator_prefers_the_moving_average_and_gives_the_raw_one_when_asked(tmp_path):
+    torch.manual_seed(0)
+    raw, averaged = Generator(ARCH), Generator(ARCH)  # two different initialisations
+    save_checkpoint(
+        tmp_path / "g.pt",
+        {
+            "generator": raw.state_dict(),
+            "generator_ema": averaged.state_dict(),
+            "arch": ARCH.to_dict(),
+            "genres": list(GENRES),
+        },
+    )
+
+    def same_weights(loaded: Generator, expected: Generator) -> bool:
+        expected_state = expected.state_dict()
+        return all(torch.equal(value, expected_state[name]) for name, value in loaded.state_dict().items())
+
+    assert same_weights(load_generator(tmp_path / "g.pt"), averaged)
+    assert same_weights(load_generator_with_genres(tmp_path / "g.pt")[0], averaged)
+    assert same_weights(load_generator(tmp_path / "g.pt", prefer_ema=False), raw)
+    assert not same_weights(raw, averaged)
+    # A checkpoint of a run without an EMA gives its generator either way.
+    original = _generator_checkpoint(tmp_path / "plain.pt")
+    assert same_weights(load_generator(tmp_path / "plain.pt"), original)

@@ -2,41 +2,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from album_pipeline.data.shards import ShardSet
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator_with_genres
 from album_pipeline.model.networks import GanArchitecture, generate_covers
-from album_pipeline.testing.shards import write_shard_set_from_arrays
 from album_pipeline.training import loop
 from album_pipeline.training.loop import TrainingConfig, train_gan
+from album_pipeline_tests.training.conftest import GENRES
 
-GENRES = ("rock", "jazz", "pop", "rap-hip-hop", "classical")
 TINY = GanArchitecture(num_genres=5, noise_dim=8, generator_width=16, discriminator_width=4)
 FAST = TrainingConfig(steps=3, batch_size=8, log_every=1, checkpoint_every=2, precision="fp32")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Callable[..., ShardSet]:
-    """Random 64x64 covers as a shard set; one per (count, labelled) for the whole module (they are read-only)."""
-    made: dict[tuple[int, bool], ShardSet] = {}
-
-    def make(count: int = 24, labelled: bool = True) -> ShardSet:
-        if (count, labelled) not in made:
-            rng = np.random.default_rng(0)
-            images = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
-            labels = np.arange(count) % len(GENRES) if labelled else np.full(count, -1)
-            folder = tmp_path_factory.mktemp(f"shards-{count}-{labelled}")
-            made[count, labelled] = write_shard_set_from_arrays(folder, images, labels, GENRES)
-        return made[count, labelled]
-
-    return make
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -103,10 +82,12 @@ def test_a_checkpoint_of_a_different_run_is_not_resumed(tmp_path, dataset):
     assert other_data.resumed_from_step == 0
 
 
-def test_finetuning_starts_from_the_pretrained_weights(tmp_path, dataset):
-    pretrained = train_gan(dataset(labelled=False), TINY, FAST, tmp_path / "pre", use_labels=False)
-    # With zero learning rates the optimizers change nothing, so the weights must be the pretrained ones.
-    frozen = replace(FAST, steps=1, lr_generator=0.0, lr_discriminator=0.0)
+def pretrain_then_finetune_frozen(
+    tmp_path: Path, dataset, pretraining: TrainingConfig, **finetuning
+) -> tuple[dict, dict]:
+    """The pretrained and the finetuned checkpoint of one step of finetuning with zero learning rates."""
+    pretrained = train_gan(dataset(labelled=False), TINY, pretraining, tmp_path / "pre", use_labels=False)
+    frozen = replace(FAST, steps=1, lr_generator=0.0, lr_discriminator=0.0, **finetuning)
     finetuned = train_gan(
         dataset(),
         TINY,
@@ -115,7 +96,12 @@ def test_finetuning_starts_from_the_pretrained_weights(tmp_path, dataset):
         use_labels=True,
         init_checkpoint=pretrained.checkpoint_path,
     )
-    before, after = load_checkpoint(pretrained.checkpoint_path), load_checkpoint(finetuned.checkpoint_path)
+    return load_checkpoint(pretrained.checkpoint_path), load_checkpoint(finetuned.checkpoint_path)
+
+
+def test_finetuning_starts_from_the_pretrained_weights(tmp_path, dataset):
+    # With zero learning rates the optimizers change nothing, so the weights must be the pretrained ones.
+    before, after = pretrain_then_finetune_frozen(tmp_path, dataset, FAST)
     for network in ("generator", "discriminator"):
         for name, value in before[network].items():
             if "running" not in name and "num_batches" not in name:  # batch norm statistics do move
@@ -132,7 +118,7 @@ def test_finetuning_starts_from_the_pretrained_weights(tmp_path, dataset):
             FAST,
             tmp_path / "x",
             use_labels=True,
-            init_checkpoint=pretrained.checkpoint_path,
+            init_checkpoint=tmp_path / "pre" / "final.pt",
         )
 
 

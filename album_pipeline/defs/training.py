@@ -48,6 +48,14 @@ class GanTrainingConfig(CoreConfig):
     log_every: int = core_field(TrainingConfig, "log_every")
     channels_last: bool | None = core_field(TrainingConfig, "channels_last")
     threads: int | None = core_field(TrainingConfig, "threads")
+    adversarial_loss: str = core_field(TrainingConfig, "adversarial_loss")
+    augment: str = core_field(TrainingConfig, "augment")
+    augment_probability: float = core_field(TrainingConfig, "augment_probability")
+    ada_target: float | None = core_field(TrainingConfig, "ada_target")
+    ada_kimg: float = core_field(TrainingConfig, "ada_kimg")
+    ada_interval: int = core_field(TrainingConfig, "ada_interval")
+    r1_gamma: float = core_field(TrainingConfig, "r1_gamma")
+    r1_interval: int = core_field(TrainingConfig, "r1_interval")
 
 
 class PretrainConfig(GanTrainingConfig):
@@ -67,6 +75,8 @@ class PretrainConfig(GanTrainingConfig):
     latent_dim: int = core_field(GanArchitecture, "latent_dim")
     genre_embedding_dim: int = core_field(GanArchitecture, "genre_embedding_dim")
     dropout: float = core_field(GanArchitecture, "dropout")
+    minibatch_std_group: int = core_field(GanArchitecture, "minibatch_std_group")
+    discriminator_norm: str = core_field(GanArchitecture, "discriminator_norm")
 
 
 class FinetuneConfig(GanTrainingConfig):

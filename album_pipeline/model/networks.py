@@ -19,6 +19,7 @@ from album_pipeline.model.pixels import to_uint8
 
 # Four stride-2 stages from 4x4 make 64x64; other sizes need other stacks.
 SUPPORTED_RESOLUTIONS = (64,)
+DISCRIMINATOR_NORMS = ("batch", "spectral")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,20 @@ class GanArchitecture:
     )
     dropout: float = 0.3
     resolution: int = 64  # one of SUPPORTED_RESOLUTIONS
+    minibatch_std_group: int = field(
+        default=0,
+        metadata={
+            "doc": "Images per group of D's minibatch standard deviation feature (stylegan's 4): D sees how "
+            "much a batch varies, so a generator that draws one cover per genre is caught. 0 turns it off."
+        },
+    )
+    discriminator_norm: str = field(
+        default="batch",
+        metadata={
+            "doc": "batch (DCGAN's batch norm in D, the seed's) or spectral (spectral norm on every D layer "
+            "instead, SNGAN's; pair it with the hinge loss)."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_resolution(self.resolution)
@@ -42,6 +57,14 @@ class GanArchitecture:
             raise ValueError("num_genres must be at least 1")
         if self.generator_width % 8 or self.generator_width < 8:
             raise ValueError(f"generator_width must be a multiple of 8, got {self.generator_width}")
+        if self.minibatch_std_group < 0 or self.minibatch_std_group == 1:
+            raise ValueError(
+                f"minibatch_std_group must be 0 (off) or at least 2 images, got {self.minibatch_std_group}"
+            )
+        if self.discriminator_norm not in DISCRIMINATOR_NORMS:
+            raise ValueError(
+                f"discriminator_norm must be one of {DISCRIMINATOR_NORMS}, got {self.discriminator_norm!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,28 +122,62 @@ class Discriminator(nn.Module):
         super().__init__()
         self.arch = arch
         width = arch.discriminator_width
+        spectral = arch.discriminator_norm == "spectral"
         layers: list[nn.Module] = []
         channels = [3, width, width * 2, width * 4, width * 8]
         for index, (cin, cout) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
-            layers.append(nn.Conv2d(cin, cout, 5, stride=2, padding=2, bias=index == 0))
-            if index > 0:  # no batch norm on the input layer, as in DCGAN
+            conv = nn.Conv2d(cin, cout, 5, stride=2, padding=2, bias=index == 0 or spectral)
+            layers.append(_spectral(conv) if spectral else conv)
+            if index > 0 and not spectral:  # no batch norm on the input layer, as in DCGAN
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.LeakyReLU(0.1, inplace=True))
-        layers += [nn.Flatten(), nn.Dropout(arch.dropout)]
         self.features = nn.Sequential(*layers)
-        feature_count = width * 8 * 4 * 4
-        self.real_fake_head = nn.Linear(feature_count, 1)
-        self.genre_head = nn.Linear(feature_count, arch.num_genres)
-        self.latent_head = nn.Linear(feature_count, arch.latent_dim)
+        self.minibatch_std = MinibatchStd(arch.minibatch_std_group) if arch.minibatch_std_group else None
+        feature_channels = width * 8 + (1 if self.minibatch_std is not None else 0)
+        self.flatten = nn.Sequential(nn.Flatten(), nn.Dropout(arch.dropout))
+        feature_count = feature_channels * 4 * 4
+        heads = [nn.Linear(feature_count, 1), nn.Linear(feature_count, arch.num_genres)]
+        heads.append(nn.Linear(feature_count, arch.latent_dim))
+        if spectral:
+            heads = [_spectral(head) for head in heads]
+        self.real_fake_head, self.genre_head, self.latent_head = heads
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(real/fake logit (N,), genre logits (N, G), latent estimate (N, 2)) for images in [-1, 1]."""
         features = self.features(images)
+        if self.minibatch_std is not None:
+            features = self.minibatch_std(features)
+        features = self.flatten(features)
         return (
             self.real_fake_head(features).squeeze(1),
             self.genre_head(features),
             self.latent_head(features),
         )
+
+
+def _spectral(layer: nn.Module) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(layer)
+
+
+class MinibatchStd(nn.Module):
+    """stylegan's minibatch standard deviation: one more feature map, how much each group of images varies.
+
+    Images ``i, i + N/G, i + 2N/G, ...`` form a group of ``G`` (the largest divisor of the batch size up to
+    ``group_size``); the feature is the standard deviation over the group, averaged over channels and
+    positions, broadcast to every position of each image of the group.
+    """
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        count, channels, height, width = features.shape
+        group = next(size for size in range(min(self.group_size, count), 0, -1) if count % size == 0)
+        grouped = features.float().reshape(group, -1, channels, height, width)
+        spread = grouped.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (N / G,)
+        spread = spread.to(features.dtype).view(1, -1, 1, 1, 1).expand(group, -1, 1, height, width)
+        return torch.cat([features, spread.reshape(count, 1, height, width)], dim=1)
 
 
 def sample_inputs(

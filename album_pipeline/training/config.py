@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from album_pipeline.training.augment import parse_policy
+
 PRECISIONS = ("auto", "bf16", "fp32")
+ADVERSARIAL_LOSSES = ("bce", "hinge")
 
 
 def _doc(default: Any, doc: str) -> Any:
@@ -62,6 +65,36 @@ class TrainingConfig:
         None, "Channels-last memory format; default: on for CUDA, where it speeds up convolutions."
     )
     threads: int | None = _doc(None, "CPU threads for torch; default: every core this process may use.")
+    # The techniques below are off at their defaults, so that a default run is the seed's loop.
+    adversarial_loss: str = _doc(
+        "bce",
+        "bce (the seed's, with label smoothing) or hinge (SNGAN's; real_label does not apply). The TTUR "
+        "rule (Heusel et al. 2017) is lr_discriminator above lr_generator, e.g. 4e-4 and 1e-4.",
+    )
+    augment: str = _doc(
+        "",
+        "DiffAugment policies on everything D sees, in both steps: a comma-separated subset of "
+        "color,translation,cutout ('' for none; DiffAugment's own is all three).",
+    )
+    augment_probability: float = _doc(
+        1.0, "Chance that each image undergoes each policy (DiffAugment: 1); with ada_target, the start."
+    )
+    ada_target: float | None = _doc(
+        None,
+        "Adapt augment_probability as stylegan2-ada does: raise it while the mean sign of D's logits on "
+        "real covers exceeds this (ADA: 0.6), lower it otherwise. None keeps it fixed.",
+    )
+    ada_kimg: float = _doc(
+        100.0, "Thousands of images over which ADA may move the probability from 0 to 1 (ADA: 500)."
+    )
+    ada_interval: int = _doc(4, "Steps between two adjustments of ADA's probability (ADA: 4).")
+    r1_gamma: float = _doc(
+        0.0,
+        "Weight of the R1 penalty on D's gradient at real covers (Mescheder et al. 2018); 0 turns it off.",
+    )
+    r1_interval: int = _doc(
+        16, "Lazy regularisation: R1 every this many steps, scaled up to match (stylegan2's 16)."
+    )
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -80,6 +113,19 @@ class TrainingConfig:
             raise ValueError(f"real_label must be in (0, 1], got {self.real_label}")
         if self.instance_noise < 0:
             raise ValueError(f"instance_noise must be non-negative, got {self.instance_noise}")
+        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ValueError(
+                f"adversarial_loss must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial_loss!r}"
+            )
+        parse_policy(self.augment)
+        if not 0.0 <= self.augment_probability <= 1.0:
+            raise ValueError(f"augment_probability must be in [0, 1], got {self.augment_probability}")
+        if self.ada_target is not None and not -1.0 < self.ada_target < 1.0:
+            raise ValueError(f"ada_target must be in (-1, 1) (ADA uses 0.6), got {self.ada_target}")
+        if self.ada_kimg <= 0 or self.ada_interval < 1:
+            raise ValueError("ada_kimg must be positive and ada_interval at least 1")
+        if self.r1_gamma < 0 or self.r1_interval < 1:
+            raise ValueError("r1_gamma must be non-negative and r1_interval at least 1")
         if not 0 <= self.ema_kimg < float("inf"):
             raise ValueError(f"ema_kimg must be 0 (no EMA) or a positive number of kimg, got {self.ema_kimg}")
         if self.ema_rampup is not None and not 0 < self.ema_rampup < float("inf"):

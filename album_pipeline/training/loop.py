@@ -29,6 +29,7 @@ from album_pipeline.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from album_pipeline.model.checkpoint import save_checkpoint
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, sample_inputs
 from album_pipeline.training import checkpointing
+from album_pipeline.training.augment import AdaSettings, DiffAugment, parse_policy
 from album_pipeline.training.checkpointing import GanModules
 from album_pipeline.training.compute import select_compute
 from album_pipeline.training.config import PRECISIONS, TrainingConfig
@@ -87,8 +88,14 @@ def train_gan(
     modules = _build_modules(arch, config, compute.device, compute.memory_format)
     start = checkpointing.restore(modules, latest, run_key, init_checkpoint, arch, device, warn)
     history = start.history
+    augment = _build_augment(config, device)
     loss = AcGanLoss(
-        modules.generator, modules.discriminator, config, use_labels=use_labels, autocast=compute.autocast
+        modules.generator,
+        modules.discriminator,
+        config,
+        use_labels=use_labels,
+        autocast=compute.autocast,
+        augment=augment,
     )
 
     def payload(step: int, speed: float) -> dict:
@@ -133,10 +140,13 @@ def train_gan(
 
             # Discriminator phase.
             modules.discriminator.requires_grad_(True)
-            d_terms = loss.discriminator_loss(real, labels, fake_genres, latent, noise, noise_std)
+            regularise = step % config.r1_interval == 0
+            d_terms = loss.discriminator_loss(real, labels, fake_genres, latent, noise, noise_std, regularise)
             modules.optimizer_discriminator.zero_grad(set_to_none=True)
             d_terms.total.backward()
             modules.optimizer_discriminator.step()
+            if augment is not None:
+                augment.observe_real_logits(d_terms.real_logit, batch_size)
 
             # Generator phase. The discriminator's weights need no gradients here, which saves a third of its
             # backward pass.
@@ -154,7 +164,7 @@ def train_gan(
             window.add(observed_metrics(d_terms, g_terms, fake_genres, labels))
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
-                entry = window.close(done, noise_std)
+                entry = window.close(done, noise_std, augment)
                 history.append(entry)
                 if log is not None:
                     log(dict(entry))
@@ -211,6 +221,15 @@ def _training_rows(data: ShardSet, arch: GanArchitecture, use_labels: bool) -> S
     return data
 
 
+def _build_augment(config: TrainingConfig, device: torch.device) -> DiffAugment | None:
+    if not parse_policy(config.augment):
+        return None
+    ada = None
+    if config.ada_target is not None:
+        ada = AdaSettings(target=config.ada_target, kimg=config.ada_kimg, interval=config.ada_interval)
+    return DiffAugment(config.augment, config.augment_probability, device, ada)
+
+
 def _build_modules(
     arch: GanArchitecture, config: TrainingConfig, device: torch.device, memory_format: torch.memory_format
 ) -> GanModules:
@@ -246,7 +265,7 @@ class _LogWindow:
             self.sums[name] = self.sums.get(name, 0.0) + value.detach()
         self.steps += 1
 
-    def close(self, done: int, noise_std: float) -> dict[str, float]:
+    def close(self, done: int, noise_std: float, augment: DiffAugment | None) -> dict[str, float]:
         """The log entry of the window ending at step ``done``; the next window starts now."""
         entry: dict[str, float] = {"step": done}
         entry.update({name: float(total) / self.steps for name, total in self.sums.items()})
@@ -254,6 +273,8 @@ class _LogWindow:
         self.train_seconds += elapsed
         entry["images_per_second"] = self.steps * self.batch_size / elapsed
         entry["instance_noise"] = noise_std
+        if augment is not None:
+            entry["augment_probability"] = float(augment.probability)
         if not all(math.isfinite(value) for value in entry.values()):
             raise FloatingPointError(
                 f"training diverged at step {done}: {entry}; lower the learning rates or use fp32"

@@ -7,9 +7,11 @@ Losses (the seed project's, with its defects fixed):
 - Generator: fool the real/fake head, and make its genre and latent codes recoverable by the other heads.
 - Instance noise (std ``instance_noise``, decaying linearly to 0) on everything the discriminator sees.
 
-Where the next losses plug in: everything the discriminator sees passes through ``AcGanLoss.judge``
-(augmentation such as DiffAugment goes there), ``adversarial_loss`` is the real/fake objective (a hinge loss
-replaces it), and a regulariser such as R1 adds a term to ``discriminator_loss``'s total.
+Options (``TrainingConfig``), each off by default: everything D sees passes through ``AcGanLoss.judge``, which
+applies DiffAugment (``training.augment``) before the instance noise; ``adversarial_loss="hinge"`` replaces
+the real/fake BCE with SNGAN's hinge loss; ``r1_gamma`` adds the R1 penalty on D's gradient at real covers to
+the discriminator's total on every ``r1_interval``-th step (lazy regularisation, stylegan2), scaled by that
+interval so that its strength does not depend on it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from album_pipeline.model.networks import Discriminator, Generator
+from album_pipeline.training.augment import DiffAugment
 from album_pipeline.training.config import TrainingConfig
 
 
@@ -32,6 +35,7 @@ class DiscriminatorTerms:
     genre_fake: torch.Tensor
     latent: torch.Tensor
     genre_real: torch.Tensor | None  # only with labels
+    r1: torch.Tensor | None  # only on the steps that regularise
     fake: torch.Tensor  # the generated batch (with its graph), judged again by the generator phase
     real_logit: torch.Tensor
     fake_logit: torch.Tensor
@@ -58,17 +62,21 @@ class AcGanLoss:
         *,
         use_labels: bool,
         autocast: Callable[[], AbstractContextManager],
+        augment: DiffAugment | None = None,
     ):
         self.generator = generator
         self.discriminator = discriminator
         self.config = config
         self.use_labels = use_labels
         self.autocast = autocast
+        self.augment = augment
 
     def judge(
         self, images: torch.Tensor, noise_std: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The discriminator's (real/fake logit, genre logits, latent estimate) for ``images``."""
+        if self.augment is not None:
+            images = self.augment(images)
         return self.discriminator(with_instance_noise(images, noise_std))
 
     def discriminator_loss(
@@ -79,15 +87,22 @@ class AcGanLoss:
         latent: torch.Tensor,
         noise: torch.Tensor,
         noise_std: float,
+        regularise: bool = False,
     ) -> DiscriminatorTerms:
-        """Tell real from fake, recover the fakes' genres and codes (and, with labels, the real genres)."""
+        """Tell real from fake, recover the fakes' genres and codes (and, with labels, the real genres).
+
+        ``regularise`` adds the (lazy) R1 penalty when ``r1_gamma`` is set.
+        """
         config = self.config
         # One autocast region for all three passes: its weight-cast cache is part of the numbers.
         with self.autocast():
             fake = self.generator(fake_genres, latent, noise)
             real_logit, real_genre_logits, _ = self.judge(real, noise_std)
             fake_logit, fake_genre_logits, fake_latent = self.judge(fake.detach(), noise_std)
-        adversarial = adversarial_loss(real_logit, config.real_label) + adversarial_loss(fake_logit, 0.0)
+        if config.adversarial_loss == "hinge":
+            adversarial = F.relu(1.0 - real_logit.float()).mean() + F.relu(1.0 + fake_logit.float()).mean()
+        else:
+            adversarial = adversarial_loss(real_logit, config.real_label) + adversarial_loss(fake_logit, 0.0)
         genre_fake = F.cross_entropy(fake_genre_logits.float(), fake_genres)
         latent_error = F.mse_loss(fake_latent.float(), latent)
         genre = genre_fake
@@ -96,18 +111,31 @@ class AcGanLoss:
             genre_real = F.cross_entropy(real_genre_logits.float(), labels)
             genre = config.fake_genre_weight_labelled * genre_fake + genre_real
         total = adversarial + config.genre_loss_weight * genre + config.latent_loss_weight * latent_error
+        r1 = None
+        if regularise and config.r1_gamma > 0:
+            r1 = self.r1_penalty(real, noise_std)
+            total = total + (config.r1_gamma / 2) * config.r1_interval * r1
         return DiscriminatorTerms(
             total=total,
             adversarial=adversarial,
             genre_fake=genre_fake,
             latent=latent_error,
             genre_real=genre_real,
+            r1=r1,
             fake=fake,
             real_logit=real_logit,
             fake_logit=fake_logit,
             real_genre_logits=real_genre_logits,
             fake_genre_logits=fake_genre_logits,
         )
+
+    def r1_penalty(self, real: torch.Tensor, noise_std: float) -> torch.Tensor:
+        """Mean squared norm of the real/fake logit's gradient with respect to the real images it judges."""
+        real = real.detach().requires_grad_(True)
+        with self.autocast():
+            real_logit, _, _ = self.judge(real, noise_std)
+        (gradient,) = torch.autograd.grad(real_logit.float().sum(), real, create_graph=True)
+        return gradient.float().square().sum(dim=(1, 2, 3)).mean()
 
     def generator_loss(
         self, fake: torch.Tensor, fake_genres: torch.Tensor, latent: torch.Tensor, noise_std: float
@@ -116,7 +144,10 @@ class AcGanLoss:
         config = self.config
         with self.autocast():
             judged_logit, judged_genre_logits, judged_latent = self.judge(fake, noise_std)
-        adversarial = adversarial_loss(judged_logit, 1.0)
+        if config.adversarial_loss == "hinge":
+            adversarial = -judged_logit.float().mean()
+        else:
+            adversarial = adversarial_loss(judged_logit, 1.0)
         genre = F.cross_entropy(judged_genre_logits.float(), fake_genres)
         latent_error = F.mse_loss(judged_latent.float(), latent)
         total = adversarial + config.genre_loss_weight * genre + config.latent_loss_weight * latent_error

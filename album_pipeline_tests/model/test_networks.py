@@ -7,6 +7,7 @@ from album_pipeline.model.networks import (
     Discriminator,
     GanArchitecture,
     Generator,
+    MinibatchStd,
     generate_covers,
     sample_inputs,
 )
@@ -57,3 +58,54 @@ def test_architecture_validation():
         GanArchitecture(generator_width=12)
     with pytest.raises(ValueError, match="num_genres"):
         GanArchitecture(num_genres=0)
+
+
+def _reference_minibatch_std(features: torch.Tensor, group: int) -> torch.Tensor:
+    """stylegan2-ada-pytorch's MinibatchStdLayer with one channel group, written out step by step."""
+    n, c, h, w = features.shape
+    y = features.reshape(group, -1, 1, c, h, w)
+    y = y - y.mean(dim=0)
+    y = y.square().mean(dim=0)
+    y = (y + 1e-8).sqrt()
+    y = y.mean(dim=[2, 3, 4])
+    y = y.reshape(-1, 1, 1, 1).repeat(group, 1, h, w)
+    return torch.cat([features, y], dim=1)
+
+
+def test_minibatch_std_matches_stylegan2_adas_layer():
+    features = torch.randn(8, 6, 4, 4)
+    torch.testing.assert_close(MinibatchStd(4)(features), _reference_minibatch_std(features, 4))
+    # a batch that does not divide by the group size uses the largest divisor below it
+    torch.testing.assert_close(MinibatchStd(4)(features[:6]), _reference_minibatch_std(features[:6], 3))
+
+
+def test_minibatch_std_tells_a_collapsed_batch_from_a_varied_one():
+    arch = GanArchitecture(num_genres=3, generator_width=16, discriminator_width=4, minibatch_std_group=4)
+    discriminator = Discriminator(arch)
+    assert arch.to_dict()["minibatch_std_group"] == 4
+    varied = torch.rand(8, 3, 64, 64) * 2 - 1
+    collapsed = varied[:1].expand(8, -1, -1, -1).contiguous()
+    spread = {}
+    discriminator.minibatch_std.register_forward_hook(
+        lambda module, inputs, output: spread.__setitem__("value", output[:, -1].mean().item())
+    )
+    discriminator(collapsed)
+    collapsed_spread = spread["value"]
+    discriminator(varied)
+    assert collapsed_spread < 1e-3 < spread["value"]
+
+
+def test_spectral_norm_replaces_batch_norm_in_d_and_bounds_each_layer():
+    arch = GanArchitecture(
+        num_genres=3, generator_width=16, discriminator_width=4, discriminator_norm="spectral"
+    )
+    discriminator = Discriminator(arch)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in discriminator.modules())
+    for _ in range(30):  # power iterations run in train mode
+        discriminator(torch.rand(4, 3, 64, 64))
+    weight = discriminator.real_fake_head.weight  # the normalised weight
+    assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, rel=1e-3)
+    with pytest.raises(ValueError, match="discriminator_norm must be one of"):
+        GanArchitecture(discriminator_norm="layer")
+    with pytest.raises(ValueError, match="minibatch_std_group"):
+        GanArchitecture(minibatch_std_group=1)

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,18 +103,12 @@ def run_stage(
     warn: Callable[[str], None] | None,
 ) -> TrainingSummary:
     """Train ``stage`` as its asset does: on the home's shards, into the stage's checkpoint folder."""
+    observers = {"log": log, "warn": warn, "process_group": process_group}
     if stage == "pretrain":
         data = load_shards(layout.training_data("unlabeled"))
         arch = GanArchitecture(**arch_settings, num_genres=len(data.genres), resolution=data.resolution)
         return train_gan(
-            data,
-            arch,
-            config,
-            layout.checkpoint_dir("pretrained"),
-            use_labels=False,
-            log=log,
-            warn=warn,
-            process_group=process_group,
+            data, arch, config, layout.checkpoint_dir("pretrained"), use_labels=False, **observers
         )
     pretrained = layout.final_checkpoint("pretrained")
     return train_gan(
@@ -123,9 +118,7 @@ def run_stage(
         layout.checkpoint_dir("finetuned"),
         use_labels=True,
         init_checkpoint=pretrained,
-        log=log,
-        warn=warn,
-        process_group=process_group,
+        **observers,
     )
 
 
@@ -166,25 +159,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TypeError, ValueError) as error:
         parser().error(str(error))
     process_group, config = start_process_group(config)
+    train = partial(
+        run_stage, args.stage, HomeLayout(args.home), config, arch_settings, process_group=process_group
+    )
     try:
-        if process_group.is_main and _launched_by_dagster():
-            _train_reporting_to_dagster(args, config, arch_settings, process_group)
+        if not process_group.is_main:
+            train(log=None, warn=_print_warning)
+        elif _launched_by_dagster():
+            _train_reporting_to_dagster(train)
         else:
-            main_only = process_group.is_main
-            summary = run_stage(
-                args.stage,
-                HomeLayout(args.home),
-                config,
-                arch_settings,
-                process_group=process_group,
-                log=(lambda entry: print(format_entry(entry), flush=True)) if main_only else None,
-                warn=lambda message: print(f"warning: {message}", file=sys.stderr, flush=True),
-            )
-            if main_only:
-                print(json.dumps(summary_metadata(summary)), flush=True)
+            summary = train(log=lambda entry: print(format_entry(entry), flush=True), warn=_print_warning)
+            print(json.dumps(summary_metadata(summary)), flush=True)
     finally:
         stop_process_group(process_group)
     return 0
+
+
+def _print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _launched_by_dagster() -> bool:
@@ -193,22 +185,10 @@ def _launched_by_dagster() -> bool:
     return PipesEnvVarParamsLoader().is_dagster_pipes_process()
 
 
-def _train_reporting_to_dagster(
-    args: argparse.Namespace,
-    config: TrainingConfig,
-    arch_settings: dict[str, Any],
-    process_group: ProcessGroupInfo,
-) -> None:
+def _train_reporting_to_dagster(train: Callable[..., TrainingSummary]) -> None:
+    """Rank 0 under Dagster Pipes: log entries and warnings to the asset's log, the summary as its metadata."""
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        summary = run_stage(
-            args.stage,
-            HomeLayout(args.home),
-            config,
-            arch_settings,
-            process_group=process_group,
-            log=lambda entry: pipes.log.info(format_entry(entry)),
-            warn=pipes.log.warning,
-        )
+        summary = train(log=lambda entry: pipes.log.info(format_entry(entry)), warn=pipes.log.warning)
         pipes.report_asset_materialization(metadata=summary_metadata(summary))

@@ -151,7 +151,7 @@ class GenreTaxonomy(dg.ConfigurableResource):
         return tuple(genre.name for genre in self.genre_map)
 
 
-def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource | dg.PipesSubprocessClient]:
     """Resources for a Definitions object, from environment settings; the key stays an unresolved EnvVar."""
     return {
         "home": PipelineHome(root=str(settings.home)),
@@ -170,4 +170,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "omacir": OmacirArchive(url=settings.omacir_url),
         "mlflow": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri),
         "genres": GenreTaxonomy(),
+        # Launches a training stage as a torchrun job when its config asks for processes > 1.
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

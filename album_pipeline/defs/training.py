@@ -8,11 +8,13 @@ from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.labeled import labeled_manifest
 from album_pipeline.defs.metadata import counts_table
 from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
+from album_pipeline.defs.training_launch import launch_training
 from album_pipeline.defs.unlabeled import unlabeled_manifest
 from album_pipeline.model.checkpoint import checkpoint_architecture
 from album_pipeline.model.networks import GanArchitecture
 from album_pipeline.training.checkpointing import REPRETRAIN
 from album_pipeline.training.data import TrainingDataOptions
+from album_pipeline.training.distributed import LaunchOptions
 from album_pipeline.training.loop import TrainingConfig, train_gan
 
 
@@ -27,7 +29,7 @@ class TrainingDataConfig(CoreConfig):
 class GanTrainingConfig(CoreConfig):
     """The seed's optimisation settings (``TrainingConfig``'s defaults); each stage overrides what it needs."""
 
-    core_types = (TrainingConfig,)
+    core_types = (TrainingConfig, LaunchOptions)
 
     steps: int = core_field(TrainingConfig, "steps")
     batch_size: int = core_field(TrainingConfig, "batch_size")
@@ -56,10 +58,11 @@ class GanTrainingConfig(CoreConfig):
     ada_interval: int = core_field(TrainingConfig, "ada_interval")
     r1_gamma: float = core_field(TrainingConfig, "r1_gamma")
     r1_interval: int = core_field(TrainingConfig, "r1_interval")
+    processes: int = core_field(LaunchOptions, "processes")
 
 
 class PretrainConfig(GanTrainingConfig):
-    core_types = (TrainingConfig, GanArchitecture)
+    core_types = (TrainingConfig, GanArchitecture, LaunchOptions)
     # The data fixes them: one genre index per class of the taxonomy, and the side of the training shards.
     fixed_core_fields = frozenset({"num_genres", "resolution"})
 
@@ -215,12 +218,18 @@ def _log_progress(context):
 
 @dg.asset(group_name="training", kinds={"pytorch"}, deps=[unlabeled_training_data])
 def pretrained_generator(
-    context: dg.AssetExecutionContext, config: PretrainConfig, home: PipelineHome, genres: GenreTaxonomy
+    context: dg.AssetExecutionContext,
+    config: PretrainConfig,
+    home: PipelineHome,
+    genres: GenreTaxonomy,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     """The AC-GAN pretrained on unlabelled covers; the genre acts as a categorical code until finetuning."""
     layout = home.layout
     data = load_shards(layout.training_data("unlabeled"))
     arch = config.to_core(GanArchitecture, num_genres=len(genres.genres), resolution=data.resolution)
+    if config.processes > 1:
+        return launch_training(context, pipes_subprocess_client, "pretrain", layout, config, arch)
     summary = train_gan(
         data,
         arch,
@@ -235,13 +244,18 @@ def pretrained_generator(
 
 @dg.asset(group_name="training", kinds={"pytorch"}, deps=[pretrained_generator, labeled_training_data])
 def finetuned_generator(
-    context: dg.AssetExecutionContext, config: FinetuneConfig, home: PipelineHome
+    context: dg.AssetExecutionContext,
+    config: FinetuneConfig,
+    home: PipelineHome,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     """The pretrained AC-GAN finetuned on the labelled train split, now conditioned on real genres."""
     layout = home.layout
     pretrained = layout.final_checkpoint("pretrained")
     # An input, not a resume file: unreadable, it is an error that says which asset writes it again.
     arch = checkpoint_architecture(pretrained, remedy=REPRETRAIN)
+    if config.processes > 1:
+        return launch_training(context, pipes_subprocess_client, "finetune", layout, config)
     summary = train_gan(
         load_shards(layout.training_data("labeled")).subset("train"),
         arch,

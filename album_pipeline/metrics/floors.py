@@ -55,7 +55,9 @@ class QualityFloors:
             if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1):
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
         if self.min_coverage_ratio is not None and not 0 <= self.min_coverage_ratio <= 1:
-            raise ValueError(f"min_coverage_ratio must be between 0 and 1 or None, got {self.min_coverage_ratio}")
+            raise ValueError(
+                f"min_coverage_ratio must be between 0 and 1 or None, got {self.min_coverage_ratio}"
+            )
 
     def judge(self, metrics: Mapping[str, float]) -> list[FloorVerdict]:
         """Every configured floor's verdict on ``metrics``; a metric that is missing or not finite fails."""
@@ -123,4 +125,6 @@ class QualityFloors:
             return FloorVerdict(floor, metric, None, bound, False, f"{metric} is missing or not finite")
         passed = value <= bound
         relation = "<=" if passed else ">"
-        return FloorVerdict(floor, metric, value, bound, passed, f"{metric} {value:.3f} {relation} {bound:.3f}")
+        return FloorVerdict(
+            floor, metric, value, bound, passed, f"{metric} {value:.3f} {relation} {bound:.3f}"
+        )

@@ -133,11 +133,16 @@ class DiffAugment:
             images = _OPERATIONS[name](images, self.probability)
         return images.contiguous(memory_format=layout)
 
-    def observe_real_logits(self, real_logits: torch.Tensor, batch_size: int) -> None:
-        """Feed one D step's logits on reals to the ADA heuristic; adjusts ``p`` every ``interval`` steps."""
+    @property
+    def adaptive(self) -> bool:
+        return self.ada is not None
+
+    def observe_real_sign(self, mean_sign: torch.Tensor, batch_size: int) -> None:
+        """Feed one D step's mean sign of its logits on reals (over the whole global batch of
+        ``batch_size``) to the ADA heuristic; adjusts ``p`` every ``interval`` steps."""
         if self.ada is None:
             return
-        self._real_signs = self._real_signs + torch.sign(real_logits.detach().float()).mean()
+        self._real_signs = self._real_signs + mean_sign.detach().float()
         self._steps_since_adjustment += 1
         if self._steps_since_adjustment < self.ada.interval:
             return

@@ -33,6 +33,7 @@ from album_pipeline.training.augment import AdaSettings, DiffAugment, parse_poli
 from album_pipeline.training.checkpointing import GanModules
 from album_pipeline.training.compute import select_compute
 from album_pipeline.training.config import PRECISIONS, TrainingConfig
+from album_pipeline.training.distributed import SINGLE_PROCESS, ProcessGroupInfo
 from album_pipeline.training.ema import GeneratorEma
 from album_pipeline.training.losses import AcGanLoss, observed_metrics
 
@@ -63,6 +64,7 @@ def train_gan(
     init_checkpoint: Path | None = None,
     log: Callable[[dict], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    process_group: ProcessGroupInfo = SINGLE_PROCESS,
 ) -> TrainingSummary:
     """Train the GAN on ``data`` and return where its final checkpoint is.
 
@@ -71,13 +73,15 @@ def train_gan(
     optimizers. A ``latest.pt`` in ``checkpoint_dir`` from an interrupted run of the same configuration on
     the same data is resumed; one from a different run is replaced, and one that does not load is set aside
     (``album_pipeline.recovery``) with a warning through ``warn`` (default: a logger). ``log`` receives each
-    averaged log entry.
+    averaged log entry. Under torchrun, ``process_group`` says which rank this is (``training.distributed``):
+    each rank trains on its share of every batch, and rank 0 alone logs and writes checkpoints.
     """
     # -- inputs ------------------------------------------------------------------------------------------
     data = _training_rows(data, arch, use_labels)
     batch_size = min(config.batch_size, len(data))
     if batch_size < 2:
         raise ValueError(f"the dataset has {len(data)} image(s); batch norm needs at least 2 to train")
+    process_group.local_batch_size(batch_size)  # refuses a batch that does not split over the processes
     compute = select_compute(config)
     device = compute.device
     checkpoint_dir = Path(checkpoint_dir)
@@ -86,12 +90,13 @@ def train_gan(
 
     # -- networks, optimizers, and where to start from ---------------------------------------------------
     modules = _build_modules(arch, config, compute.device, compute.memory_format)
-    start = checkpointing.restore(modules, latest, run_key, init_checkpoint, arch, device, warn)
+    with process_group.main_first():
+        start = checkpointing.restore(modules, latest, run_key, init_checkpoint, arch, device, warn)
     history = start.history
     augment = _build_augment(config, device)
     loss = AcGanLoss(
-        modules.generator,
-        modules.discriminator,
+        process_group.wrap(modules.generator, device),
+        process_group.wrap(modules.discriminator, device),
         config,
         use_labels=use_labels,
         autocast=compute.autocast,
@@ -137,6 +142,9 @@ def train_gan(
             noise_std = config.instance_noise * max(0.0, 1.0 - step / config.steps)
             fake_genres = sample_fake_genres(batch_size, arch.num_genres, device)
             latent, noise = sample_inputs(arch, fake_genres)
+            real, labels, fake_genres, latent, noise = process_group.local_share(
+                real, labels, fake_genres, latent, noise
+            )
 
             # Discriminator phase.
             modules.discriminator.requires_grad_(True)
@@ -145,8 +153,8 @@ def train_gan(
             modules.optimizer_discriminator.zero_grad(set_to_none=True)
             d_terms.total.backward()
             modules.optimizer_discriminator.step()
-            if augment is not None:
-                augment.observe_real_logits(d_terms.real_logit, batch_size)
+            if augment is not None and augment.adaptive:
+                _adapt_augmentation(augment, d_terms.real_logit, process_group, batch_size)
 
             # Generator phase. The discriminator's weights need no gradients here, which saves a third of its
             # backward pass.
@@ -164,20 +172,23 @@ def train_gan(
             window.add(observed_metrics(d_terms, g_terms, fake_genres, labels))
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
+                window.sums = process_group.average(window.sums)
                 entry = window.close(done, noise_std, augment)
                 history.append(entry)
-                if log is not None:
+                if log is not None and process_group.is_main:
                     log(dict(entry))
-            if done % config.checkpoint_every == 0 and done != config.steps:
+            if done % config.checkpoint_every == 0 and done != config.steps and process_group.is_main:
                 save_checkpoint(latest, payload(done, window.speed(done - start.step)))
                 window.restart_clock()  # saving is not training time
 
     # -- the end -----------------------------------------------------------------------------------------
     steps_this_run = max(0, config.steps - start.step)
     speed = window.speed(steps_this_run) if steps_this_run else start.images_per_second
-    final = payload(config.steps, speed)
-    save_checkpoint(latest, final)
-    final_path = save_checkpoint(checkpoint_dir / FINAL_CHECKPOINT, final)
+    final_path = checkpoint_dir / FINAL_CHECKPOINT
+    if process_group.is_main:
+        final = payload(config.steps, speed)
+        save_checkpoint(latest, final)
+        save_checkpoint(final_path, final)
     final_losses = {name: value for name, value in history[-1].items() if name != "step"} if history else {}
     return TrainingSummary(
         checkpoint_path=final_path,
@@ -228,6 +239,14 @@ def _build_augment(config: TrainingConfig, device: torch.device) -> DiffAugment 
     if config.ada_target is not None:
         ada = AdaSettings(target=config.ada_target, kimg=config.ada_kimg, interval=config.ada_interval)
     return DiffAugment(config.augment, config.augment_probability, device, ada)
+
+
+def _adapt_augmentation(
+    augment: DiffAugment, real_logit: torch.Tensor, process_group: ProcessGroupInfo, batch_size: int
+) -> None:
+    """ADA's overfitting measure over the global batch, so that every process keeps the same probability."""
+    mean_sign = process_group.average({"real_sign": torch.sign(real_logit.detach().float()).mean()})
+    augment.observe_real_sign(mean_sign["real_sign"], batch_size)
 
 
 def _build_modules(

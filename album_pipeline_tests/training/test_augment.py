@@ -108,14 +108,14 @@ def test_ada_raises_p_while_d_overfits_and_lowers_it_otherwise():
     ada = AdaSettings(target=0.6, kimg=1.0, interval=2)
     augment = DiffAugment("color", 0.5, "cpu", ada)
     confident = torch.full((10,), 3.0)  # mean sign 1 > 0.6: D overfits the reals
-    augment.observe_real_logits(confident, batch_size=10)
+    augment.observe_real_sign(torch.sign(confident).mean(), batch_size=10)
     assert augment.probability.item() == 0.5  # adjusted only every `interval` steps
-    augment.observe_real_logits(confident, batch_size=10)
+    augment.observe_real_sign(torch.sign(confident).mean(), batch_size=10)
     # each adjustment moves p by batch * interval / (kimg * 1000) = 10 * 2 / 1000
     assert augment.probability.item() == pytest.approx(0.52)
     unsure = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 1.0])  # mean sign 0.2
     for _ in range(4):
-        augment.observe_real_logits(unsure, batch_size=10)
+        augment.observe_real_sign(torch.sign(unsure).mean(), batch_size=10)
     assert augment.probability.item() == pytest.approx(0.48)
 
     state = augment.state_dict()
@@ -126,15 +126,15 @@ def test_ada_raises_p_while_d_overfits_and_lowers_it_otherwise():
 
 def test_ada_keeps_p_within_zero_and_one():
     augment = DiffAugment("color", 0.0, "cpu", AdaSettings(target=0.6, kimg=0.001, interval=1))
-    augment.observe_real_logits(torch.full((4,), -1.0), batch_size=4)
+    augment.observe_real_sign(torch.tensor(-1.0).sign(), batch_size=4)
     assert augment.probability.item() == 0.0
     for _ in range(3):
-        augment.observe_real_logits(torch.full((4,), 1.0), batch_size=4)
+        augment.observe_real_sign(torch.tensor(1.0).sign(), batch_size=4)
     assert augment.probability.item() == 1.0
 
 
 def test_a_fixed_probability_never_moves():
     augment = DiffAugment("color", 1.0, "cpu")
     for _ in range(10):
-        augment.observe_real_logits(torch.full((4,), 5.0), batch_size=4)
+        augment.observe_real_sign(torch.tensor(5.0).sign(), batch_size=4)
     assert augment.probability.item() == 1.0

@@ -16,6 +16,8 @@ from pathlib import Path
 # evaluation into its output folder), so they are constants here rather than literals there.
 LATEST_CHECKPOINT = "latest.pt"  # rewritten while a run trains; resumed after a kill
 FINAL_CHECKPOINT = "final.pt"  # written once when a run finishes
+# Beside a stage's checkpoints: the MLflow run that tracks its training, so that a resumed stage continues it.
+TRAINING_RUN_FILE = "mlflow_run.json"
 CLASSIFIER_CHECKPOINT = "classifier.pt"
 METRICS_FILE = "metrics.json"
 GRID_FILE = "grid.png"
@@ -132,6 +134,10 @@ class HomeLayout:
 
     def latest_checkpoint(self, stage: str) -> Path:
         return self.checkpoint_dir(stage) / LATEST_CHECKPOINT
+
+    def training_run_record(self, stage: str) -> Path:
+        """The MLflow run id (and run key) of a GAN training stage's run, beside its checkpoints."""
+        return self.checkpoint_dir(stage) / TRAINING_RUN_FILE
 
     @property
     def genre_classifier_checkpoint(self) -> Path:

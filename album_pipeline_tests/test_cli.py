@@ -175,10 +175,10 @@ def test_a_selection_that_matches_nothing_or_does_not_parse_is_an_error():
 
 
 def test_the_instance_is_created_once_and_reopened(tmp_path):
-    from album_pipeline.defs.instance import open_instance
+    from album_pipeline.defs.instance import INSTANCE_YAML, open_instance
 
     with open_instance(tmp_path / "dagster") as first:
         assert first.get_runs() == []
     with open_instance(tmp_path / "dagster") as again:
         assert again.get_runs() == []
-    assert (tmp_path / "dagster" / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+    assert (tmp_path / "dagster" / "dagster.yaml").read_text() == INSTANCE_YAML

@@ -23,7 +23,13 @@ import dagster as dg
 
 from album_pipeline.layout import DAGSTER_INSTANCE_FILE, DAGSTER_LOCK_FILE
 
-INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+# The training and evaluation assets share this pool; the instance lets one of its steps run at a time (across
+# runs too), so two trainings never share a GPU. Pools without a limit of their own get the default limit; raise
+# it here (or per pool: `dagster instance concurrency set gpu 2`) where the machine has several GPUs.
+GPU_POOL = "gpu"
+INSTANCE_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+# What earlier releases wrote; such a file is ours, not the user's, and is brought up to date.
+_EARLIER_INSTANCE_YAML = ("telemetry:\n  enabled: false\n",)
 
 HOST_TAG = "album_pipeline/host"
 PID_TAG = "album_pipeline/pid"
@@ -46,7 +52,7 @@ def open_instance(dagster_home: Path) -> dg.DagsterInstance:
     """The instance in ``dagster_home``, its config and storage created once, under the lock."""
     with instance_lock(dagster_home):
         config = dagster_home / DAGSTER_INSTANCE_FILE
-        if not config.exists():
+        if not config.exists() or config.read_text() in _EARLIER_INSTANCE_YAML:
             config.write_text(INSTANCE_YAML)
         instance = dg.DagsterInstance.from_config(str(dagster_home))
         # Constructing the instance creates and stamps the run, event-log and schedule databases; one query

@@ -10,6 +10,7 @@ from album_pipeline.metrics.evaluate import evaluated_floors, load_metrics
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator
 from album_pipeline.registry.champion import CHALLENGER_ALIAS, CHAMPION_ALIAS
 from album_pipeline.registry.mlflow_registry import ChampionPolicy, evaluation_artifacts, log_and_register
+from album_pipeline.registry.training_run import registration_tags
 
 
 class RegistrationConfig(CoreConfig):
@@ -47,7 +48,8 @@ def registered_generator(
         metrics=flat_metrics,
         artifacts=evaluation_artifacts(layout),
         champion=config.to_core(ChampionPolicy, floors=evaluated_floors(evaluation)),
-        tags={"dagster_run_id": context.run.run_id},
+        # Nested under the finetuning's MLflow run, which is nested under the pretraining's.
+        tags={"dagster_run_id": context.run.run_id, **registration_tags(layout.checkpoint_dir("finetuned"))},
         per_genre_table=layout.evaluation_per_genre_table,
     )
     name = mlflow.registered_model_name

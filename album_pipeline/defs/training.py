@@ -5,17 +5,19 @@ import dagster as dg
 from album_pipeline.data.manifest import read_manifest
 from album_pipeline.data.shards import build_shards, load_shards, manifest_mismatches
 from album_pipeline.defs.config import CoreConfig, core_field
+from album_pipeline.defs.instance import GPU_POOL
 from album_pipeline.defs.labeled import labeled_manifest
 from album_pipeline.defs.metadata import counts_table
-from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
+from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.defs.training_launch import launch_training
 from album_pipeline.defs.unlabeled import unlabeled_manifest
 from album_pipeline.model.checkpoint import checkpoint_architecture
 from album_pipeline.model.networks import GanArchitecture
+from album_pipeline.registry.training_run import TrackingStore, TrainingRun, TrainingTracking, train_tracked
 from album_pipeline.training.checkpointing import REPRETRAIN
 from album_pipeline.training.data import TrainingDataOptions
 from album_pipeline.training.distributed import LaunchOptions
-from album_pipeline.training.loop import TrainingConfig, train_gan
+from album_pipeline.training.loop import TrainingConfig
 
 
 class TrainingDataConfig(CoreConfig):
@@ -29,7 +31,7 @@ class TrainingDataConfig(CoreConfig):
 class GanTrainingConfig(CoreConfig):
     """The seed's optimisation settings (``TrainingConfig``'s defaults); each stage overrides what it needs."""
 
-    core_types = (TrainingConfig, LaunchOptions)
+    core_types = (TrainingConfig, LaunchOptions, TrainingTracking)
 
     steps: int = core_field(TrainingConfig, "steps")
     batch_size: int = core_field(TrainingConfig, "batch_size")
@@ -59,10 +61,13 @@ class GanTrainingConfig(CoreConfig):
     r1_gamma: float = core_field(TrainingConfig, "r1_gamma")
     r1_interval: int = core_field(TrainingConfig, "r1_interval")
     processes: int = core_field(LaunchOptions, "processes")
+    sample_every: int = core_field(TrainingTracking, "sample_every")
+    sample_columns: int = core_field(TrainingTracking, "sample_columns")
+    system_metrics: bool = core_field(TrainingTracking, "system_metrics")
 
 
 class PretrainConfig(GanTrainingConfig):
-    core_types = (TrainingConfig, GanArchitecture, LaunchOptions)
+    core_types = (TrainingConfig, GanArchitecture, LaunchOptions, TrainingTracking)
     # The data fixes them: one genre index per class of the taxonomy, and the side of the training shards.
     fixed_core_fields = frozenset({"num_genres", "resolution"})
 
@@ -193,8 +198,9 @@ def labeled_training_data(
     return _build(context, home.layout, "labeled", genres.genres, config)
 
 
-def _training_metadata(summary) -> dict:
+def _training_metadata(summary, run: TrainingRun) -> dict:
     return {
+        **_mlflow_metadata(run),
         "checkpoint": dg.MetadataValue.path(str(summary.checkpoint_path)),
         "steps": summary.steps,
         "images_per_second": round(summary.images_per_second, 1),
@@ -202,6 +208,21 @@ def _training_metadata(summary) -> dict:
         "precision": summary.precision,
         **{f"final_{name}": round(float(value), 4) for name, value in summary.final_losses.items()},
     }
+
+
+def _mlflow_metadata(run: TrainingRun) -> dict:
+    if run.run_id is None:
+        return {"mlflow_run": "not tracked: the MLflow store could not be used (the run's warnings say why)"}
+    where = (
+        dg.MetadataValue.url(run.url)
+        if run.url
+        else f"run {run.run_id} in experiment {run.store.experiment_name!r} (`album-pipeline ui` or `mlflow ui`)"
+    )
+    return {"mlflow_run": where, "mlflow_run_id": run.run_id, "mlflow_experiment": run.store.experiment_name}
+
+
+def _tracking_store(mlflow: MlflowTracking, layout) -> TrackingStore:
+    return TrackingStore(mlflow.tracking_uri, mlflow.experiment_name, layout.mlflow_artifacts_dir)
 
 
 def _log_progress(context):
@@ -216,12 +237,13 @@ def _log_progress(context):
     return log
 
 
-@dg.asset(group_name="training", kinds={"pytorch"}, deps=[unlabeled_training_data])
+@dg.asset(group_name="training", kinds={"pytorch"}, deps=[unlabeled_training_data], pool=GPU_POOL)
 def pretrained_generator(
     context: dg.AssetExecutionContext,
     config: PretrainConfig,
     home: PipelineHome,
     genres: GenreTaxonomy,
+    mlflow: MlflowTracking,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     """The AC-GAN pretrained on unlabelled covers; the genre acts as a categorical code until finetuning."""
@@ -230,23 +252,33 @@ def pretrained_generator(
     arch = config.to_core(GanArchitecture, num_genres=len(genres.genres), resolution=data.resolution)
     if config.processes > 1:
         return launch_training(context, pipes_subprocess_client, "pretrain", layout, config, arch)
-    summary = train_gan(
+    summary, run = train_tracked(
         data,
         arch,
         config.to_core(TrainingConfig),
         layout.checkpoint_dir("pretrained"),
+        store=_tracking_store(mlflow, layout),
+        stage="pretrained",
         use_labels=False,
+        options=config.to_core(TrainingTracking),
         log=_log_progress(context),
         warn=context.log.warning,
+        tags={"dagster_run_id": context.run.run_id},
     )
-    return dg.MaterializeResult(metadata=_training_metadata(summary))
+    return dg.MaterializeResult(metadata=_training_metadata(summary, run))
 
 
-@dg.asset(group_name="training", kinds={"pytorch"}, deps=[pretrained_generator, labeled_training_data])
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch"},
+    deps=[pretrained_generator, labeled_training_data],
+    pool=GPU_POOL,
+)
 def finetuned_generator(
     context: dg.AssetExecutionContext,
     config: FinetuneConfig,
     home: PipelineHome,
+    mlflow: MlflowTracking,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     """The pretrained AC-GAN finetuned on the labelled train split, now conditioned on real genres."""
@@ -256,17 +288,21 @@ def finetuned_generator(
     arch = checkpoint_architecture(pretrained, remedy=REPRETRAIN)
     if config.processes > 1:
         return launch_training(context, pipes_subprocess_client, "finetune", layout, config)
-    summary = train_gan(
+    summary, run = train_tracked(
         load_shards(layout.training_data("labeled")).subset("train"),
         arch,
         config.to_core(TrainingConfig),
         layout.checkpoint_dir("finetuned"),
+        store=_tracking_store(mlflow, layout),
+        stage="finetuned",
         use_labels=True,
+        options=config.to_core(TrainingTracking),
         init_checkpoint=pretrained,
         log=_log_progress(context),
         warn=context.log.warning,
+        tags={"dagster_run_id": context.run.run_id},
     )
-    return dg.MaterializeResult(metadata=_training_metadata(summary))
+    return dg.MaterializeResult(metadata=_training_metadata(summary, run))
 
 
 assets = [unlabeled_training_data, labeled_training_data, pretrained_generator, finetuned_generator]

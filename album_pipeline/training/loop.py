@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from album_pipeline.training.config import PRECISIONS, TrainingConfig
 from album_pipeline.training.distributed import SINGLE_PROCESS, ProcessGroupInfo
 from album_pipeline.training.ema import GeneratorEma
 from album_pipeline.training.losses import AcGanLoss, observed_metrics
+from album_pipeline.training.observer import TrainingObserver
 
 __all__ = ["PRECISIONS", "TrainingConfig", "TrainingSummary", "sample_fake_genres", "train_gan"]
 
@@ -65,6 +66,7 @@ def train_gan(
     log: Callable[[dict], None] | None = None,
     warn: Callable[[str], None] | None = None,
     process_group: ProcessGroupInfo = SINGLE_PROCESS,
+    observer: TrainingObserver | None = None,
 ) -> TrainingSummary:
     """Train the GAN on ``data`` and return where its final checkpoint is.
 
@@ -73,8 +75,9 @@ def train_gan(
     optimizers. A ``latest.pt`` in ``checkpoint_dir`` from an interrupted run of the same configuration on
     the same data is resumed; one from a different run is replaced, and one that does not load is set aside
     (``album_pipeline.recovery``) with a warning through ``warn`` (default: a logger). ``log`` receives each
-    averaged log entry. Under torchrun, ``process_group`` says which rank this is (``training.distributed``):
-    each rank trains on its share of every batch, and rank 0 alone logs and writes checkpoints.
+    averaged log entry; ``observer`` samples the generator at the steps it asks for, outside the timed region.
+    Under torchrun, ``process_group`` says which rank this is (``training.distributed``): each rank trains on
+    its share of every batch, and rank 0 alone logs, samples and writes checkpoints.
     """
     # -- inputs ------------------------------------------------------------------------------------------
     data = _training_rows(data, arch, use_labels)
@@ -180,6 +183,10 @@ def train_gan(
             if done % config.checkpoint_every == 0 and done != config.steps and process_group.is_main:
                 save_checkpoint(latest, payload(done, window.speed(done - start.step)))
                 window.restart_clock()  # saving is not training time
+            if observer is not None and observer.samples_due(done, config.steps):
+                with window.paused():
+                    ema = modules.generator_ema
+                    observer.on_samples(done, modules.generator if ema is None else ema.module)
 
     # -- the end -----------------------------------------------------------------------------------------
     steps_this_run = max(0, config.steps - start.step)
@@ -304,6 +311,15 @@ class _LogWindow:
 
     def restart_clock(self) -> None:
         self.started = time.perf_counter()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The block's time is not training time; the window keeps the time of its steps before it."""
+        paused_at = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.started += time.perf_counter() - paused_at
 
     def speed(self, steps: int) -> float:
         """Images per second over ``steps`` steps of the training time logged so far."""

@@ -104,6 +104,12 @@ def test_whole_graph_materializes_with_every_output(emulators, pipeline_env, tmp
             for evaluation in result.get_asset_check_evaluations()
         }
         event_log = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+        training_metadata = {
+            stage: instance.get_latest_materialization_event(
+                dg.AssetKey(f"{stage}_generator")
+            ).asset_materialization.metadata
+            for stage in ("pretrained", "finetuned")
+        }
     assert materialized == {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert checks == {
         ("failure_ratio_under_limit", True),  # both crawls (a set: one entry)
@@ -176,6 +182,21 @@ def test_whole_graph_materializes_with_every_output(emulators, pipeline_env, tmp
     assert generate_covers(generator, list(range(len(genres)))).shape == (len(genres), 64, 64, 3)
     # Artifacts stay in the pipeline home, never in the working directory.
     assert (layout.root / "mlartifacts").exists()
+
+    # Each training stage had its own run, written while it trained and linked from the asset's metadata;
+    # they nest: pretraining > finetuning > the registration's run.
+    pretrain_id, finetune_id = (
+        training_metadata[stage]["mlflow_run_id"].value for stage in training_metadata
+    )
+    assert run.data.tags["mlflow.parentRunId"] == finetune_id
+    finetune_run = client.get_run(finetune_id)
+    assert (
+        finetune_run.info.status == "FINISHED" and finetune_run.data.tags["mlflow.parentRunId"] == pretrain_id
+    )
+    assert [metric.step for metric in client.get_metric_history(finetune_id, "loss_g")] == [5, 10, 12]
+    assert finetune_run.data.params["config.steps"] == "12"
+    assert any("samples+step+12+" in item.path for item in client.list_artifacts(finetune_id, "images"))
+    assert client.get_run(pretrain_id).info.status == "FINISHED"
 
 
 def test_a_refused_key_fails_the_crawl_clearly_and_shows_up_nowhere(

@@ -15,6 +15,7 @@ from pathlib import Path
 # File names inside the folders below. The core writes them (a training run into its checkpoint folder, an
 # evaluation into its output folder), so they are constants here rather than literals there.
 LATEST_CHECKPOINT = "latest.pt"  # rewritten while a run trains; resumed after a kill
+PREVIOUS_CHECKPOINT = "previous.pt"  # the latest.pt before the current one; resumed if that one is damaged
 FINAL_CHECKPOINT = "final.pt"  # written once when a run finishes
 # Beside a stage's checkpoints: the MLflow run that tracks its training, so that a resumed stage continues it.
 TRAINING_RUN_FILE = "mlflow_run.json"

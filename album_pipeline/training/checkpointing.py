@@ -1,36 +1,47 @@
 """A training run's checkpoints: what they hold, which run they belong to, and starting from one.
 
 Checkpoint payload keys: format, run_key, step, steps, generator, generator_ema (the averaged generator; absent
-when ``ema_kimg`` is 0), discriminator, optimizer_generator, optimizer_discriminator, rng (the torch random
-states after ``step`` steps), arch (GanArchitecture as a dict), config (TrainingConfig as a dict), genres,
-use_labels, history, images_per_second, device, precision.
+when ``ema_kimg`` is 0), discriminator, optimizer_generator, optimizer_discriminator, augment (the augmentation's
+``state_dict()``, such as an adaptive probability; absent when the run has no stateful augmentation), rng (every
+random state after ``step`` steps: python, numpy, torch and, on CUDA, cuda; see ``training.rng``), arch
+(GanArchitecture as a dict), config (TrainingConfig as a dict), genres, use_labels, history, images_per_second,
+device, precision. The data position is ``step`` itself: the loader restarts its seeded order at that batch.
 
 A run resumes ``latest.pt`` only when its run key matches: the key hashes what the run computes (settings,
-architecture, data, the checkpoint it started from), not how often it is observed.
+architecture, data, the checkpoint it started from), not how often it is observed. Each new ``latest.pt`` first
+moves the one before it to ``previous.pt``, so when ``latest.pt`` is missing or does not load (set aside, as
+every unreadable resume file is) the run resumes ``previous.pt`` instead, with a warning naming its step.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from album_pipeline.data.shards import ShardSet
+from album_pipeline.layout import PREVIOUS_CHECKPOINT
 from album_pipeline.model.checkpoint import (
     CHECKPOINT_FORMAT,
     GENERATOR_EMA,
     UnreadableCheckpoint,
     load_checkpoint,
+    save_checkpoint,
 )
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator
 from album_pipeline.recovery import set_aside
 from album_pipeline.training.config import TrainingConfig
 from album_pipeline.training.ema import GeneratorEma
+from album_pipeline.training.rng import capture_rng_states
+
+logger = logging.getLogger(__name__)
 
 # Fields that change how often we look at training, not what it computes; a run that differs only in them
 # may resume another's checkpoint.
@@ -51,15 +62,32 @@ REPRETRAIN = (
 )
 
 
+AUGMENT = "augment"
+
+
+class Stateful(Protocol):
+    """What torch modules and optimizers are: a state to checkpoint (plain data and tensors) and to load back."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
 @dataclass
 class GanModules:
-    """The networks, optimizers and generator average (None when off) a checkpoint saves and restores."""
+    """The networks, optimizers, generator average and augmentation state a checkpoint saves and restores.
+
+    ``generator_ema`` and ``augment`` are None when off. ``augment`` is anything with ``state_dict()`` and
+    ``load_state_dict()`` (an adaptive augmentation's probability and counters, say) whose state is tensors and
+    plain data, so that the checkpoint still loads with ``weights_only=True``.
+    """
 
     generator: Generator
     discriminator: Discriminator
     optimizer_generator: torch.optim.Optimizer
     optimizer_discriminator: torch.optim.Optimizer
     generator_ema: GeneratorEma | None = None
+    augment: Stateful | None = None
 
     def state_dicts(self) -> dict[str, Any]:
         states = {
@@ -70,6 +98,8 @@ class GanModules:
         }
         if self.generator_ema is not None:
             states[GENERATOR_EMA] = self.generator_ema.state_dict()
+        if self.augment is not None:
+            states[AUGMENT] = self.augment.state_dict()
         return states
 
     def load_state_dicts(self, payload: dict[str, Any]) -> None:
@@ -79,9 +109,12 @@ class GanModules:
         self.optimizer_discriminator.load_state_dict(payload["optimizer_discriminator"])
         if self.generator_ema is not None:
             self.generator_ema.load_state_dict(payload[GENERATOR_EMA])
+        if self.augment is not None:
+            self.augment.load_state_dict(payload[AUGMENT])
 
     def resume_keys(self) -> tuple[str, ...]:
-        return RESUME_KEYS + ((GENERATOR_EMA,) if self.generator_ema is not None else ())
+        optional = {GENERATOR_EMA: self.generator_ema, AUGMENT: self.augment}
+        return RESUME_KEYS + tuple(key for key, kept in optional.items() if kept is not None)
 
 
 @dataclass
@@ -91,7 +124,7 @@ class StartingPoint:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     images_per_second: float = 0.0
-    rng: dict[str, torch.Tensor] | None = None
+    rng: dict[str, Any] | None = None  # training.rng.capture_rng_states()'s dict
 
 
 def restore(
@@ -103,12 +136,14 @@ def restore(
     device: torch.device,
     warn: Callable[[str], None] | None = None,
 ) -> StartingPoint:
-    """Resume ``latest`` if it is this run's; else start from ``init_checkpoint``'s weights, if given.
+    """Resume ``latest`` (else ``previous.pt`` beside it) if it is this run's; else start from
+    ``init_checkpoint``'s weights, if given.
 
-    ``latest`` is only a resume file: when it does not load it is set aside (with a warning through
-    ``warn``) and the run starts afresh, so a torn or foreign file never blocks training.
+    ``latest`` and ``previous.pt`` are only resume files: one that does not load is set aside (with a warning
+    through ``warn``), and when neither is this run's the run starts afresh, so a torn or foreign file never
+    blocks training.
     """
-    resumable = _resumable(latest, run_key, modules.resume_keys(), device, warn)
+    resumable = _resume_payload(latest, run_key, modules.resume_keys(), device, warn)
     if resumable is not None:
         modules.load_state_dicts(resumable)
         return StartingPoint(
@@ -122,28 +157,51 @@ def restore(
     return StartingPoint()
 
 
-def _resumable(
+def _resume_payload(
     latest: Path,
     run_key: str,
     required: tuple[str, ...],
     device: torch.device,
     warn: Callable[[str], None] | None,
 ) -> dict[str, Any] | None:
-    """``latest``'s payload when it is this run's checkpoint; another run's is left to be overwritten."""
-    if not latest.is_file():
+    """This run's newest checkpoint that loads: ``latest``'s payload, else ``previous.pt``'s, else None.
+
+    Another run's checkpoint is passed over and left to be overwritten; one that does not load, or lacks
+    what a resume needs, is set aside.
+    """
+    for path in (latest, previous_checkpoint(latest)):
+        payload = _load_resume_file(path, device, warn)
+        if payload is None:
+            continue
+        if payload.get("run_key") != run_key:
+            logger.info(
+                "%s is another run's checkpoint (other settings, architecture or data); not resuming it", path
+            )
+            continue
+        missing = [key for key in required if key not in payload]
+        if missing:
+            set_aside(path, f"it lacks {missing}", warn)
+            continue
+        if path != latest:
+            (warn or logger.warning)(
+                f"{latest} is missing or unusable, so this run resumes {path.name}, the checkpoint before it, "
+                f"at step {payload['step']} of {payload['steps']}; the steps after it are trained again"
+            )
+        return payload
+    return None
+
+
+def _load_resume_file(
+    path: Path, device: torch.device, warn: Callable[[str], None] | None
+) -> dict[str, Any] | None:
+    """``path``'s payload; None when there is none or it does not load (then it is set aside)."""
+    if not path.is_file():
         return None
     try:
-        payload = load_checkpoint(latest, map_location=device)
+        return load_checkpoint(path, map_location=device)
     except UnreadableCheckpoint as error:
-        set_aside(latest, error.reason, warn)
+        set_aside(path, error.reason, warn)
         return None
-    if payload.get("run_key") != run_key:
-        return None
-    missing = [key for key in required if key not in payload]
-    if missing:
-        set_aside(latest, f"it lacks {missing}", warn)
-        return None
-    return payload
 
 
 def checkpoint_payload(
@@ -166,7 +224,7 @@ def checkpoint_payload(
         "step": step,
         "steps": config.steps,
         **modules.state_dicts(),
-        "rng": rng_states(device),
+        "rng": capture_rng_states(),
         "arch": arch.to_dict(),
         "config": config.to_dict(),
         "genres": list(genres),
@@ -178,19 +236,19 @@ def checkpoint_payload(
     }
 
 
-def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
-    """The random states a training step draws from (latents, genres, instance noise, dropout)."""
-    states = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
+def previous_checkpoint(latest: Path) -> Path:
+    """Where the checkpoint before ``latest`` is kept."""
+    return Path(latest).with_name(PREVIOUS_CHECKPOINT)
 
 
-def set_rng_states(states: dict[str, torch.Tensor], device: torch.device) -> None:
-    # A checkpoint loads onto the training device, but torch takes its states as CPU byte tensors.
-    torch.set_rng_state(states["torch"].cpu())
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
+def save_latest(latest: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as ``latest`` after moving the one there to ``previous.pt``: if the new file is ever
+    damaged, the one before it is still there to resume. A kill between the two leaves ``previous.pt`` alone,
+    which ``restore`` resumes just as well."""
+    latest = Path(latest)
+    if latest.is_file():
+        os.replace(latest, previous_checkpoint(latest))
+    return save_checkpoint(latest, payload)
 
 
 def load_pretrained_weights(

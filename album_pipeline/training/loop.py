@@ -5,8 +5,8 @@ restore the networks, then alternate a discriminator step and a generator step o
 averaged losses, updating the generator's moving average (``training.ema``) and checkpointing atomically as
 it goes. Its parts live beside it: the settings in ``training.config``, the losses in ``training.losses``,
 device and precision in ``training.compute``, the checkpoint payload, run key and resume in
-``training.checkpointing``. A resumed run restores the torch random states and the position in the data
-order, so it draws the noise and batches an uninterrupted run would.
+``training.checkpointing``. A resumed run restores every random state (``training.rng``) and the position in the
+data order, so it draws the noise and batches an uninterrupted run would.
 
 Fake genres are drawn uniformly over all genres (the seed never generated the last one), and losses are
 accumulated detached, so no graph outlives its step.
@@ -28,7 +28,7 @@ from album_pipeline.data.shards import ShardSet
 from album_pipeline.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from album_pipeline.model.checkpoint import save_checkpoint
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, sample_inputs
-from album_pipeline.training import checkpointing
+from album_pipeline.training import checkpointing, rng
 from album_pipeline.training.augment import AdaSettings, DiffAugment, parse_policy
 from album_pipeline.training.checkpointing import GanModules
 from album_pipeline.training.compute import select_compute
@@ -96,7 +96,7 @@ def train_gan(
     with process_group.main_first():
         start = checkpointing.restore(modules, latest, run_key, init_checkpoint, arch, device, warn)
     history = start.history
-    augment = _build_augment(config, device)
+    augment = modules.augment  # its state (ADA's probability) is checkpointed with the networks
     loss = AcGanLoss(
         process_group.wrap(modules.generator, device),
         process_group.wrap(modules.discriminator, device),
@@ -123,9 +123,9 @@ def train_gan(
 
     # -- the loop ----------------------------------------------------------------------------------------
     if start.rng is None:
-        torch.manual_seed(config.seed)
+        rng.seed_all(config.seed)
     else:
-        checkpointing.set_rng_states(start.rng, device)
+        rng.restore_rng_states(start.rng, device)
     batches = iterate_batches(
         data,
         batch_size,
@@ -181,7 +181,7 @@ def train_gan(
                 if log is not None and process_group.is_main:
                     log(dict(entry))
             if done % config.checkpoint_every == 0 and done != config.steps and process_group.is_main:
-                save_checkpoint(latest, payload(done, window.speed(done - start.step)))
+                checkpointing.save_latest(latest, payload(done, window.speed(done - start.step)))
                 window.restart_clock()  # saving is not training time
             if observer is not None and observer.samples_due(done, config.steps):
                 with window.paused():
@@ -194,7 +194,7 @@ def train_gan(
     final_path = checkpoint_dir / FINAL_CHECKPOINT
     if process_group.is_main:
         final = payload(config.steps, speed)
-        save_checkpoint(latest, final)
+        checkpointing.save_latest(latest, final)
         save_checkpoint(final_path, final)
     final_losses = {name: value for name, value in history[-1].items() if name != "step"} if history else {}
     return TrainingSummary(
@@ -270,6 +270,7 @@ def _build_modules(
         torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=config.betas),
         torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas),
         GeneratorEma(generator, config.ema_kimg, config.ema_rampup) if config.ema_kimg > 0 else None,
+        _build_augment(config, device),
     )
 
 

@@ -3,6 +3,7 @@ one clear sentence (issue 11, defect 4)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -35,7 +36,7 @@ def test_an_unreadable_latest_checkpoint_is_set_aside_and_training_starts_fresh(
     if content == "truncated":
         train_gan(data, TINY, FAST, tmp_path, use_labels=True)
         whole = latest.read_bytes()
-        (tmp_path / "final.pt").unlink()
+        _unlink_final_and_previous(tmp_path)
         latest.write_bytes(whole[: len(whole) // 2])
     elif content == "a list":
         save_checkpoint(latest, [1, 2])
@@ -44,7 +45,7 @@ def test_an_unreadable_latest_checkpoint_is_set_aside_and_training_starts_fresh(
         payload = load_checkpoint(latest)
         del payload["optimizer_generator"]
         save_checkpoint(latest, payload)
-        (tmp_path / "final.pt").unlink()
+        _unlink_final_and_previous(tmp_path)
     else:
         latest.write_bytes(content)
     damaged = latest.read_bytes()
@@ -59,11 +60,22 @@ def test_an_unreadable_latest_checkpoint_is_set_aside_and_training_starts_fresh(
     assert len(warnings) == 1 and aside.name in warnings[0] and "weights_only" not in warnings[0]
 
 
-def test_a_foreign_run_s_readable_latest_checkpoint_is_replaced_without_a_warning(tmp_path, data):
+def _unlink_final_and_previous(folder):
+    """Leave latest.pt the only checkpoint, so nothing else could be resumed (test_resume covers previous.pt)."""
+    for name in ("final.pt", "previous.pt"):
+        (folder / name).unlink()
+
+
+def test_a_foreign_run_s_readable_latest_checkpoint_is_replaced_without_a_warning(tmp_path, data, caplog):
     train_gan(data, TINY, FAST, tmp_path, use_labels=True)
     warnings: list[str] = []
-    summary = train_gan(
-        data, TINY, replace(FAST, lr_generator=1e-3), tmp_path, use_labels=True, warn=warnings.append
+    with caplog.at_level(logging.INFO, logger="album_pipeline.training.checkpointing"):
+        summary = train_gan(
+            data, TINY, replace(FAST, lr_generator=1e-3), tmp_path, use_labels=True, warn=warnings.append
+        )
+    # Said as information, not a warning: a changed setting is an ordinary reason to train afresh.
+    assert f"{tmp_path / 'latest.pt'} is another run's checkpoint (other settings, architecture or data)" in (
+        caplog.text
     )
     assert (
         summary.resumed_from_step == 0 and warnings == [] and unreadable_copies(tmp_path / "latest.pt") == []

@@ -48,6 +48,9 @@ class GanTrainingConfig(CoreConfig):
     log_every: int = core_field(TrainingConfig, "log_every")
     channels_last: bool | None = core_field(TrainingConfig, "channels_last")
     threads: int | None = core_field(TrainingConfig, "threads")
+    device_data_budget_gb: float | None = core_field(TrainingConfig, "device_data_budget_gb")
+    compile: bool = core_field(TrainingConfig, "compile")
+    compile_mode: str = core_field(TrainingConfig, "compile_mode")
 
 
 class PretrainConfig(GanTrainingConfig):

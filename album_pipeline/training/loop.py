@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from album_pipeline.data.loader import iterate_batches
+from album_pipeline.data.device_batches import training_batches
 from album_pipeline.data.shards import ShardSet
 from album_pipeline.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from album_pipeline.model.checkpoint import save_checkpoint
@@ -50,6 +50,7 @@ class TrainingSummary:
     precision: str
     final_losses: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+    batch_source: str = "streamed"  # "resident" when the whole training set was kept on the device
 
 
 def train_gan(
@@ -87,8 +88,13 @@ def train_gan(
     modules = _build_modules(arch, config, compute.device, compute.memory_format)
     start = checkpointing.restore(modules, latest, run_key, init_checkpoint, arch, device, warn)
     history = start.history
+    # The losses run the compiled networks (when compiling); checkpoints and the EMA keep the modules.
     loss = AcGanLoss(
-        modules.generator, modules.discriminator, config, use_labels=use_labels, autocast=compute.autocast
+        compute.compiled(modules.generator),
+        compute.compiled(modules.discriminator),
+        config,
+        use_labels=use_labels,
+        autocast=compute.autocast,
     )
 
     def payload(step: int, speed: float) -> dict:
@@ -111,11 +117,12 @@ def train_gan(
         torch.manual_seed(config.seed)
     else:
         checkpointing.set_rng_states(start.rng, device)
-    batches = iterate_batches(
+    batches, batch_source = training_batches(
         data,
         batch_size,
         device=device,
         seed=config.seed,
+        budget_gb=config.device_data_budget_gb,
         channels_last=compute.channels_last,
         labels=use_labels,
         start_batch=start.step,
@@ -180,6 +187,7 @@ def train_gan(
         precision=compute.precision,
         final_losses=final_losses,
         history=history,
+        batch_source=batch_source.kind,
     )
 
 

@@ -73,26 +73,16 @@ def training_batches(
     device = torch.device(device)
     source = choose_batch_source(data, device, budget_gb, labels=labels)
     logger.info(source.describe())
-    if source.kind == "resident":
-        batches = resident_batches(
-            data,
-            batch_size,
-            device=device,
-            seed=seed,
-            channels_last=channels_last,
-            labels=labels,
-            start_batch=start_batch,
-        )
-    else:
-        batches = iterate_batches(
-            data,
-            batch_size,
-            device=device,
-            seed=seed,
-            channels_last=channels_last,
-            labels=labels,
-            start_batch=start_batch,
-        )
+    make_batches = resident_batches if source.kind == "resident" else iterate_batches
+    batches = make_batches(
+        data,
+        batch_size,
+        device=device,
+        seed=seed,
+        channels_last=channels_last,
+        labels=labels,
+        start_batch=start_batch,
+    )
     return batches, source
 
 

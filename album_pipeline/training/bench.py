@@ -160,9 +160,9 @@ def check_precision(requested: str, compute: Compute) -> None:
             "--precision bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 would be emulated; "
             "use --precision fp32 or auto."
         )
-    if compute.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if compute.device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise ConfigurationError(
-            "--precision bf16: this GPU does not support bf16; use --precision fp32 or auto."
+            "--precision bf16: this GPU has no native bf16 (it came with Ampere); use --precision fp32 or auto."
         )
 
 

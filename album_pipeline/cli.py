@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -405,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     train.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (default auto, as training)")
     train.add_argument("--compile", action="store_true", help="torch.compile the networks first")
+    train.add_argument(
+        "--compile-mode",
+        default="default",
+        help="torch.compile mode; reduce-overhead: CUDA graphs (CUDA only)",
+    )
+    train.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto, as training)"
+    )
     train.add_argument("--widths", default="seed", help="seed (G 512, D 64) or demo (the demo's widths)")
     train.add_argument(
         "--compare-seed",
@@ -429,7 +438,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from album_pipeline.training.bench import BenchSettings, run_bench
 
-        options = ("batch", "steps", "warmup", "precision", "compile", "widths", "compare_seed")
+        options = [setting.name for setting in dataclasses.fields(BenchSettings)]
         run_bench(BenchSettings(**{name: getattr(args, name) for name in options}))
         return 0
     if args.command == "emulators":

@@ -42,11 +42,19 @@ def iterate_batches(
     starts that sequence at its batch of that index without reading the ones before, so a resumed training
     run sees the batches an uninterrupted one would. Close the generator (or drop it) to stop the reader thread.
     """
-    count = len(data)
+    if prefetch < 0:
+        raise ValueError(f"prefetch must be 0 or more, got {prefetch}")
+    check_batching(len(data), batch_size, drop_last, start_batch)
+    rows = _shuffled_rows(len(data), batch_size, seed, drop_last, start_batch)
+    return _batches(data, rows, torch.device(device), channels_last, labels, prefetch)
+
+
+def check_batching(count: int, batch_size: int, drop_last: bool, start_batch: int) -> None:
+    """Refuse, at once rather than at the first batch, a batching that cannot yield a batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if prefetch < 0 or start_batch < 0:
-        raise ValueError(f"prefetch and start_batch must be 0 or more, got {prefetch} and {start_batch}")
+    if start_batch < 0:
+        raise ValueError(f"start_batch must be 0 or more, got {start_batch}")
     if count == 0:
         raise ValueError("cannot iterate batches over an empty dataset")
     if drop_last and count < batch_size:
@@ -54,8 +62,13 @@ def iterate_batches(
             f"dataset has {count} images, fewer than one batch of {batch_size}; lower the batch size "
             "or pass drop_last=False"
         )
-    rows = _shuffled_rows(count, batch_size, seed, drop_last, start_batch)
-    return _batches(data, rows, torch.device(device), channels_last, labels, prefetch)
+
+
+def device_images(pixels: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 (B, R, R, 3) pixels, already on the training device, as float32 (B, 3, R, R) in [-1, 1]."""
+    # NHWC permuted to NCHW is already channels-last in memory.
+    images = to_unit_range(pixels.permute(0, 3, 1, 2))
+    return images if channels_last else images.contiguous()
 
 
 def _batches(
@@ -73,11 +86,7 @@ def _batches(
         host_batches = (_read_batch(data, batch_rows, pin) for batch_rows in rows)
     try:
         for pixels, batch_labels in host_batches:
-            pixels = pixels.to(device, non_blocking=pin)
-            # NHWC permuted to NCHW is already channels-last in memory.
-            images = to_unit_range(pixels.permute(0, 3, 1, 2))
-            if not channels_last:
-                images = images.contiguous()
+            images = device_images(pixels.to(device, non_blocking=pin), channels_last)
             if labels:
                 yield images, batch_labels.to(device, non_blocking=pin)
             else:
@@ -89,17 +98,35 @@ def _batches(
 def _shuffled_rows(
     count: int, batch_size: int, seed: int, drop_last: bool, start_batch: int = 0
 ) -> Iterator[np.ndarray]:
+    for order, first in epoch_orders(count, batch_size, seed, drop_last, start_batch):
+        for start in range(first, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+
+def epoch_orders(
+    count: int, batch_size: int, seed: int, drop_last: bool, start_batch: int = 0
+) -> Iterator[tuple[np.ndarray, int]]:
+    """The data order, one epoch at a time: ``(rows, first)``, the epoch's rows batch after batch (the
+    batch ``k`` is ``rows[k * batch_size:][:batch_size]``) and where in ``rows`` to start.
+
+    Every epoch is a fresh permutation drawn from ``seed``; ``start_batch`` starts at that batch of the
+    sequence (``first`` is past 0 in the first epoch yielded only). Each source of batches slices these
+    rows, so streamed and device-resident training see the very same batches.
+    """
     rng = np.random.default_rng(seed)
     stop = count - count % batch_size if drop_last else count
     per_epoch = -(-stop // batch_size)
     for _ in range(start_batch // per_epoch):  # skipped epochs cost one permutation each, no reads
         rng.permutation(count)
     first = start_batch % per_epoch * batch_size
+    full = stop - stop % batch_size
     while True:
-        order = rng.permutation(count)
-        for start in range(first, stop, batch_size):
-            # Sorted rows read the shards front to back; order inside a batch does not matter.
-            yield np.sort(order[start : start + batch_size])
+        order = rng.permutation(count)[:stop]
+        # Sorted rows read the shards front to back; order inside a batch does not matter. Sorting the
+        # views sorts each batch in place.
+        order[:full].reshape(-1, batch_size).sort(axis=1)
+        order[full:].sort()
+        yield order, first
         first = 0
 
 

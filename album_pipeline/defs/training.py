@@ -64,6 +64,9 @@ class GanTrainingConfig(CoreConfig):
     sample_every: int = core_field(TrainingTracking, "sample_every")
     sample_columns: int = core_field(TrainingTracking, "sample_columns")
     system_metrics: bool = core_field(TrainingTracking, "system_metrics")
+    device_data_budget_gb: float | None = core_field(TrainingConfig, "device_data_budget_gb")
+    compile: bool = core_field(TrainingConfig, "compile")
+    compile_mode: str = core_field(TrainingConfig, "compile_mode")
 
 
 class PretrainConfig(GanTrainingConfig):

@@ -24,7 +24,7 @@ import torch
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, sample_inputs
 from album_pipeline.settings import ConfigurationError
 from album_pipeline.training.compute import Compute, cpu_has_native_bf16, select_compute
-from album_pipeline.training.config import PRECISIONS, TrainingConfig
+from album_pipeline.training.config import COMPILE_MODES, PRECISIONS, TrainingConfig
 from album_pipeline.training.losses import AcGanLoss, observed_metrics
 
 WIDTH_CHOICES = ("seed", "demo")
@@ -46,6 +46,11 @@ class BenchSettings:
     warmup: int = field(default=2, metadata={"doc": "Untimed steps before each measurement."})
     precision: str = field(default="auto", metadata={"doc": "auto | fp32 | bf16, as in training."})
     compile: bool = field(default=False, metadata={"doc": "torch.compile G and D before timing."})
+    compile_mode: str = field(
+        default="default",
+        metadata={"doc": "torch.compile mode, as training's compile_mode (with --compile)."},
+    )
+    device: str = field(default="auto", metadata={"doc": "auto | cpu | cuda | cuda:N, as in training."})
     widths: str = field(
         default="seed", metadata={"doc": "seed (G 512, D 64) or demo (the demo profile's widths)."}
     )
@@ -70,6 +75,12 @@ class BenchSettings:
             raise ConfigurationError(
                 f"--widths must be one of {', '.join(WIDTH_CHOICES)}, got {self.widths!r}."
             )
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigurationError(
+                f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}."
+            )
+        if self.compile_mode != "default" and not self.compile:
+            raise ConfigurationError(f"--compile-mode {self.compile_mode} needs --compile as well.")
         if self.compile and self.warmup < 1:
             raise ConfigurationError(
                 "--compile needs --warmup of at least 1, so that compiling is not timed."
@@ -91,15 +102,25 @@ def run_bench(
 ) -> list[Measurement]:
     """Time the project's step (and, with ``compare_seed``, the seed's), reporting a line per result."""
     arch = architecture(settings.widths)
-    config = TrainingConfig(batch_size=settings.batch, precision=settings.precision)
-    compute = select_compute(config)
+    config = TrainingConfig(
+        batch_size=settings.batch,
+        precision=settings.precision,
+        device=settings.device,
+        compile=settings.compile,
+        compile_mode=settings.compile_mode,
+    )
+    try:
+        compute = select_compute(config)
+    except ValueError as error:  # no CUDA for --device cuda, CUDA graphs off CUDA
+        raise ConfigurationError(f"{error}.") from None
     check_precision(settings.precision, compute)
     report(environment_line(compute))
     batches = real_batches(settings.batch, arch.num_genres, compute)
-    project = project_step(arch, config, compute, compile_networks=settings.compile)
+    project = project_step(arch, config, compute)
+    compiled = f"compiled ({compute.compile_mode})" if compute.compile_mode else "eager"
     label = (
         f"project step (widths {settings.widths}: G {arch.generator_width}, D {arch.discriminator_width}; "
-        f"batch {settings.batch}; {compute.precision}; {'compiled' if settings.compile else 'eager'}; "
+        f"batch {settings.batch}; {compute.precision}; {compiled}; "
         f"{'channels_last' if compute.channels_last else 'contiguous'})"
     )
     if not settings.compare_seed:
@@ -139,9 +160,9 @@ def check_precision(requested: str, compute: Compute) -> None:
             "--precision bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 would be emulated; "
             "use --precision fp32 or auto."
         )
-    if compute.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if compute.device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise ConfigurationError(
-            "--precision bf16: this GPU does not support bf16; use --precision fp32 or auto."
+            "--precision bf16: this GPU has no native bf16 (it came with Ampere); use --precision fp32 or auto."
         )
 
 
@@ -188,9 +209,7 @@ def real_batches(batch: int, num_genres: int, compute: Compute) -> list[tuple[to
     return batches
 
 
-def project_step(
-    arch: GanArchitecture, config: TrainingConfig, compute: Compute, *, compile_networks: bool
-) -> Step:
+def project_step(arch: GanArchitecture, config: TrainingConfig, compute: Compute) -> Step:
     """``train_gan``'s finetuning step: the same networks, optimisers, losses and phase order."""
     torch.manual_seed(config.seed)
     generator = Generator(arch).to(device=compute.device, memory_format=compute.memory_format).train()
@@ -199,10 +218,13 @@ def project_step(
     optimizer_discriminator = torch.optim.Adam(
         discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas
     )
-    run_generator, run_discriminator = generator, discriminator
-    if compile_networks:
-        run_generator, run_discriminator = torch.compile(generator), torch.compile(discriminator)
-    loss = AcGanLoss(run_generator, run_discriminator, config, use_labels=True, autocast=compute.autocast)
+    loss = AcGanLoss(
+        compute.compiled(generator),
+        compute.compiled(discriminator),
+        config,
+        use_labels=True,
+        autocast=compute.autocast,
+    )
     noise_std = config.instance_noise  # above 0 for all but the last step of a run
 
     def step(real: torch.Tensor, labels: torch.Tensor) -> None:

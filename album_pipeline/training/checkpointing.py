@@ -45,7 +45,17 @@ logger = logging.getLogger(__name__)
 
 # Fields that change how often we look at training, not what it computes; a run that differs only in them
 # may resume another's checkpoint.
-OBSERVATION_FIELDS = ("checkpoint_every", "log_every", "device", "threads")
+OBSERVATION_FIELDS = (
+    "checkpoint_every",
+    "log_every",
+    "device",
+    "threads",
+    # where the batches come from and whether the networks are compiled: the same batches and the same
+    # networks either way
+    "device_data_budget_gb",
+    "compile",
+    "compile_mode",
+)
 # What a resumed run reads from its latest.pt besides run_key.
 RESUME_KEYS = (
     "step",

@@ -1,4 +1,4 @@
-"""Where and how a training run computes: device, precision, memory format and CPU threads."""
+"""Where and how a training run computes: device, precision, memory format, CPU threads and compilation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from album_pipeline.training.config import PRECISIONS, TrainingConfig
 
@@ -16,6 +17,7 @@ class Compute:
     device: torch.device
     precision: str  # "bf16" or "fp32", resolved
     channels_last: bool
+    compile_mode: str | None = None  # a torch.compile mode, or None to run eagerly
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -27,6 +29,18 @@ class Compute:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """``module`` through torch.compile when this run compiles, else itself.
+
+        The compiled module shares ``module``'s parameters and buffers; keep ``module`` for state dicts
+        (the compiled one prefixes every key) and for ``requires_grad_``.
+        """
+        if self.compile_mode is None:
+            return module
+        if self.compile_mode == "default":
+            return torch.compile(module)
+        return torch.compile(module, mode=self.compile_mode)
+
 
 def select_compute(config: TrainingConfig) -> Compute:
     """Resolve ``config``'s device, precision, memory format and threads, and set torch up for them."""
@@ -36,7 +50,18 @@ def select_compute(config: TrainingConfig) -> Compute:
     configure_threads(config.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-    return Compute(device, precision, channels_last)
+    return Compute(device, precision, channels_last, resolve_compile_mode(config, device))
+
+
+def resolve_compile_mode(config: TrainingConfig, device: torch.device) -> str | None:
+    if not config.compile:
+        return None
+    if config.compile_mode == "reduce-overhead" and device.type != "cuda":
+        raise ValueError(
+            f"compile_mode 'reduce-overhead' records CUDA graphs, which need a CUDA device, but training runs "
+            f"on {device}; use compile_mode 'default' there"
+        )
+    return config.compile_mode
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -55,7 +80,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        # torch counts emulated bf16 (before Ampere) as supported by default; that one is slower than fp32.
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"

@@ -14,6 +14,8 @@ from album_pipeline.training.augment import parse_policy
 
 PRECISIONS = ("auto", "bf16", "fp32")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
+# torch.compile's modes; reduce-overhead records CUDA graphs, so it needs a CUDA device (training.compute).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _doc(default: Any, doc: str) -> Any:
@@ -95,6 +97,18 @@ class TrainingConfig:
     r1_interval: int = _doc(
         16, "Lazy regularisation: R1 every this many steps, scaled up to match (stylegan2's 16)."
     )
+    device_data_budget_gb: float | None = _doc(
+        None,
+        "Largest training set (GB of uint8 pixels) kept whole in the device's memory, batches drawn there; a "
+        "larger one streams from the shards. Either way the batches are the same. Default: half the free GPU "
+        "memory on CUDA, 1 GB on CPU. 0 always streams.",
+    )
+    compile: bool = _doc(False, "torch.compile the generator and discriminator (the first steps compile).")
+    compile_mode: str = _doc(
+        "default",
+        "torch.compile mode with compile: default | reduce-overhead (CUDA graphs; CUDA only) | max-autotune | "
+        "max-autotune-no-cudagraphs.",
+    )
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -130,6 +144,17 @@ class TrainingConfig:
             raise ValueError(f"ema_kimg must be 0 (no EMA) or a positive number of kimg, got {self.ema_kimg}")
         if self.ema_rampup is not None and not 0 < self.ema_rampup < float("inf"):
             raise ValueError(f"ema_rampup must be None or a positive ratio, got {self.ema_rampup}")
+        if self.device_data_budget_gb is not None and not 0 <= self.device_data_budget_gb < float("inf"):
+            raise ValueError(
+                f"device_data_budget_gb must be None (automatic), 0 (always stream) or a number of GB, "
+                f"got {self.device_data_budget_gb}"
+            )
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(
+                f"compile_mode {self.compile_mode!r} needs compile=True; set it, or drop the mode"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from album_pipeline.data.loader import iterate_batches
+from album_pipeline.data.device_batches import training_batches
 from album_pipeline.data.shards import ShardSet
 from album_pipeline.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from album_pipeline.model.checkpoint import save_checkpoint
@@ -53,6 +53,7 @@ class TrainingSummary:
     precision: str
     final_losses: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+    batch_source: str = "streamed"  # "resident" when the whole training set was kept on the device
 
 
 def train_gan(
@@ -97,9 +98,10 @@ def train_gan(
         start = checkpointing.restore(modules, latest, run_key, init_checkpoint, arch, device, warn)
     history = start.history
     augment = modules.augment  # its state (ADA's probability) is checkpointed with the networks
+    # The losses run the wrapped (DDP) and compiled networks; checkpoints and the EMA keep the plain modules.
     loss = AcGanLoss(
-        process_group.wrap(modules.generator, device),
-        process_group.wrap(modules.discriminator, device),
+        compute.compiled(process_group.wrap(modules.generator, device)),
+        compute.compiled(process_group.wrap(modules.discriminator, device)),
         config,
         use_labels=use_labels,
         autocast=compute.autocast,
@@ -126,11 +128,12 @@ def train_gan(
         rng.seed_all(config.seed)
     else:
         rng.restore_rng_states(start.rng, device)
-    batches = iterate_batches(
+    batches, batch_source = training_batches(
         data,
         batch_size,
         device=device,
         seed=config.seed,
+        budget_gb=config.device_data_budget_gb,
         channels_last=compute.channels_last,
         labels=use_labels,
         start_batch=start.step,
@@ -208,6 +211,7 @@ def train_gan(
         precision=compute.precision,
         final_losses=final_losses,
         history=history,
+        batch_source=batch_source.kind,
     )
 
 

@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from album_pipeline.data.shards import load_shards
-from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
+from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.defs.training import pretrained_generator
 from album_pipeline.layout import HomeLayout
 from album_pipeline.model.checkpoint import GENERATOR_EMA, load_checkpoint
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator
+from album_pipeline.registry.mlflow_registry import sqlite_tracking_uri
 from album_pipeline.testing.shards import write_shard_set_from_arrays
 from album_pipeline.training import entry, loop
 from album_pipeline.training.distributed import ProcessGroupInfo
@@ -166,6 +167,7 @@ def test_the_pretraining_asset_launches_torchrun_through_pipes(tmp_path):
         resources={
             "home": PipelineHome(root=str(layout.root)),
             "genres": GenreTaxonomy(),
+            "mlflow": MlflowTracking(tracking_uri=sqlite_tracking_uri(layout.mlflow_db)),
             "pipes_subprocess_client": dg.PipesSubprocessClient(env=CHILD_ENV),
         },
     )

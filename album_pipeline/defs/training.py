@@ -209,6 +209,7 @@ def _training_metadata(summary, run: TrainingRun) -> dict:
         "images_per_second": round(summary.images_per_second, 1),
         "device": summary.device,
         "precision": summary.precision,
+        "batch_source": summary.batch_source,
         **{f"final_{name}": round(float(value), 4) for name, value in summary.final_losses.items()},
     }
 

@@ -184,8 +184,8 @@ def train_gan(
                 if log is not None and process_group.is_main:
                     log(dict(entry))
             if done % config.checkpoint_every == 0 and done != config.steps and process_group.is_main:
-                checkpointing.save_latest(latest, payload(done, window.speed(done - start.step)))
-                window.restart_clock()  # saving is not training time
+                with window.paused():  # saving is not training time
+                    checkpointing.save_latest(latest, payload(done, window.speed(done - start.step)))
             if observer is not None and observer.samples_due(done, config.steps):
                 with window.paused():
                     ema = modules.generator_ema
@@ -311,11 +311,8 @@ class _LogWindow:
                 f"training diverged at step {done}: {entry}; lower the learning rates or use fp32"
             )
         self.sums, self.steps = {}, 0
-        self.restart_clock()
-        return entry
-
-    def restart_clock(self) -> None:
         self.started = time.perf_counter()
+        return entry
 
     @contextmanager
     def paused(self) -> Iterator[None]:

@@ -11,7 +11,7 @@ from pydantic import Field
 from album_pipeline.genres import DEFAULT_GENRE_MAP, GenreClass, validate_genre_map
 from album_pipeline.layout import HomeLayout
 from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME
-from album_pipeline.settings import NAPSTER_KEY_VAR, ConfigurationError, Settings
+from album_pipeline.settings import DEFAULT_EXPERIMENT, NAPSTER_KEY_VAR, ConfigurationError, Settings
 
 
 class PipelineHome(dg.ConfigurableResource):
@@ -110,7 +110,7 @@ class MlflowTracking(dg.ConfigurableResource):
     """Where runs are tracked and the generator is registered."""
 
     tracking_uri: str = Field(description="`MLFLOW_TRACKING_URI`; default sqlite in the pipeline home.")
-    experiment_name: str = "album_pipeline"
+    experiment_name: str = DEFAULT_EXPERIMENT
     registered_model_name: str = DEFAULT_MODEL_NAME
 
 

@@ -225,6 +225,10 @@ def _mlflow_metadata(run: TrainingRun) -> dict:
     return {"mlflow_run": where, "mlflow_run_id": run.run_id, "mlflow_experiment": run.store.experiment_name}
 
 
+def _tracking_env(mlflow: MlflowTracking) -> dict[str, str]:
+    return {"tracking_uri": mlflow.tracking_uri, "experiment_name": mlflow.experiment_name}
+
+
 def _tracking_store(mlflow: MlflowTracking, layout) -> TrackingStore:
     return TrackingStore(mlflow.tracking_uri, mlflow.experiment_name, layout.mlflow_artifacts_dir)
 
@@ -255,7 +259,9 @@ def pretrained_generator(
     data = load_shards(layout.training_data("unlabeled"))
     arch = config.to_core(GanArchitecture, num_genres=len(genres.genres), resolution=data.resolution)
     if config.processes > 1:
-        return launch_training(context, pipes_subprocess_client, "pretrain", layout, config, arch)
+        return launch_training(
+            context, pipes_subprocess_client, "pretrain", layout, config, arch, **_tracking_env(mlflow)
+        )
     summary, run = train_tracked(
         data,
         arch,
@@ -291,7 +297,9 @@ def finetuned_generator(
     # An input, not a resume file: unreadable, it is an error that says which asset writes it again.
     arch = checkpoint_architecture(pretrained, remedy=REPRETRAIN)
     if config.processes > 1:
-        return launch_training(context, pipes_subprocess_client, "finetune", layout, config)
+        return launch_training(
+            context, pipes_subprocess_client, "finetune", layout, config, **_tracking_env(mlflow)
+        )
     summary, run = train_tracked(
         load_shards(layout.training_data("labeled")).subset("train"),
         arch,

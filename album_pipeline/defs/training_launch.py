@@ -7,6 +7,7 @@ train.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -15,6 +16,7 @@ import dagster as dg
 from album_pipeline.defs.config import CoreConfig
 from album_pipeline.layout import HomeLayout
 from album_pipeline.model.networks import GanArchitecture
+from album_pipeline.settings import MLFLOW_EXPERIMENT_VAR, MLFLOW_URI_VAR
 from album_pipeline.training.config import TrainingConfig
 from album_pipeline.training.distributed import LaunchOptions
 from album_pipeline.training.entry import changed_settings, training_command
@@ -27,10 +29,15 @@ def launch_training(
     layout: HomeLayout,
     config: CoreConfig,
     arch: GanArchitecture | None = None,
+    *,
+    tracking_uri: str,
+    experiment_name: str,
 ) -> dg.MaterializeResult:
-    """Train ``stage`` with ``config``'s settings (and ``arch`` when pretraining) in its ``processes``."""
+    """Train ``stage`` with ``config``'s settings (and ``arch`` when pretraining) in its ``processes``; rank 0
+    logs the stage's MLflow run to ``tracking_uri``, passed in the job's environment, not its command line."""
     processes = config.to_core(LaunchOptions).processes
     settings = changed_settings(config.to_core(TrainingConfig), *([arch] if arch is not None else []))
     command = training_command(sys.executable, stage, layout.root, processes, settings)
     context.log.info(f"training in {processes} processes: {shlex.join(command)}")
-    return pipes.run(command=command, context=context).get_materialize_result()
+    env = {**os.environ, MLFLOW_URI_VAR: tracking_uri, MLFLOW_EXPERIMENT_VAR: experiment_name}
+    return pipes.run(command=command, context=context, env=env).get_materialize_result()

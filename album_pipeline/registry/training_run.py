@@ -49,6 +49,7 @@ from album_pipeline.registry.store import adopt_moved_artifacts, store_session
 from album_pipeline.sources.http import redact_url
 from album_pipeline.training import checkpointing
 from album_pipeline.training.compute import resolve_device, resolve_precision
+from album_pipeline.training.distributed import SINGLE_PROCESS, ProcessGroupInfo
 from album_pipeline.training.loop import TrainingConfig, TrainingSummary, train_gan
 
 logger = logging.getLogger(__name__)
@@ -397,6 +398,7 @@ def train_tracked(
     log: Callable[[dict], None] | None = None,
     warn: Callable[[str], None] | None = None,
     tags: Mapping[str, str] | None = None,
+    process_group: ProcessGroupInfo = SINGLE_PROCESS,
 ) -> tuple[TrainingSummary, TrainingRun]:
     """``train_gan`` with its MLflow run (see the module docstring); a run started from ``init_checkpoint``
     is a child of the run that trained it."""
@@ -435,6 +437,7 @@ def train_tracked(
             log=log_entry,
             warn=warn,
             observer=run,
+            process_group=process_group,
         )
         run.record_summary(summary)
     return summary, run

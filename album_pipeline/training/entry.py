@@ -8,6 +8,9 @@ when pretraining, any ``GanArchitecture`` field but the two the data fixes); val
 ``[0.5, 0.99]``), anything else a string. Unset fields take the core defaults, not a Dagster profile's.
 Without torchrun's environment it trains in this one process. Rank 0 prints each log entry and a JSON
 summary, or, when Dagster launched it through Pipes, sends them to the asset (logs and its materialisation).
+With ``MLFLOW_TRACKING_URI`` set (and optionally ``MLFLOW_EXPERIMENT_NAME``), rank 0 also trains with the
+stage's live MLflow run (``registry.training_run``), as the in-process asset does; the training assets set
+both for the job, so the URI (which may hold credentials) never appears on a command line.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -25,6 +29,7 @@ from album_pipeline.data.shards import load_shards
 from album_pipeline.layout import HomeLayout
 from album_pipeline.model.checkpoint import checkpoint_architecture
 from album_pipeline.model.networks import GanArchitecture
+from album_pipeline.settings import DEFAULT_EXPERIMENT, MLFLOW_EXPERIMENT_VAR, MLFLOW_URI_VAR
 from album_pipeline.training.checkpointing import REPRETRAIN
 from album_pipeline.training.config import TrainingConfig
 from album_pipeline.training.distributed import ProcessGroupInfo, start_process_group, stop_process_group
@@ -107,19 +112,26 @@ def run_stage(
     if stage == "pretrain":
         data = load_shards(layout.training_data("unlabeled"))
         arch = GanArchitecture(**arch_settings, num_genres=len(data.genres), resolution=data.resolution)
-        return train_gan(
-            data, arch, config, layout.checkpoint_dir("pretrained"), use_labels=False, **observers
+        checkpoint_dir, extra = layout.checkpoint_dir("pretrained"), {"use_labels": False}
+    else:
+        pretrained = layout.final_checkpoint("pretrained")
+        data = load_shards(layout.training_data("labeled")).subset("train")
+        arch = checkpoint_architecture(pretrained, remedy=REPRETRAIN)
+        checkpoint_dir, extra = (
+            layout.checkpoint_dir("finetuned"),
+            {"use_labels": True, "init_checkpoint": pretrained},
         )
-    pretrained = layout.final_checkpoint("pretrained")
-    return train_gan(
-        load_shards(layout.training_data("labeled")).subset("train"),
-        checkpoint_architecture(pretrained, remedy=REPRETRAIN),
-        config,
-        layout.checkpoint_dir("finetuned"),
-        use_labels=True,
-        init_checkpoint=pretrained,
-        **observers,
-    )
+    tracking_uri = os.environ.get(MLFLOW_URI_VAR)
+    if tracking_uri and process_group.is_main:
+        from album_pipeline.registry.training_run import TrackingStore, train_tracked  # imports MLflow
+
+        experiment = os.environ.get(MLFLOW_EXPERIMENT_VAR) or DEFAULT_EXPERIMENT
+        store = TrackingStore(tracking_uri, experiment, layout.mlflow_artifacts_dir)
+        summary, _ = train_tracked(
+            data, arch, config, checkpoint_dir, store=store, stage=checkpoint_dir.name, **extra, **observers
+        )
+        return summary
+    return train_gan(data, arch, config, checkpoint_dir, **extra, **observers)
 
 
 def summary_metadata(summary: TrainingSummary) -> dict[str, Any]:

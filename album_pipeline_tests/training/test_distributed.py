@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -177,3 +178,8 @@ def test_the_pretraining_asset_launches_torchrun_through_pipes(tmp_path):
     assert metadata["checkpoint"].value == str(layout.final_checkpoint("pretrained"))
     assert "final_loss_d" in metadata
     assert load_checkpoint(layout.final_checkpoint("pretrained"))["step"] == 3
+    # rank 0 logged the stage's MLflow run, as the in-process asset does
+    client = mlflow.MlflowClient(sqlite_tracking_uri(layout.mlflow_db))
+    (run,) = client.search_runs([client.get_experiment_by_name("album_pipeline").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["config.steps"] == "3"
+    assert [point.step for point in client.get_metric_history(run.info.run_id, "loss_d")] == [1, 2, 3]

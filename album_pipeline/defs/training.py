@@ -17,7 +17,7 @@ from album_pipeline.registry.training_run import TrackingStore, TrainingRun, Tra
 from album_pipeline.training.checkpointing import REPRETRAIN
 from album_pipeline.training.data import TrainingDataOptions
 from album_pipeline.training.distributed import LaunchOptions
-from album_pipeline.training.loop import TrainingConfig
+from album_pipeline.training.loop import TrainingConfig, TrainingSummary, format_log_entry
 
 
 class TrainingDataConfig(CoreConfig):
@@ -201,16 +201,11 @@ def labeled_training_data(
     return _build(context, home.layout, "labeled", genres.genres, config)
 
 
-def _training_metadata(summary, run: TrainingRun) -> dict:
+def _training_metadata(summary: TrainingSummary, run: TrainingRun) -> dict:
     return {
         **_mlflow_metadata(run),
+        **summary.metadata(),
         "checkpoint": dg.MetadataValue.path(str(summary.checkpoint_path)),
-        "steps": summary.steps,
-        "images_per_second": round(summary.images_per_second, 1),
-        "device": summary.device,
-        "precision": summary.precision,
-        "batch_source": summary.batch_source,
-        **{f"final_{name}": round(float(value), 4) for name, value in summary.final_losses.items()},
     }
 
 
@@ -234,15 +229,7 @@ def _tracking_store(mlflow: MlflowTracking, layout) -> TrackingStore:
 
 
 def _log_progress(context):
-    def log(record: dict) -> None:
-        context.log.info(
-            " ".join(
-                f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                for key, value in record.items()
-            )
-        )
-
-    return log
+    return lambda entry: context.log.info(format_log_entry(entry))
 
 
 @dg.asset(group_name="training", kinds={"pytorch"}, deps=[unlabeled_training_data], pool=GPU_POOL)

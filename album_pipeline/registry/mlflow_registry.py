@@ -120,7 +120,7 @@ def _uri_to_path(uri: str) -> Path:
     raise ValueError(f"artifact location {uri} is not a local folder")
 
 
-def _experiment_id(client: MlflowClient, name: str, artifact_location: Path | None) -> str:
+def experiment_id_for(client: MlflowClient, name: str, artifact_location: Path | None) -> str:
     """The experiment's id, created if need be; ``artifact_location`` None leaves artifacts to the server."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -150,13 +150,13 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: Path | No
     return experiment.experiment_id
 
 
-def _flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested dicts become dotted keys; other values become strings (MLflow params are strings)."""
     flat: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten_params(value, prefix=f"{name}."))
+            flat.update(flatten_params(value, prefix=f"{name}."))
         elif isinstance(value, list | tuple):
             flat[name] = json.dumps(list(value))
         else:
@@ -210,12 +210,12 @@ def log_and_register(
         raise FileNotFoundError(
             f"artifacts {missing} do not exist; write them (e.g. run the evaluation) first"
         )
-    run_params = _flatten_params(params)
+    run_params = flatten_params(params)
     genres_json = json.dumps(genres)
     if run_params.get(GENRES_KEY, genres_json) != genres_json:
         raise ValueError(f"params[{GENRES_KEY!r}] = {run_params[GENRES_KEY]} contradicts genres={genres}")
     run_params[GENRES_KEY] = genres_json
-    run_params.update(_flatten_params(generator.arch.to_dict(), prefix="generator."))
+    run_params.update(flatten_params(generator.arch.to_dict(), prefix="generator."))
 
     local_artifacts = None if is_tracking_server(tracking_uri) else Path(artifact_location)
 
@@ -233,7 +233,7 @@ def log_and_register(
                     f"an MLflow run ({mlflow.active_run().info.run_id}) is already active in this process; "
                     "end it before registering, so the generator is not logged into an unrelated run"
                 )
-            experiment_id = _experiment_id(client, experiment_name, local_artifacts)
+            experiment_id = experiment_id_for(client, experiment_name, local_artifacts)
             with mlflow.start_run(experiment_id=experiment_id, tags=dict(tags or {})) as run:
                 mlflow.log_params(run_params)
                 mlflow.log_metrics(checked_metrics)

@@ -44,7 +44,7 @@ from album_pipeline.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT, TRAINING_
 from album_pipeline.model.checkpoint import load_checkpoint
 from album_pipeline.model.networks import GanArchitecture, Generator, generate_covers
 from album_pipeline.model.sampling import cover_grid
-from album_pipeline.registry.mlflow_registry import _experiment_id, _flatten_params, is_tracking_server
+from album_pipeline.registry.mlflow_registry import experiment_id_for, flatten_params, is_tracking_server
 from album_pipeline.registry.store import adopt_moved_artifacts, store_session
 from album_pipeline.sources.http import redact_url
 from album_pipeline.training import checkpointing
@@ -243,7 +243,7 @@ def _start(
 
     client = MlflowClient(tracking_uri=run.store.tracking_uri)
     run._client = client
-    run.experiment_id = _experiment_id(client, run.store.experiment_name, local_artifacts)
+    run.experiment_id = experiment_id_for(client, run.store.experiment_name, local_artifacts)
     existing = _continuable_run(client, checkpoint_dir, run_key, run.experiment_id)
     if existing is not None:
         run.run_id, run.continued = existing.info.run_id, True
@@ -381,7 +381,7 @@ def training_params(
         "data": {"images": len(data), "genres": list(data.genres), "use_labels": use_labels},
         **resolved,
     }
-    return _flatten_params(values)
+    return flatten_params(values)
 
 
 def train_tracked(

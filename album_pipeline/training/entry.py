@@ -33,7 +33,7 @@ from album_pipeline.settings import DEFAULT_EXPERIMENT, MLFLOW_EXPERIMENT_VAR, M
 from album_pipeline.training.checkpointing import REPRETRAIN
 from album_pipeline.training.config import TrainingConfig
 from album_pipeline.training.distributed import ProcessGroupInfo, start_process_group, stop_process_group
-from album_pipeline.training.loop import TrainingSummary, train_gan
+from album_pipeline.training.loop import TrainingSummary, format_log_entry, train_gan
 
 STAGES = ("pretrain", "finetune")
 # The architecture fields the training data decides.
@@ -135,21 +135,8 @@ def run_stage(
 
 
 def summary_metadata(summary: TrainingSummary) -> dict[str, Any]:
-    """What the training assets show of a run, as plain values (the checkpoint as a Pipes path)."""
-    return {
-        "checkpoint": {"raw_value": str(summary.checkpoint_path), "type": "path"},
-        "steps": summary.steps,
-        "images_per_second": round(summary.images_per_second, 1),
-        "device": summary.device,
-        "precision": summary.precision,
-        **{f"final_{name}": round(float(value), 4) for name, value in summary.final_losses.items()},
-    }
-
-
-def format_entry(entry: dict) -> str:
-    return " ".join(
-        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in entry.items()
-    )
+    """The run's metadata (``TrainingSummary.metadata``) with the checkpoint as a Pipes path."""
+    return {**summary.metadata(), "checkpoint": {"raw_value": str(summary.checkpoint_path), "type": "path"}}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -180,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif _launched_by_dagster():
             _train_reporting_to_dagster(train)
         else:
-            summary = train(log=lambda entry: print(format_entry(entry), flush=True), warn=_print_warning)
+            summary = train(log=lambda entry: print(format_log_entry(entry), flush=True), warn=_print_warning)
             print(json.dumps(summary_metadata(summary)), flush=True)
     finally:
         stop_process_group(process_group)
@@ -202,5 +189,5 @@ def _train_reporting_to_dagster(train: Callable[..., TrainingSummary]) -> None:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        summary = train(log=lambda entry: pipes.log.info(format_entry(entry)), warn=pipes.log.warning)
+        summary = train(log=lambda entry: pipes.log.info(format_log_entry(entry)), warn=pipes.log.warning)
         pipes.report_asset_materialization(metadata=summary_metadata(summary))

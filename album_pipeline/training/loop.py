@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,6 +55,25 @@ class TrainingSummary:
     final_losses: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     batch_source: str = "streamed"  # "resident" when the whole training set was kept on the device
+
+    def metadata(self) -> dict[str, Any]:
+        """What the training assets show of the run, as plain values (each shell wraps the checkpoint path)."""
+        return {
+            "checkpoint": str(self.checkpoint_path),
+            "steps": self.steps,
+            "images_per_second": round(self.images_per_second, 1),
+            "device": self.device,
+            "precision": self.precision,
+            "batch_source": self.batch_source,
+            **{f"final_{name}": round(float(value), 4) for name, value in self.final_losses.items()},
+        }
+
+
+def format_log_entry(entry: dict) -> str:
+    """One log entry as ``name=value`` pairs, floats to 4 significant digits."""
+    return " ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in entry.items()
+    )
 
 
 def train_gan(

@@ -60,6 +60,7 @@ class GanTrainingConfig(CoreConfig):
     ada_interval: int = core_field(TrainingConfig, "ada_interval")
     r1_gamma: float = core_field(TrainingConfig, "r1_gamma")
     r1_interval: int = core_field(TrainingConfig, "r1_interval")
+    mode_seeking_weight: float = core_field(TrainingConfig, "mode_seeking_weight")
     processes: int = core_field(LaunchOptions, "processes")
     sample_every: int = core_field(TrainingTracking, "sample_every")
     sample_columns: int = core_field(TrainingTracking, "sample_columns")

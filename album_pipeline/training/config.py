@@ -97,6 +97,12 @@ class TrainingConfig:
     r1_interval: int = _doc(
         16, "Lazy regularisation: R1 every this many steps, scaled up to match (stylegan2's 16)."
     )
+    mode_seeking_weight: float = _doc(
+        0.0,
+        "Weight of the mode-seeking term (MSGAN, Mao et al. 2019; their 1): fakes are drawn in pairs of one "
+        "genre, and G is penalised when two inputs far apart give covers close together, the within-genre "
+        "collapse of a conditional GAN. 0 turns it off.",
+    )
     device_data_budget_gb: float | None = _doc(
         None,
         "Largest training set (GB of uint8 pixels) kept whole in the device's memory, batches drawn there; a "
@@ -140,6 +146,10 @@ class TrainingConfig:
             raise ValueError("ada_kimg must be positive and ada_interval at least 1")
         if self.r1_gamma < 0 or self.r1_interval < 1:
             raise ValueError("r1_gamma must be non-negative and r1_interval at least 1")
+        if not 0 <= self.mode_seeking_weight < float("inf"):
+            raise ValueError(
+                f"mode_seeking_weight must be 0 (off) or positive, got {self.mode_seeking_weight}"
+            )
         if not 0 <= self.ema_kimg < float("inf"):
             raise ValueError(f"ema_kimg must be 0 (no EMA) or a positive number of kimg, got {self.ema_kimg}")
         if self.ema_rampup is not None and not 0 < self.ema_rampup < float("inf"):

@@ -36,7 +36,7 @@ from album_pipeline.training.compute import select_compute
 from album_pipeline.training.config import PRECISIONS, TrainingConfig
 from album_pipeline.training.distributed import SINGLE_PROCESS, ProcessGroupInfo
 from album_pipeline.training.ema import GeneratorEma
-from album_pipeline.training.losses import AcGanLoss, observed_metrics
+from album_pipeline.training.losses import AcGanLoss, observed_metrics, paired_fake_genres
 from album_pipeline.training.observer import TrainingObserver
 
 __all__ = ["PRECISIONS", "TrainingConfig", "TrainingSummary", "sample_fake_genres", "train_gan"]
@@ -160,13 +160,16 @@ def train_gan(
     )
     modules.generator.train()
     modules.discriminator.train()
+    # The mode-seeking term compares adjacent fakes of one genre; under torchrun each rank's share is even
+    # when the global batch splits into even shares, and an odd share only leaves its last fake unpaired.
+    draw_genres = paired_fake_genres if config.mode_seeking_weight > 0 else sample_fake_genres
     window = _LogWindow(batch_size)
     with closing(batches):  # stops the loader's reader thread, also when a step raises
         for step in range(start.step, config.steps):
             batch = next(batches)
             real, labels = batch if use_labels else (batch, None)
             noise_std = config.instance_noise * max(0.0, 1.0 - step / config.steps)
-            fake_genres = sample_fake_genres(batch_size, arch.num_genres, device)
+            fake_genres = draw_genres(batch_size, arch.num_genres, device)
             latent, noise = sample_inputs(arch, fake_genres)
             real, labels, fake_genres, latent, noise = process_group.local_share(
                 real, labels, fake_genres, latent, noise
@@ -185,7 +188,7 @@ def train_gan(
             # Generator phase. The discriminator's weights need no gradients here, which saves a third of its
             # backward pass.
             modules.discriminator.requires_grad_(False)
-            g_terms = loss.generator_loss(d_terms.fake, fake_genres, latent, noise_std)
+            g_terms = loss.generator_loss(d_terms.fake, fake_genres, latent, noise_std, noise)
             modules.optimizer_generator.zero_grad(set_to_none=True)
             g_terms.total.backward()
             modules.optimizer_generator.step()

@@ -11,7 +11,10 @@ Options (``TrainingConfig``), each off by default: everything D sees passes thro
 applies DiffAugment (``training.augment``) before the instance noise; ``adversarial_loss="hinge"`` replaces
 the real/fake BCE with SNGAN's hinge loss; ``r1_gamma`` adds the R1 penalty on D's gradient at real covers to
 the discriminator's total on every ``r1_interval``-th step (lazy regularisation, stylegan2), scaled by that
-interval so that its strength does not depend on it.
+interval so that its strength does not depend on it. ``mode_seeking_weight`` adds MSGAN's mode-seeking term to
+the generator's total (``mode_seeking``): the loop draws fakes in adjacent pairs of one genre
+(``paired_fake_genres``), and the term is the reciprocal of how far apart a pair's covers are per unit of
+distance between their inputs.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class GeneratorTerms:
     adversarial: torch.Tensor
     genre: torch.Tensor
     latent: torch.Tensor
+    mode_seeking: torch.Tensor | None  # only with mode_seeking_weight
 
 
 class AcGanLoss:
@@ -138,9 +142,15 @@ class AcGanLoss:
         return gradient.float().square().sum(dim=(1, 2, 3)).mean()
 
     def generator_loss(
-        self, fake: torch.Tensor, fake_genres: torch.Tensor, latent: torch.Tensor, noise_std: float
+        self,
+        fake: torch.Tensor,
+        fake_genres: torch.Tensor,
+        latent: torch.Tensor,
+        noise_std: float,
+        noise: torch.Tensor | None = None,
     ) -> GeneratorTerms:
-        """Fool the real/fake head while keeping the genre and codes recoverable."""
+        """Fool the real/fake head while keeping the genre and codes recoverable (and, with
+        ``mode_seeking_weight``, the pairs of ``fake`` apart; ``noise`` is then the generator's noise input)."""
         config = self.config
         with self.autocast():
             judged_logit, judged_genre_logits, judged_latent = self.judge(fake, noise_std)
@@ -151,7 +161,36 @@ class AcGanLoss:
         genre = F.cross_entropy(judged_genre_logits.float(), fake_genres)
         latent_error = F.mse_loss(judged_latent.float(), latent)
         total = adversarial + config.genre_loss_weight * genre + config.latent_loss_weight * latent_error
-        return GeneratorTerms(total=total, adversarial=adversarial, genre=genre, latent=latent_error)
+        seeking = None
+        if config.mode_seeking_weight > 0:
+            if noise is None:
+                raise ValueError("mode_seeking_weight needs the generator's noise input to compare pairs")
+            seeking = mode_seeking(fake, torch.cat([latent, noise], dim=1))
+            total = total + config.mode_seeking_weight * seeking
+        return GeneratorTerms(
+            total=total, adversarial=adversarial, genre=genre, latent=latent_error, mode_seeking=seeking
+        )
+
+
+def paired_fake_genres(count: int, num_genres: int, device: torch.device | str) -> torch.Tensor:
+    """Uniform genres in adjacent pairs (rows 2i and 2i+1 share one), for the mode-seeking term; an odd
+    ``count`` ends with an unpaired row."""
+    pairs = torch.randint(0, num_genres, ((count + 1) // 2,), device=device)
+    return pairs.repeat_interleave(2)[:count]
+
+
+def mode_seeking(fake: torch.Tensor, inputs: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's term for the adjacent pairs of a batch (Mao et al. 2019, eq. 3 as in their code): the reciprocal
+    of mean |G(z1) - G(z2)| / mean |z1 - z2|, averaged over pairs. It falls as a pair's covers move apart
+    relative to their inputs, so minimising it fights the collapse of one genre onto one cover."""
+    pairs = fake.shape[0] // 2
+    if pairs < 1:
+        raise ValueError("the mode-seeking term needs at least 2 fakes (one pair)")
+    images = fake[: 2 * pairs].float().flatten(1)
+    codes = inputs[: 2 * pairs].float()
+    image_distance = (images[0::2] - images[1::2]).abs().mean(dim=1)
+    input_distance = (codes[0::2] - codes[1::2]).abs().mean(dim=1)
+    return (1.0 / (image_distance / input_distance + eps)).mean()
 
 
 def observed_metrics(
@@ -174,6 +213,8 @@ def observed_metrics(
         "d_real_probability": torch.sigmoid(d.real_logit.float()).mean(),
         "d_fake_probability": torch.sigmoid(d.fake_logit.float()).mean(),
     }
+    if g.mode_seeking is not None:
+        observed["g_mode_seeking"] = g.mode_seeking
     if d.genre_real is not None:
         observed["d_genre_real"] = d.genre_real
         observed["d_genre_accuracy_real"] = (d.real_genre_logits.argmax(1) == labels).float().mean()

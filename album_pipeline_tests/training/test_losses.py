@@ -14,7 +14,7 @@ from album_pipeline.model.networks import Discriminator, GanArchitecture, Genera
 from album_pipeline.training.augment import DiffAugment
 from album_pipeline.training.config import TrainingConfig
 from album_pipeline.training.loop import train_gan
-from album_pipeline.training.losses import AcGanLoss
+from album_pipeline.training.losses import AcGanLoss, mode_seeking, paired_fake_genres
 
 TINY = GanArchitecture(num_genres=5, noise_dim=8, generator_width=16, discriminator_width=4)
 
@@ -101,6 +101,57 @@ def test_augmentation_reaches_everything_d_judges():
     assert all((judged == 0).flatten(1).sum(dim=1).min() >= 16 * 16 for judged in seen)
 
 
+def test_mode_seeking_is_msgans_ratio_of_image_to_input_distance_over_adjacent_pairs():
+    # Two pairs worked by hand: pair 0's covers differ by 0.5 everywhere and its inputs by 0.25 (ratio 2),
+    # pair 1's covers by 0.1 and its inputs by 1 (ratio 0.1); the term is the mean of 1 / (ratio + eps).
+    fake = torch.zeros(4, 3, 2, 2)
+    fake[1] = 0.5
+    fake[3] = 0.1
+    inputs = torch.zeros(4, 4)
+    inputs[1] = 0.25
+    inputs[3] = -1.0
+    expected = (1 / (2 + 1e-5) + 1 / (0.1 + 1e-5)) / 2
+    assert mode_seeking(fake, inputs).item() == pytest.approx(expected, rel=1e-6)
+    # An odd fifth fake is unpaired and ignored; one cover is no pair at all.
+    assert mode_seeking(torch.cat([fake, fake[:1]]), torch.cat([inputs, inputs[:1]])).item() == pytest.approx(
+        expected, rel=1e-6
+    )
+    with pytest.raises(ValueError, match="at least 2 fakes"):
+        mode_seeking(fake[:1], inputs[:1])
+
+
+def test_mode_seeking_pairs_share_a_genre_and_pushes_a_pairs_covers_apart():
+    torch.manual_seed(0)
+    genres = paired_fake_genres(1001, 5, "cpu")
+    assert len(genres) == 1001
+    assert torch.equal(genres[0:1000:2], genres[1:1000:2])
+    counts = torch.bincount(genres, minlength=5)
+    assert counts.min() > 150 and counts.max() < 250  # uniform: about 200 each
+    # The gradient of the term moves a pair's covers away from each other.
+    fake = torch.zeros(2, 3, 4, 4)
+    fake[1] = 0.01
+    fake.requires_grad_(True)
+    mode_seeking(fake, torch.tensor([[0.0], [1.0]])).backward()
+    assert (fake.grad[0] > 0).all() and (fake.grad[1] < 0).all()
+
+
+def test_mode_seeking_enters_the_generators_total_with_its_weight():
+    config = TrainingConfig(precision="fp32", genre_loss_weight=1.0)
+    real, labels, fake_genres, latent, noise = _batch()
+    plain_loss = _loss(config)
+    fake = plain_loss.generator(fake_genres, latent, noise)
+    plain = plain_loss.generator_loss(fake, fake_genres, latent, 0.0)
+    assert plain.mode_seeking is None
+    seeking = _loss(replace(config, mode_seeking_weight=2.0)).generator_loss(
+        fake, fake_genres, latent, 0.0, noise
+    )
+    expected = mode_seeking(fake, torch.cat([latent, noise], dim=1))
+    assert seeking.mode_seeking.item() == pytest.approx(expected.item())
+    assert seeking.total.item() == pytest.approx(plain.total.item() + 2.0 * expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="needs the generator's noise"):
+        _loss(replace(config, mode_seeking_weight=2.0)).generator_loss(fake, fake_genres, latent, 0.0)
+
+
 def test_every_technique_together_trains_and_logs_the_augmentation_probability(tmp_path, dataset):
     arch = replace(TINY, minibatch_std_group=4, discriminator_norm="spectral")
     config = TrainingConfig(
@@ -117,11 +168,13 @@ def test_every_technique_together_trains_and_logs_the_augmentation_probability(t
         ada_interval=3,
         r1_gamma=1.0,
         r1_interval=2,
+        mode_seeking_weight=1.0,
         lr_generator=1e-4,
         lr_discriminator=4e-4,
     )
     summary = train_gan(dataset(), arch, config, tmp_path, use_labels=True)
     assert [entry["step"] for entry in summary.history] == [2, 4, 6]
+    assert all(entry["g_mode_seeking"] > 0 for entry in summary.history)
     probabilities = [entry["augment_probability"] for entry in summary.history]
     # one adjustment of 8 * 3 / 100 after step 3, up or down with the sign of D's logits on reals
     assert probabilities[0] == 0.5
@@ -136,6 +189,7 @@ def test_every_technique_together_trains_and_logs_the_augmentation_probability(t
         ("augment_probability", 1.5, "augment_probability must be in"),
         ("ada_target", 1.0, "ada_target must be in"),
         ("r1_interval", 0, "r1_interval at least 1"),
+        ("mode_seeking_weight", -1.0, "mode_seeking_weight must be 0"),
     ],
 )
 def test_bad_technique_settings_are_refused(field, value, message):

@@ -64,7 +64,12 @@ def preflight(
             problems.append(f"MusicBrainz at {MUSICBRAINZ_URL_VAR}={settings.musicbrainz_url}: {error}")
     if names & OMACIR_ASSETS:
         try:
-            OmacirClient(settings.omacir_url, session=quick, timeout=10).list_archives()
+            OmacirClient(
+                settings.omacir_url,
+                session=quick,
+                timeout=10,
+                allowed_download_hosts=settings.omacir_download_hosts,
+            ).list_archives()
         except ValueError as error:  # a local folder that is missing or holds no archives
             problems.append(str(error))
         except SourceError as error:

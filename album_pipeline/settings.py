@@ -20,12 +20,14 @@ from album_pipeline.sources.musicbrainz import (
     DEFAULT_USER_AGENT,
 )
 from album_pipeline.sources.napster import DEFAULT_IMAGE_HOSTS
+from album_pipeline.sources.omacir import DEFAULT_DOWNLOAD_HOSTS as DEFAULT_OMACIR_DOWNLOAD_HOSTS
 
 HOME_VAR = "ALBUM_PIPELINE_HOME"
 NAPSTER_URL_VAR = "NAPSTER_API_URL"
 NAPSTER_KEY_VAR = "NAPSTER_API_KEY"
 NAPSTER_IMAGE_HOSTS_VAR = "NAPSTER_IMAGE_HOSTS"
 OMACIR_URL_VAR = "OMACIR_URL"
+OMACIR_DOWNLOAD_HOSTS_VAR = "OMACIR_DOWNLOAD_HOSTS"
 MLFLOW_URI_VAR = "MLFLOW_TRACKING_URI"
 MLFLOW_EXPERIMENT_VAR = "MLFLOW_EXPERIMENT_NAME"  # MLflow's own; read by the torchrun training entry
 DEFAULT_EXPERIMENT = "album_pipeline"
@@ -55,6 +57,8 @@ class Settings:
     musicbrainz_user_agent: str = DEFAULT_USER_AGENT
     coverart_url: str = DEFAULT_COVERART_URL
     coverart_image_hosts: tuple[str, ...] = DEFAULT_COVERART_IMAGE_HOSTS
+    # Hosts archive.org's download redirects may lead to; the OMACIR_URL host is always allowed.
+    omacir_download_hosts: tuple[str, ...] = DEFAULT_OMACIR_DOWNLOAD_HOSTS
 
     def __post_init__(self) -> None:
         # A wrong scheme is a typo in the environment; refusing it here names the variable before any work
@@ -109,6 +113,9 @@ class Settings:
             musicbrainz_user_agent=environ.get(MUSICBRAINZ_USER_AGENT_VAR) or DEFAULT_USER_AGENT,
             coverart_url=(environ.get(COVERART_URL_VAR) or DEFAULT_COVERART_URL).rstrip("/"),
             coverart_image_hosts=_hosts(environ.get(COVERART_IMAGE_HOSTS_VAR), DEFAULT_COVERART_IMAGE_HOSTS),
+            omacir_download_hosts=_hosts(
+                environ.get(OMACIR_DOWNLOAD_HOSTS_VAR), DEFAULT_OMACIR_DOWNLOAD_HOSTS
+            ),
         )
 
 

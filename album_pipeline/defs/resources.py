@@ -98,12 +98,18 @@ class OmacirArchive(dg.ConfigurableResource):
     """archive.org's `audio-covers` item, a mirror, an emulator or a local folder of the tar files."""
 
     url: str = Field(description="`OMACIR_URL`: https://archive.org, a mirror, or a local folder of tars.")
+    allowed_download_hosts: list[str] = Field(
+        description="Hosts download redirects may lead to (`OMACIR_DOWNLOAD_HOSTS`; '.archive.org' matches "
+        "subdomains; the `OMACIR_URL` host is always allowed)."
+    )
     request_timeout_s: float = 60.0
 
     def client(self):
         from album_pipeline.sources.omacir import OmacirClient
 
-        return OmacirClient(self.url, timeout=self.request_timeout_s)
+        return OmacirClient(
+            self.url, timeout=self.request_timeout_s, allowed_download_hosts=self.allowed_download_hosts
+        )
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -167,7 +173,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource | d
             user_agent=settings.musicbrainz_user_agent,
             allowed_image_hosts=list(settings.coverart_image_hosts),
         ),
-        "omacir": OmacirArchive(url=settings.omacir_url),
+        "omacir": OmacirArchive(
+            url=settings.omacir_url, allowed_download_hosts=list(settings.omacir_download_hosts)
+        ),
         "mlflow": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri),
         "genres": GenreTaxonomy(),
         # Launches a training stage as a torchrun job when its config asks for processes > 1.

@@ -1,5 +1,9 @@
 """OMACIR on archive.org: list the item's tar archives, download them resumably and verified, stream members.
 
+archive.org answers a download with a redirect to one of its data nodes (``dnNNN.ca.archive.org``, plain
+http); redirects are followed by hand so that every hop's host is checked against ``OMACIR_DOWNLOAD_HOSTS``
+before anything is sent to it. An unknown item's metadata is an empty JSON object.
+
 Tar members are read straight from the stream into memory and never extracted to disk, so a hostile archive
 cannot write outside its folder; members that are not plain files with plain relative names are refused.
 """
@@ -12,17 +16,19 @@ import os
 import re
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 
 from album_pipeline.sources.http import (
+    HostCheck,
     SourceError,
     SourceResponseError,
     error_for_status,
+    host_checker,
     make_session,
     redact_url,
     translate_request_error,
@@ -31,6 +37,10 @@ from album_pipeline.sources.http import (
 DEFAULT_ARCHIVE_URL = "https://archive.org"
 OMACIR_URL_ENV = "OMACIR_URL"
 DEFAULT_ITEM = "audio-covers"
+DOWNLOAD_HOSTS_ENV = "OMACIR_DOWNLOAD_HOSTS"
+# archive.org itself and its data nodes (dnNNN.ca.archive.org, iaNNN.us.archive.org) that downloads redirect to.
+DEFAULT_DOWNLOAD_HOSTS = ("archive.org", ".archive.org")
+MAX_REDIRECTS = 5
 ARCHIVE_NAME_PATTERN = re.compile(r"^album_covers_[^/\\]+\.tar$")
 DEFAULT_MAX_MEMBER_BYTES = 20 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -47,9 +57,24 @@ class ArchiveChecksumError(SourceError):
     """A downloaded archive does not match the size or md5 published in the item's metadata."""
 
 
+class ItemNotFoundError(SourceResponseError):
+    """archive.org has no item of that name: its metadata API answers an empty object."""
+
+
 @dataclass(frozen=True)
 class ArchiveFile:
     name: str
+    size: int | None
+    md5: str | None
+
+
+@dataclass(frozen=True)
+class ItemFile:
+    """One entry of an item's ``files`` list; archive.org leaves ``size`` out of some metadata files."""
+
+    name: str
+    source: str  # "original", "derivative" or "metadata"
+    format: str | None
     size: int | None
     md5: str | None
 
@@ -61,7 +86,11 @@ class TarMember:
 
 
 class OmacirClient:
-    """``base_url``: archive.org (or an emulator), or a local folder of tars (``file://`` URL or path)."""
+    """``base_url``: archive.org (or an emulator), or a local folder of tars (``file://`` URL or path).
+
+    ``allowed_download_hosts``: the hosts redirects may lead to (an entry starting with a dot matches its
+    subdomains); the host of ``base_url`` is always allowed.
+    """
 
     def __init__(
         self,
@@ -70,6 +99,7 @@ class OmacirClient:
         item: str = DEFAULT_ITEM,
         session: requests.Session | None = None,
         timeout: float = 60.0,
+        allowed_download_hosts: Iterable[str] = DEFAULT_DOWNLOAD_HOSTS,
     ) -> None:
         if not item or "/" in item:
             raise ValueError(f"archive.org item {item!r} must be a plain identifier such as {DEFAULT_ITEM!r}")
@@ -79,6 +109,7 @@ class OmacirClient:
         if self.local_dir is None:
             self.base_url = base_url.rstrip("/")
             self._session = session or make_session()
+            self._check_redirect = download_host_check(self.base_url, allowed_download_hosts)
         else:
             if not self.local_dir.is_dir():
                 raise SourceError(
@@ -107,27 +138,47 @@ class OmacirClient:
                     f"there or set {OMACIR_URL_ENV} to an archive.org mirror URL"
                 )
             return local
-        url = f"{self.base_url}/metadata/{quote(self.item)}"
-        response = self._get(url)
+        url = self._metadata_url()
+        files = self.list_files()
+        archives = [
+            ArchiveFile(name=entry.name, size=entry.size, md5=entry.md5)
+            for entry in files
+            if ARCHIVE_NAME_PATTERN.match(entry.name) and entry.source == "original"
+        ]
+        if not archives:
+            raise SourceResponseError(
+                f"{_SERVICE} item {self.item!r} at {redact_url(url)} lists {len(files)} files but no "
+                f"album_covers_*.tar originals; check the item name and {OMACIR_URL_ENV}"
+            )
+        return sorted(archives, key=lambda a: a.name)
+
+    def list_files(self) -> list[ItemFile]:
+        """Every entry of the item's metadata ``files`` list, in the order archive.org gives them."""
+        if self.local_dir is not None:
+            raise SourceError(
+                f"{self.local_dir} is a local folder, which has no archive.org metadata to list; use "
+                "list_archives() for its tars"
+            )
+        url = self._metadata_url()
         try:
-            files = response.json().get("files") or []
-        except (ValueError, AttributeError):
+            payload = self._get(url).json()
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
             raise SourceResponseError(
                 f"{_SERVICE} metadata at {redact_url(url)} is not the expected JSON object; check that "
                 f"{OMACIR_URL_ENV} points at archive.org or a mirror of it"
-            ) from None
-        archives = []
-        for entry in files:
-            name = str(entry.get("name", ""))
-            if not ARCHIVE_NAME_PATTERN.match(name) or entry.get("source", "original") != "original":
-                continue
-            archives.append(ArchiveFile(name=name, size=_parse_size(entry.get("size")), md5=entry.get("md5")))
-        if not archives:
-            raise SourceResponseError(
-                f"{_SERVICE} item {self.item!r} at {redact_url(url)} lists no album_covers_*.tar files; "
-                f"check the item name and {OMACIR_URL_ENV}"
             )
-        return sorted(archives, key=lambda a: a.name)
+        if not payload:
+            raise ItemNotFoundError(
+                f"{_SERVICE} has no item {self.item!r}: its metadata at {redact_url(url)} is empty. Check the "
+                f"item name (OMACIR is {DEFAULT_ITEM!r}) and that {OMACIR_URL_ENV} points at archive.org or "
+                "a mirror of it"
+            )
+        return parse_item_files(payload.get("files") or [], where=redact_url(url))
+
+    def _metadata_url(self) -> str:
+        return f"{self.base_url}/metadata/{quote(self.item)}"
 
     # -- download -------------------------------------------------------------------------------------------
 
@@ -193,7 +244,7 @@ class OmacirClient:
         if archive.size is not None and offset == archive.size:
             return  # complete already; verification decides whether it is good
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        with self._session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
+        with self._follow_redirects(url, headers) as response:
             if response.status_code == 416 and offset:
                 # The server thinks the partial file is already complete (or longer): start again cleanly.
                 partial.unlink()
@@ -217,9 +268,31 @@ class OmacirClient:
                         progress(done, archive.size)
         return None
 
+    def _follow_redirects(self, url: str, headers: Mapping[str, str] | None = None) -> requests.Response:
+        """The streamed final response for ``url``, each redirect's target host checked before it is asked.
+
+        Connection errors propagate as requests exceptions (a download resumes after them); a refused host
+        raises UntrustedURLError.
+        """
+        current = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            response = self._session.get(
+                current, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
+            )
+            location = response.headers.get("Location")
+            if not (response.is_redirect and location):
+                return response
+            response.close()
+            current = urljoin(response.url, location)
+            self._check_redirect(current)
+        raise SourceResponseError(
+            f"{_SERVICE} redirected {redact_url(url)} more than {MAX_REDIRECTS} times; check that "
+            f"{OMACIR_URL_ENV} points at archive.org or a mirror of it"
+        )
+
     def _get(self, url: str) -> requests.Response:
         try:
-            response = self._session.get(url, timeout=self.timeout)
+            response = self._follow_redirects(url)
         except requests.RequestException as error:
             raise translate_request_error(
                 error, service=_SERVICE, url=url, url_env_var=OMACIR_URL_ENV
@@ -228,6 +301,40 @@ class OmacirClient:
         if failure is not None:
             raise failure
         return response
+
+
+def download_host_check(base_url: str, allowed_hosts: Iterable[str]) -> HostCheck:
+    """The check a redirect target must pass: a host in ``allowed_hosts`` or the host of ``base_url``."""
+    if isinstance(allowed_hosts, str):
+        raise ValueError(
+            f"allowed download hosts must be a list of host names, not the string {allowed_hosts!r}; set "
+            f"{DOWNLOAD_HOSTS_ENV} to a comma-separated list such as 'archive.org,.archive.org'"
+        )
+    own_host = urlsplit(base_url).hostname or ""
+    return host_checker(
+        [*allowed_hosts, own_host], what=f"{_SERVICE} download redirect", setting=DOWNLOAD_HOSTS_ENV
+    )
+
+
+def parse_item_files(files: object, *, where: str) -> list[ItemFile]:
+    """The entries of a metadata document's ``files`` list (sizes arrive as strings; some have none)."""
+    if not isinstance(files, list):
+        raise SourceResponseError(
+            f"{_SERVICE} metadata at {where} has a 'files' value that is not a list; check that "
+            f"{OMACIR_URL_ENV} points at archive.org or a mirror of it"
+        )
+    return [
+        ItemFile(
+            name=str(entry.get("name", "")),
+            # archive.org marks every file; an entry without a mark is taken as uploaded data.
+            source=str(entry.get("source", "original")),
+            format=entry.get("format"),
+            size=_parse_size(entry.get("size")),
+            md5=entry.get("md5"),
+        )
+        for entry in files
+        if isinstance(entry, dict)
+    ]
 
 
 def file_md5(path: Path) -> str:

@@ -35,7 +35,12 @@ def archive_server(item: OmacirItem) -> Iterator[ArchiveEmulator]:
 
 
 def _omacir(server: ArchiveEmulator) -> OmacirClient:
-    return OmacirClient(server.url, session=make_session(backoff_factor=0), timeout=10)
+    return OmacirClient(
+        server.url,
+        session=make_session(backoff_factor=0),
+        timeout=10,
+        allowed_download_hosts=server.download_hosts,
+    )
 
 
 def test_omacir_rows_are_the_valid_unique_images(archive_server, item, tmp_path: Path) -> None:

@@ -44,7 +44,12 @@ def hostile_item(tmp_path_factory) -> OmacirItem:
 
 
 def _client(server: ArchiveEmulator) -> OmacirClient:
-    return OmacirClient(server.url, session=make_session(backoff_factor=0), timeout=10)
+    return OmacirClient(
+        server.url,
+        session=make_session(backoff_factor=0),
+        timeout=10,
+        allowed_download_hosts=server.download_hosts,
+    )
 
 
 def test_every_planted_bad_member_is_refused_and_nothing_lands_outside(hostile_item, tmp_path, monkeypatch):
@@ -90,16 +95,16 @@ from pathlib import Path
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.omacir import OmacirClient
 from album_pipeline_tests.data.omacir_ingest import ingest_omacir
-url, home = sys.argv[1], Path(sys.argv[2])
-client = OmacirClient(url, session=make_session(backoff_factor=0), timeout=10)
+url, home, hosts = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")
+client = OmacirClient(url, session=make_session(backoff_factor=0), timeout=10, allowed_download_hosts=hosts)
 ingest_omacir(client, home)
 """
 
 
-def _run_and_kill(url: str, home: Path, ready: Callable[[], bool]) -> None:
+def _run_and_kill(server: ArchiveEmulator, home: Path, ready: Callable[[], bool]) -> None:
     """Start an ingest in a child process and SIGKILL it once ``ready()`` holds."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _INGEST, url, str(home)],
+        [sys.executable, "-c", _INGEST, server.url, str(home), ",".join(server.download_hosts)],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     try:
@@ -137,7 +142,7 @@ def test_a_download_killed_mid_transfer_resumes_with_only_the_missing_bytes(
     # Small cuts and a little latency stretch the transfer so that the kill lands in the middle of it.
     with ArchiveEmulator(item, drop_every_bytes=64 * 1024, latency_s=0.02) as server:
         _run_and_kill(
-            server.url, tmp_path, lambda: partial.exists() and partial.stat().st_size > archive.size * 0.4
+            server, tmp_path, lambda: partial.exists() and partial.stat().st_size > archive.size * 0.4
         )
         on_disk = partial.stat().st_size
         assert 0 < on_disk < archive.size and not (downloads / archive.name).exists()
@@ -155,9 +160,7 @@ def test_a_download_killed_mid_transfer_resumes_with_only_the_missing_bytes(
 def test_an_ingest_killed_mid_extraction_resumes_to_the_same_manifest(item, reference, tmp_path) -> None:
     images = tmp_path / "images"
     with ArchiveEmulator(item) as server:
-        _run_and_kill(
-            server.url, tmp_path, lambda: images.exists() and sum(1 for _ in images.rglob("*.*")) > 80
-        )
+        _run_and_kill(server, tmp_path, lambda: images.exists() and sum(1 for _ in images.rglob("*.*")) > 80)
         stored_at_kill = sum(1 for _ in images.rglob("*.*"))
         assert 80 < stored_at_kill < len(reference.rows)
         server.clear_requests()

@@ -22,7 +22,8 @@ def test_each_archive_is_a_partition_and_a_wrong_md5_fails_only_its_own(tmp_path
     home = HomeLayout(tmp_path / "home")
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home.root))
     with ArchiveEmulator(item, wrong_md5=[BAD]) as server:
-        monkeypatch.setenv("OMACIR_URL", server.url)
+        for name, value in server.environment().items():  # OMACIR_URL and OMACIR_DOWNLOAD_HOSTS
+            monkeypatch.setenv(name, value)
         defs = build_definitions(Settings.from_environ())
         everything = defs.resolve_implicit_global_asset_job_def()
 
@@ -78,7 +79,8 @@ def test_a_tar_can_be_deleted_once_its_images_are_recorded(tmp_path, monkeypatch
     home = HomeLayout(tmp_path / "home")
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home.root))
     with ArchiveEmulator(item) as server:
-        monkeypatch.setenv("OMACIR_URL", server.url)
+        for name, value in server.environment().items():  # OMACIR_URL and OMACIR_DOWNLOAD_HOSTS
+            monkeypatch.setenv(name, value)
         job = (
             build_definitions(Settings.from_environ())
             .resolve_implicit_global_asset_job_def()

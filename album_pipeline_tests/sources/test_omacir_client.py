@@ -31,11 +31,16 @@ def archive_server(item: OmacirItem) -> Iterator[ArchiveEmulator]:
 
 
 def _client(server: ArchiveEmulator) -> OmacirClient:
-    return OmacirClient(server.url, session=make_session(backoff_factor=0), timeout=10)
+    return OmacirClient(
+        server.url,
+        session=make_session(backoff_factor=0),
+        timeout=10,
+        allowed_download_hosts=server.download_hosts,
+    )
 
 
 def _downloads(server: ArchiveEmulator) -> list:
-    return [r for r in server.requests if r.path.startswith("/download/")]
+    return server.data_requests()
 
 
 def test_lists_only_tar_originals_with_int_sizes(archive_server, item) -> None:

@@ -1,9 +1,18 @@
 """An emulator of archive.org serving a synthetic version of the OMACIR item ``audio-covers``.
 
-``ArchiveEmulator`` serves ``GET /metadata/{item}`` and ``GET``/``HEAD /download/{item}/{file}`` with single
-byte ranges, as archive.org does (see /work/shared/reference/data-sources.md, section OMACIR). Opt-in faults:
-``cut_first_download_after_bytes`` (the first GET of each file is cut), ``drop_every_bytes`` (every GET is
-cut, so a download needs several Range resumes) and ``wrong_md5`` (the metadata lists a wrong md5).
+``ArchiveEmulator`` answers as the recorded archive.org does (``../shared/reference/real-responses/archive``
+and ``coverartarchive/archive_org_download_redirect.headers``):
+
+- ``GET /metadata/{item}``: the item document, sizes and mtimes as strings, each file marked ``source``
+  original, derivative or metadata, the ``_files.xml`` entry without a size, and ``d1``/``d2``/``dir``/
+  ``server``/``workable_servers`` naming the data node; an unknown item answers ``{}``;
+- ``GET``/``HEAD /download/{item}/{file}``: a 302 to the data node, plain http on another loopback host name
+  (``download_host``, standing in for ``dnNNN.ca.archive.org``), which serves ``/0/items/{item}/{file}`` with
+  single byte ranges. Clients must allow that host (``environment()`` says how).
+
+Opt-in faults: ``cut_first_download_after_bytes`` (the first GET of each file is cut), ``drop_every_bytes``
+(every GET is cut, so a download needs several Range resumes) and ``wrong_md5`` (the metadata lists a wrong
+md5).
 """
 
 from __future__ import annotations
@@ -15,8 +24,10 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote
 
-from album_pipeline.testing.emulators.base import LOOPBACK_HOST, Request, Response
+from album_pipeline.settings import OMACIR_DOWNLOAD_HOSTS_VAR, OMACIR_URL_VAR
+from album_pipeline.testing.emulators.base import LOOPBACK_HOST, Request, RequestRecord, Response
 from album_pipeline.testing.emulators.loopback import LoopbackServer
 from album_pipeline.testing.emulators.omacir_item import OmacirItem
 from album_pipeline.testing.emulators.omacir_members import dead_link_placeholder_jpeg
@@ -24,6 +35,9 @@ from album_pipeline.testing.emulators.omacir_members import dead_link_placeholde
 # archive.org's modification time of the item's files.
 FILE_MTIME = 1_466_496_032
 STREAM_CHUNK_BYTES = 256 * 1024
+# Where a data node serves an item's files, as in the recorded redirect (http://dn710907.ca.archive.org/0/items/).
+DATA_NODE_PATH = "/0/items"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 
 
 @dataclass(frozen=True)
@@ -41,17 +55,22 @@ class _ServedFile:
     path: Path | None = None
     data: bytes | None = None
     listed_md5: str | None = None  # a wrong md5 to publish in the metadata instead of the true one
+    # archive.org lists the item's own ``_files.xml`` by name, source, format and md5 only: no size, no mtime.
+    listed_briefly: bool = False
 
     def metadata_entry(self) -> dict[str, str]:
+        md5 = self.listed_md5 or self.md5
+        if self.listed_briefly:
+            return {"name": self.name, "source": self.source, "format": self.format, "md5": md5}
         return {
             "name": self.name,
             "source": self.source,
+            "size": str(self.size),  # archive.org publishes sizes and mtimes as strings
             "format": self.format,
-            "size": str(self.size),  # archive.org publishes sizes as strings
-            "md5": self.listed_md5 or self.md5,
-            "sha1": self.sha1,
-            "crc32": self.crc32,
             "mtime": str(FILE_MTIME),
+            "md5": md5,
+            "crc32": self.crc32,
+            "sha1": self.sha1,
         }
 
     def read(self, start: int, length: int) -> Iterator[bytes]:
@@ -128,8 +147,11 @@ def _served_files(item: OmacirItem) -> dict[str, _ServedFile]:
             "__ia_thumb.jpg", "derivative", "Item Tile", "image/jpeg", dead_link_placeholder_jpeg()
         ),
         _in_memory_file(f"{item.identifier}_meta.xml", "metadata", "Metadata", "text/xml", meta_xml.encode()),
-        _in_memory_file(
-            f"{item.identifier}_files.xml", "metadata", "Metadata", "text/xml", files_xml.encode()
+        replace(
+            _in_memory_file(
+                f"{item.identifier}_files.xml", "metadata", "Metadata", "text/xml", files_xml.encode()
+            ),
+            listed_briefly=True,
         ),
     ]
     # Derived files first and last, so a client that takes the list at face value meets them.
@@ -162,7 +184,7 @@ def parse_single_range(header: str | None, size: int) -> tuple[int, int] | None 
 
 
 class ArchiveEmulator(LoopbackServer):
-    """archive.org's metadata and download endpoints for one item, on 127.0.0.1."""
+    """archive.org's metadata and download endpoints for one item, and its data node, on loopback."""
 
     name = "archive"
 
@@ -172,12 +194,16 @@ class ArchiveEmulator(LoopbackServer):
         host: str = LOOPBACK_HOST,
         port: int = 0,
         *,
+        download_host: str | None = None,
         cut_first_download_after_bytes: int | None = None,
         wrong_md5: Iterable[str] = (),
         drop_every_bytes: int | None = None,
         latency_s: float = 0.0,
     ) -> None:
-        """Opt-in faults, for tests of a client's resume and verification:
+        """``download_host``: the host name downloads redirect to, served by this same server; by default the
+        other loopback name than ``host`` (``localhost`` for 127.0.0.1), so the redirect crosses hosts.
+
+        Opt-in faults, for tests of a client's resume and verification:
 
         - ``cut_first_download_after_bytes`` drops the connection part-way through the first GET of each
           file (later GETs are whole);
@@ -189,6 +215,13 @@ class ArchiveEmulator(LoopbackServer):
         - ``latency_s`` delays every response, as on a slow link.
         """
         super().__init__(host, port, latency_s=latency_s)
+        if download_host is None:
+            download_host = LOOPBACK_NAMES[1] if host == LOOPBACK_NAMES[0] else LOOPBACK_NAMES[0]
+        if download_host not in LOOPBACK_NAMES:
+            raise ValueError(
+                f"download_host must be one of {LOOPBACK_NAMES} (loopback), got {download_host!r}"
+            )
+        self.download_host = download_host
         for name, value, least in (
             ("cut_first_download_after_bytes", cut_first_download_after_bytes, 0),
             ("drop_every_bytes", drop_every_bytes, 1),
@@ -211,7 +244,28 @@ class ArchiveEmulator(LoopbackServer):
         self._already_cut: set[str] = set()
         self._cut_lock = threading.Lock()
         self.add_route("GET", r"/metadata/(?P<identifier>[^/]+)/?", self._metadata)
-        self.add_route(("GET", "HEAD"), r"/download/(?P<identifier>[^/]+)/(?P<file>[^/]+)", self._download)
+        file_pattern = r"/(?P<identifier>[^/]+)/(?P<file>[^/]+)"
+        self.add_route(("GET", "HEAD"), "/download" + file_pattern, self._redirect_to_data_node)
+        self.add_route(("GET", "HEAD"), re.escape(DATA_NODE_PATH) + file_pattern, self._download)
+
+    # --- what a client must be told ----------------------------------------------------------------------
+    @property
+    def download_hosts(self) -> tuple[str, ...]:
+        """The hosts a client must allow for downloads (``OMACIR_DOWNLOAD_HOSTS``)."""
+        return (self.download_host,)
+
+    @property
+    def data_node(self) -> str:
+        """``host:port`` of the data node, as the metadata's ``d1``/``server`` name it."""
+        return f"{self.download_host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables pointing the pipeline at this server and allowing its data node."""
+        return {OMACIR_URL_VAR: self.url, OMACIR_DOWNLOAD_HOSTS_VAR: ",".join(self.download_hosts)}
+
+    def data_requests(self) -> list[RequestRecord]:
+        """The requests the data node served (the bytes of downloads), oldest first."""
+        return [record for record in self.requests if record.path.startswith(DATA_NODE_PATH + "/")]
 
     def not_found(self, path: str) -> Response:
         return Response(
@@ -220,26 +274,46 @@ class ArchiveEmulator(LoopbackServer):
 
     def _metadata(self, request: Request) -> Response:
         if request.match["identifier"] != self.item.identifier:
-            return self.not_found(request.path)
+            return Response.json({})  # archive.org's answer for an identifier it does not hold
         files = list(self._files.values())
         return Response.json(
             {
                 "created": FILE_MTIME + 1000,
-                "d1": "127.0.0.1",
-                "dir": f"/items/{self.item.identifier}",
+                "d1": self.data_node,
+                "d2": self.data_node,
+                "dir": f"{DATA_NODE_PATH}/{self.item.identifier}",
                 "files": [served.metadata_entry() for served in files],
                 "files_count": len(files),
                 "item_last_updated": FILE_MTIME,
-                "item_size": sum(served.size for served in files),
+                "item_size": sum(served.size for served in files if not served.listed_briefly),
                 "metadata": _item_metadata(self.item.identifier),
-                "server": f"127.0.0.1:{self.port}",
-                "workable_servers": ["127.0.0.1"],
+                "server": self.data_node,
+                "uniq": zlib.crc32(self.item.identifier.encode()),
+                "updated": FILE_MTIME + 1004,
+                "workable_servers": [self.data_node],
             }
         )
 
+    def _served_file(self, request: Request) -> _ServedFile | None:
+        if request.match["identifier"] != self.item.identifier:
+            return None
+        return self._files.get(request.match["file"])
+
+    def _redirect_to_data_node(self, request: Request) -> Response:
+        served = self._served_file(request)
+        if served is None:
+            return self.not_found(request.path)
+        location = (
+            f"http://{self.data_node}{DATA_NODE_PATH}/{quote(self.item.identifier)}/{quote(served.name)}"
+        )
+        # As recorded: the redirect itself carries the file's Content-Type and Accept-Ranges.
+        headers = {"Location": location, "Content-Type": served.content_type, "Accept-Ranges": "bytes"}
+        return Response(302, b"", headers)
+
     def _download(self, request: Request) -> Response:
-        served = self._files.get(request.match["file"])
-        if request.match["identifier"] != self.item.identifier or served is None:
+        served = self._served_file(request)
+        # Only the data node's host name serves bytes, so a client that skipped the redirect is noticed.
+        if served is None or _host_name(request.header("host")) != self.download_host:
             return self.not_found(request.path)
         headers = {
             "Content-Type": served.content_type,
@@ -272,3 +346,7 @@ class ArchiveEmulator(LoopbackServer):
                 return False
             self._already_cut.add(name)
             return True
+
+
+def _host_name(host_header: str | None) -> str:
+    return (host_header or "").rsplit(":", 1)[0].lower()

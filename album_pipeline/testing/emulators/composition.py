@@ -61,6 +61,7 @@ class RunningEmulators:
             OMACIR_URL_VAR: self.omacir_url,
             # The emulators serve their images themselves, on loopback.
             NAPSTER_IMAGE_HOSTS_VAR: LOOPBACK_HOST,
+            **self.archive.environment(),
             **self.musicbrainz.environment(),
             COVERART_IMAGE_HOSTS_VAR: LOOPBACK_HOST,
         }

@@ -88,7 +88,7 @@ def test_metadata_lists_the_tars_with_string_sizes_and_matching_checksums(emulat
     assert [entry["name"] for entry in tars] == ["album_covers_a.tar", "album_covers_b.tar"]
     for entry in tars:
         assert entry["source"] == "original"
-        assert isinstance(entry["size"], str)
+        assert isinstance(entry["size"], str) and isinstance(entry["mtime"], str)
         assert {"md5", "sha1", "crc32", "mtime"} <= entry.keys()
         data = _download(emulator, entry["name"]).content
         assert len(data) == int(entry["size"])
@@ -109,12 +109,43 @@ def test_metadata_also_lists_archive_orgs_own_files_which_are_not_data(emulator)
     assert meta.status_code == 200 and meta.content.startswith(b"<metadata>")
 
 
+def test_metadata_has_the_recorded_shape(emulator):
+    """As archive.org's recorded /metadata/nasa: the _files.xml entry without a size, the data node named."""
+    body = requests.get(f"{emulator.url}/metadata/audio-covers", timeout=10).json()
+    files_xml = next(entry for entry in body["files"] if entry["name"] == "audio-covers_files.xml")
+    assert files_xml.keys() == {"name", "source", "format", "md5"}
+    assert body["d1"] == body["d2"] == body["server"] == emulator.data_node == f"localhost:{emulator.port}"
+    assert body["workable_servers"] == [emulator.data_node] and body["dir"] == "/0/items/audio-covers"
+    assert body["files_count"] == len(body["files"]) and isinstance(body["uniq"], int)
+    assert body["item_size"] == sum(int(entry["size"]) for entry in body["files"] if "size" in entry)
+
+
+def test_downloads_redirect_to_the_data_node_on_another_host(emulator, item):
+    url = f"{emulator.url}/download/audio-covers/album_covers_a.tar"
+    redirect = requests.get(url, allow_redirects=False, timeout=10)
+    assert redirect.status_code == 302 and redirect.content == b""
+    location = f"http://localhost:{emulator.port}/0/items/audio-covers/album_covers_a.tar"
+    assert redirect.headers["Location"] == location
+    assert redirect.headers["Content-Type"] == "application/x-tar"  # as recorded, on the redirect itself
+    assert requests.get(location, timeout=10).content == item.path("album_covers_a.tar").read_bytes()
+    # The data node answers only under its own host name: a client must really follow the redirect.
+    assert (
+        requests.get(f"{emulator.url}/0/items/audio-covers/album_covers_a.tar", timeout=10).status_code == 404
+    )
+    assert emulator.download_hosts == ("localhost",)
+    assert emulator.environment() == {"OMACIR_URL": emulator.url, "OMACIR_DOWNLOAD_HOSTS": "localhost"}
+    with pytest.raises(ValueError, match="download_host"):
+        ArchiveEmulator(item, download_host="example.org")
+
+
 def test_full_download_and_head_advertise_ranges_and_length(emulator, item):
     size = item.archive("album_covers_a.tar").size
     full = _download(emulator, "album_covers_a.tar")
     assert full.status_code == 200
     assert full.headers["Accept-Ranges"] == "bytes" and int(full.headers["Content-Length"]) == size
-    head = requests.head(f"{emulator.url}/download/audio-covers/album_covers_a.tar", timeout=10)
+    head = requests.head(
+        f"{emulator.url}/download/audio-covers/album_covers_a.tar", allow_redirects=True, timeout=10
+    )
     assert head.status_code == 200 and int(head.headers["Content-Length"]) == size and head.content == b""
 
 
@@ -142,13 +173,16 @@ def test_concatenated_ranges_equal_the_whole_file_and_are_logged(emulator, item)
     for start in range(0, len(whole), step):
         parts.append(_download(emulator, name, Range=f"bytes={start}-{start + step - 1}").content)
     assert b"".join(parts) == whole
-    logged = [record.range for record in emulator.requests]
+    logged = [record.range for record in emulator.data_requests()]
     assert logged == [f"bytes={start}-{start + step - 1}" for start in range(0, len(whole), step)]
-    assert all(record.path == f"/download/audio-covers/{name}" for record in emulator.requests)
+    assert all(record.path == f"/0/items/audio-covers/{name}" for record in emulator.data_requests())
+    redirects = [record for record in emulator.requests if record.path.startswith("/download/")]
+    assert [(r.status, r.range) for r in redirects] == [(302, r) for r in logged]
 
 
-def test_unknown_item_or_file_is_404(emulator):
-    assert requests.get(f"{emulator.url}/metadata/other-item", timeout=10).status_code == 404
+def test_unknown_item_is_an_empty_document_and_unknown_files_are_404(emulator):
+    unknown = requests.get(f"{emulator.url}/metadata/other-item", timeout=10)
+    assert unknown.status_code == 200 and unknown.json() == {}  # archive.org's answer
     assert (
         requests.get(f"{emulator.url}/download/other-item/album_covers_a.tar", timeout=10).status_code == 404
     )
@@ -266,6 +300,7 @@ def test_running_emulators_starts_all_three_for_the_demo(tmp_path):
             "NAPSTER_API_URL": running.napster_url,
             "NAPSTER_API_KEY": "demo-key",
             "OMACIR_URL": running.omacir_url,
+            "OMACIR_DOWNLOAD_HOSTS": "localhost",
             "NAPSTER_IMAGE_HOSTS": "127.0.0.1",
             "MUSICBRAINZ_URL": running.musicbrainz.url,
             "COVERART_URL": running.musicbrainz.url,
@@ -307,6 +342,7 @@ def test_command_line_prints_the_environment_and_serves_until_stopped(tmp_path, 
             "NAPSTER_API_URL",
             "NAPSTER_API_KEY",
             "OMACIR_URL",
+            "OMACIR_DOWNLOAD_HOSTS",
             "NAPSTER_IMAGE_HOSTS",
             "MUSICBRAINZ_URL",
             "COVERART_URL",
@@ -541,7 +577,9 @@ def test_drop_every_bytes_cuts_every_download_and_ranges_reassemble_the_file(ite
             cuts.append(cut)
         assert bytes(received) == whole
         assert len(offsets) >= 4 and cuts == [True] * (len(offsets) - 1) + [False]
-        assert [record.range for record in server.requests] == [None] + [f"bytes={o}-" for o in offsets[1:]]
+        assert [record.range for record in server.data_requests()] == [None] + [
+            f"bytes={o}-" for o in offsets[1:]
+        ]
         # Not only the first download of a file: a fresh whole-file GET is cut again, and so is a range.
         assert _read_until_cut(url, {})[3]
         assert _read_until_cut(url, {"Range": "bytes=0-"})[3]

@@ -11,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from album_pipeline.sources.http import make_session
-from album_pipeline.sources.omacir import ArchiveChecksumError, OmacirClient, file_md5, iter_tar_images
+from album_pipeline.defs.resources import build_resources
+from album_pipeline.settings import Settings
+from album_pipeline.sources.http import UntrustedURLError, make_session
+from album_pipeline.sources.omacir import (
+    DEFAULT_DOWNLOAD_HOSTS,
+    ArchiveChecksumError,
+    ItemNotFoundError,
+    OmacirClient,
+    file_md5,
+    iter_tar_images,
+)
 from album_pipeline.testing.emulators.archive import ArchiveEmulator
 from album_pipeline.testing.emulators.omacir_item import OmacirItem
 
@@ -88,6 +97,43 @@ def test_interrupted_download_resumes_by_itself(item, tmp_path: Path) -> None:
     assert requests[0].range is None and requests[-1].range is not None
     resumed_from = int(requests[-1].range.split("=")[1].rstrip("-"))
     assert 0 < resumed_from <= 300_000
+
+
+def test_the_redirect_to_the_data_node_is_refused_unless_its_host_is_allowed(
+    archive_server, tmp_path
+) -> None:
+    client = OmacirClient(archive_server.url, session=make_session(backoff_factor=0), timeout=10)
+    archive = client.list_archives()[0]  # the metadata comes from the OMACIR_URL host, always allowed
+    with pytest.raises(UntrustedURLError) as caught:
+        client.download(archive, tmp_path / "dl")
+    assert "'localhost' is not allowed" in str(caught.value) and "OMACIR_DOWNLOAD_HOSTS" in str(caught.value)
+    assert _downloads(archive_server) == [] and list((tmp_path / "dl").iterdir()) == []
+
+
+def test_an_unknown_item_is_reported_as_not_existing(archive_server) -> None:
+    client = OmacirClient(archive_server.url, item="no-such-item", session=make_session(backoff_factor=0))
+    with pytest.raises(ItemNotFoundError, match="has no item 'no-such-item'.*OMACIR_URL"):
+        client.list_archives()
+
+
+def test_list_files_shows_archive_orgs_own_files_some_without_size(archive_server) -> None:
+    files = {entry.name: entry for entry in _client(archive_server).list_files()}
+    assert files["audio-covers_files.xml"].size is None and files["audio-covers_files.xml"].md5
+    assert files["__ia_thumb.jpg"].source == "derivative" and files["album_covers_a.tar"].source == "original"
+
+
+def test_download_hosts_come_from_the_environment_into_the_resource(archive_server, tmp_path) -> None:
+    assert (
+        Settings.from_environ({}).omacir_download_hosts
+        == DEFAULT_DOWNLOAD_HOSTS
+        == ("archive.org", ".archive.org")
+    )
+    settings = Settings.from_environ({**archive_server.environment(), "ALBUM_PIPELINE_HOME": str(tmp_path)})
+    assert settings.omacir_download_hosts == ("localhost",)
+    client = build_resources(settings)["omacir"].client()
+    assert client.download(client.list_archives()[0], tmp_path / "dl").is_file()
+    with pytest.raises(ValueError, match="OMACIR_DOWNLOAD_HOSTS"):
+        OmacirClient(archive_server.url, allowed_download_hosts="localhost")
 
 
 def test_md5_mismatch_raises_and_leaves_no_file(archive_server, tmp_path: Path) -> None:

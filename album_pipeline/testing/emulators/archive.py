@@ -208,8 +208,8 @@ class ArchiveEmulator(LoopbackServer):
         - ``cut_first_download_after_bytes`` drops the connection part-way through the first GET of each
           file (later GETs are whole);
         - ``drop_every_bytes`` drops the connection after that many body bytes of EVERY GET of a download
-          (200 or 206), so a file larger than that needs several Range requests; the request log
-          (``requests``, field ``range``) shows each Range header. With both, the smaller cut wins;
+          (200 or 206), so a file larger than that needs several Range requests; the data node's request
+          log (``data_requests()``, field ``range``) shows each Range header. With both, the smaller cut wins;
         - ``wrong_md5`` names files (e.g. ``album_covers_a.tar``) whose metadata entry lists a wrong md5
           (``wrong_md5_for`` of the true one); the bytes served, the ETag, sha1 and crc32 stay true;
         - ``latency_s`` delays every response, as on a slow link.

@@ -1,13 +1,16 @@
 """Labelled covers from Napster: the top albums of each class's Napster genres, one cover each.
 
 Napster lists an album under a genre's top lists and in its own genre ids; both feed its labels, its own ids
-choose the class it trains under. Of the sizes an album's image comes in, one is chosen here; ``covers`` then
-fetches, validates and stores it like any source's.
+choose the class it trains under. Those ids are mostly sub-genres: they map to a class through the genre tree
+read once per crawl (policy in ``album_pipeline.sources.napster_genres``), and the crawl's ``genre_mapping``
+stat shows each id's top-level genre, class and album count. Of the sizes an album's image comes in, one is
+chosen here; ``covers`` then fetches, validates and stores it like any source's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -23,7 +26,8 @@ from album_pipeline.data.results import FailureLog, IngestResult, Log, safe_log
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import GenreClass, classes_in_order
 from album_pipeline.sources.http import SourceAuthError, SourceError
-from album_pipeline.sources.napster import MAX_PAGE_SIZE, NapsterClient, check_page_size
+from album_pipeline.sources.napster import MAX_PAGE_SIZE, NapsterClient, album_flag, check_page_size
+from album_pipeline.sources.napster_genres import NapsterGenreTree, class_of_genre
 
 NAPSTER = "napster"
 
@@ -78,7 +82,7 @@ def crawl_napster(
     say = safe_log(log, client.scrub)
     client.check()  # fail fast on a bad key or an unreachable API, before any paging
     failures = FailureLog(NAPSTER)
-    albums = _napster_albums(client, classes, options, say)
+    albums, genre_mapping = _napster_albums(client, classes, options, say)
     candidates = _napster_candidates(client, albums, classes, state, options, failures, say)
     result = crawl_covers(
         NAPSTER, candidates, client.fetch_image, store, state, options, failures=failures, log=say
@@ -86,19 +90,24 @@ def crawl_napster(
     result.stats["albums_per_genre"] = {
         genre.name: sum(1 for album in albums.values() if genre.name in album.classes) for genre in classes
     }
+    result.stats["genre_mapping"] = genre_mapping
+    for flag in ("explicit", "single"):
+        result.stats[f"{flag}_albums"] = sum(album_flag(album.raw, flag) for album in albums.values())
     return result
 
 
 def _napster_albums(
     client: NapsterClient, classes: Sequence[GenreClass], options: NapsterCrawlOptions, say: Log
-) -> dict[str, _Album]:
-    """Distinct albums (keyed by lower-cased id: the API mixes alb./Alb.), each with the classes listing it."""
+) -> tuple[dict[str, _Album], list[dict]]:
+    """Distinct albums (keyed by lower-cased id: the API mixes alb./Alb.), each with the classes listing it,
+    and the genre mapping their own genre ids went through."""
     # Resolve every shortcut first, so a typo in the last class fails before any paging.
     genre_ids = {
         shortcut: str(client.genre(shortcut)["id"])
         for genre in classes
         for shortcut in genre.napster_shortcuts
     }
+    tree = client.genre_tree()  # once per crawl: albums mostly name sub-genres of the classes' genres
     albums_per_genre = options.albums_per_genre
     albums: dict[str, _Album] = {}
     for genre in classes:
@@ -117,20 +126,59 @@ def _napster_albums(
                 album.classes.add(genre.name)
                 listed.add(album_id.lower())
         say(f"napster: class {genre.name} ({', '.join(genre.napster_shortcuts)}): {len(listed)} top albums")
-    # Labels also come from the album's own genre ids, when they feed a class.
-    class_of_id = {
+    class_by_genre_id = {
         genre_ids[shortcut].lower(): genre.name for genre in classes for shortcut in genre.napster_shortcuts
     }
-    for album in albums.values():
-        own = [class_of_id.get(str(i).lower()) for i in _genre_ids(album.raw)]
-        album.own_classes = [name for name in own if name]
+    mapping = _label_by_own_genres(client, tree, albums.values(), class_by_genre_id, say)
+    return albums, mapping
+
+
+def _label_by_own_genres(
+    client: NapsterClient,
+    tree: NapsterGenreTree,
+    albums: Iterable[_Album],
+    class_by_genre_id: dict[str, str],
+    say: Log,
+) -> list[dict]:
+    """Labels from the albums' own genre ids (see ``napster_genres`` for the policy); returns the mapping
+    used, one row per genre id: its top-level genre, the class it fed (None for none) and how many albums."""
+    albums = list(albums)
+    tree.place({i for album in albums for i in _genre_ids(album.raw)}, _lookup_or_nothing(client, say))
+    uses: Counter[str] = Counter()
+    for album in albums:
+        own = [class_of_genre(tree, i, class_by_genre_id) for i in _genre_ids(album.raw)]
+        album.own_classes = list(dict.fromkeys(name for name in own if name))
         album.classes.update(album.own_classes)
-    return albums
+        uses.update({str(i).lower() for i in _genre_ids(album.raw)})
+    return [
+        {
+            "genre_id": genre_id,
+            "top_level": tree.top_level_of(genre_id),
+            "class": class_of_genre(tree, genre_id, class_by_genre_id),
+            "albums": count,
+        }
+        for genre_id, count in sorted(uses.items(), key=lambda item: (-item[1], item[0]))
+    ]
+
+
+def _lookup_or_nothing(client: NapsterClient, say: Log):
+    """``client.genres_by_id``, where a failed lookup leaves those ids unknown rather than failing the crawl."""
+
+    def lookup(genre_ids: Sequence[str]) -> list[dict]:
+        try:
+            return client.genres_by_id(genre_ids)
+        except SourceError as error:
+            if isinstance(error, SourceAuthError):
+                raise
+            say(f"napster: genre lookup failed for {len(genre_ids)} ids, they feed no class: {error}")
+            return []
+
+    return lookup
 
 
 def _genre_ids(raw: dict) -> list[str]:
     links = raw.get("links") or {}
-    return list(((links.get("genres") or {}).get("ids")) or [])
+    return [str(i) for i in ((links.get("genres") or {}).get("ids")) or []]
 
 
 def _napster_candidates(

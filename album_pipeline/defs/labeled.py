@@ -144,7 +144,12 @@ def napster_covers(
     with CrawlState(layout.crawl_state(NAPSTER), log=context.log.warning) as state:
         store = ImageStore(layout.root)
         result = crawl_napster(client, store, state, genres.genre_map, options=options, log=context.log.info)
-    return _crawl_result(layout, NAPSTER, result, config)
+    materialized = _crawl_result(layout, NAPSTER, result, config)
+    # Which class each (sub-)genre id on the albums fed, through which top-level genre, for how many albums.
+    mapping = dg.MetadataValue.json(result.stats.get("genre_mapping", []))
+    return dg.MaterializeResult(
+        metadata={**materialized.metadata, "genre_mapping": mapping}, check_results=materialized.check_results
+    )
 
 
 def _skipped_crawl(context, layout, source: str, config: CrawlConfig, why: str) -> dg.MaterializeResult:

@@ -6,6 +6,7 @@ sent to the image host, and never shown by ``repr`` or in an error message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +29,7 @@ from album_pipeline.sources.http import (
     redact_url,
     scrub,
 )
+from album_pipeline.sources.napster_genres import NapsterGenreTree
 from album_pipeline.sources.rate_limit import RateLimiter, rate_limit_prefix
 
 DEFAULT_NAPSTER_URL = "https://api.napster.com"
@@ -38,6 +40,7 @@ NAPSTER_URL_ENV = "NAPSTER_API_URL"
 NAPSTER_KEY_ENV = "NAPSTER_API_KEY"
 TOP_RANGES = ("day", "week", "month", "year", "life")
 MAX_PAGE_SIZE = 200  # the API's documented maximum ``limit``
+GENRE_LOOKUP_BATCH = 50  # genre ids per /genres/{ids} call, keeping the URL short
 # The documented rate limit of a default API key.
 NAPSTER_REQUESTS_PER_SECOND = 5.0
 
@@ -46,6 +49,28 @@ _SERVICE = "Napster API"
 
 class UnknownGenreError(SourceError, ValueError):
     """The genre shortcut does not exist in the catalogue."""
+
+
+_SIDES_IN_URL = re.compile(r"/(\d+)x(\d+)/")
+
+
+def image_sides(image: dict) -> tuple[int, int] | None:
+    """(width, height) of an image object: its fields when they are whole numbers, else the URL's
+    ``/{W}x{H}/`` part as on the static image host; None when neither says."""
+    width, height = image.get("width"), image.get("height")
+    if isinstance(width, int) and isinstance(height, int) and not isinstance(width, bool):
+        return (width, height) if width > 0 and height > 0 else None
+    if isinstance(width, str) and isinstance(height, str) and width.isdigit() and height.isdigit():
+        return int(width), int(height)
+    found = _SIDES_IN_URL.search(str(image.get("url") or ""))
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def album_flag(album: dict, name: str) -> bool:
+    """An album's ``explicit`` or ``single`` flag: v2.2 names it ``isExplicit``/``isSingle``, the 2016 API
+    (recorded ``albums/top``) ``explicit``/``single``; absent is False."""
+    value = album.get("is" + name[:1].upper() + name[1:], album.get(name))
+    return value is True
 
 
 def check_page_size(page_size: int) -> None:
@@ -138,6 +163,18 @@ class NapsterClient:
     def genres(self) -> list[dict]:
         return list(self._get_json("/v2.2/genres").get("genres") or [])
 
+    def genre_tree(self) -> NapsterGenreTree:
+        """The top-level genres and their children, from one ``/genres`` call: a crawl reads it once."""
+        return NapsterGenreTree(self.genres())
+
+    def genres_by_id(self, genre_ids: Sequence[str], batch_size: int = GENRE_LOOKUP_BATCH) -> list[dict]:
+        """The genre objects of these ids (sub-genres too), a batch per call; unknown ids are left out."""
+        found: list[dict] = []
+        for start in range(0, len(genre_ids), batch_size):
+            joined = ",".join(quote(str(i), safe=".") for i in genre_ids[start : start + batch_size])
+            found.extend(self._get_json(f"/v2.2/genres/{joined}").get("genres") or [])
+        return found
+
     def genre(self, shortcut: str) -> dict:
         """The genre object for a shortcut such as ``rock`` (an unknown one is an UnknownGenreError)."""
         if not shortcut or "/" in shortcut:
@@ -219,20 +256,21 @@ class NapsterClient:
 
     @staticmethod
     def choose_image(images: Sequence[dict], *, preferred_side: int) -> dict | None:
-        """The smallest image with both sides >= ``preferred_side``; failing that, the largest; None if none."""
-        usable = [
-            image
-            for image in images
-            if image.get("url")
-            and isinstance(image.get("width"), int)
-            and isinstance(image.get("height"), int)
-        ]
-        if not usable:
+        """The smallest image with both sides >= ``preferred_side``; failing that, the largest; None if none.
+
+        Sides come from ``width``/``height``, else from the URL's ``/img/{W}x{H}/`` part: no real images body
+        was recorded, so whether the API always sends the sides (and as numbers) is unproven."""
+        sized = [(image, sides) for image in images if image.get("url") and (sides := image_sides(image))]
+        if not sized:
             return None
-        big_enough = [i for i in usable if i["width"] >= preferred_side and i["height"] >= preferred_side]
+
+        def area(entry: tuple[dict, tuple[int, int]]) -> int:
+            return entry[1][0] * entry[1][1]
+
+        big_enough = [e for e in sized if min(e[1]) >= preferred_side]
         if big_enough:
-            return min(big_enough, key=lambda i: (i["width"] * i["height"], not i.get("isDefault", False)))
-        return max(usable, key=lambda i: (i["width"] * i["height"], i.get("isDefault", False)))
+            return min(big_enough, key=lambda e: (area(e), not e[0].get("isDefault", False)))[0]
+        return max(sized, key=lambda e: (area(e), e[0].get("isDefault", False)))[0]
 
     def fetch_image(self, url: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
         """The bytes at an image URL from an allowed host (no API key is sent: images live on a static host).

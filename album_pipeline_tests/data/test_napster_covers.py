@@ -16,7 +16,10 @@ from album_pipeline.genres import DEFAULT_GENRE_MAP, GenreClass, default_classes
 from album_pipeline.sources.http import SourceError, SourceUnavailableError, make_session
 from album_pipeline.sources.napster import NapsterClient
 from album_pipeline.testing.emulators.napster import NapsterEmulator
-from album_pipeline.testing.emulators.napster_catalog import RANGES, NapsterCatalog
+from album_pipeline.testing.emulators.napster_catalog import RANGES, UNLISTED_GENRE_IDS, NapsterCatalog
+from album_pipeline.testing.emulators.napster_shapes import GENRE_PARENT, GENRE_SHORTCUT_BY_ID, children_of
+
+KNOWN_IDS = tuple(GENRE_SHORTCUT_BY_ID)
 
 KEY = "crawl-key-9f8e7d6c5b"
 LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images
@@ -70,9 +73,10 @@ def test_crawl_matches_the_catalogue_ground_truth(napster, catalog, tmp_path: Pa
         own = catalog.album_genres(row.source_id)
         # The documented policy: every class kept in class order, training class = the album's own primary.
         assert row.genres == [genre.name for genre in DEFAULT_GENRE_MAP if genre.name in own]
-        assert row.genre == own[0]
-        assert (row.width, row.height, row.format) == (200, 200, "JPEG")
-        assert store.absolute(row.path).read_bytes() == catalog.image_bytes(row.source_id, 200, 200)
+        assert row.genre == catalog.training_genre(row.source_id)
+        side = catalog.chosen_size(row.source_id, 200)
+        assert (row.width, row.height, row.format) == (side, side, "JPEG")
+        assert store.absolute(row.path).read_bytes() == catalog.image_bytes(row.source_id, side, side)
         assert row.split == assign_split(row.image_id)
         assert row.source == "napster"
     assert rows["image_id"].is_unique
@@ -129,7 +133,14 @@ class _FlakyClient(NapsterClient):
 
 
 def test_bad_albums_become_failure_rows_and_repeated_bytes_placeholders(napster, catalog, tmp_path) -> None:
-    rock_only = sorted(a for a in catalog.top_album_ids("rock") if catalog.album_genres(a) == ["rock"])
+    # Copies swap the album number in a URL: albums whose chosen image has the usual size and file name.
+    rock_only = sorted(
+        a
+        for a in catalog.top_album_ids("rock")
+        if catalog.album_genres(a) == ["rock"]
+        and catalog.chosen_size(a) == 300
+        and catalog.albums[a].image_extension == "jpg"
+    )
     unreachable, truncated, junk, first, second, p1, p2, p3 = rock_only[:8]
     _FlakyClient.broken = {
         unreachable: "unreachable",
@@ -158,7 +169,7 @@ def test_bad_albums_become_failure_rows_and_repeated_bytes_placeholders(napster,
 
 
 def test_rerun_fetches_nothing_already_known(napster, catalog, tmp_path: Path) -> None:
-    _FlakyClient.broken = {sorted(catalog.top_album_ids("pop"))[0]: "junk"}
+    _FlakyClient.broken = {_crawl_order(catalog, "pop")[0]: "junk"}
     first = _crawl(_client(napster, _FlakyClient), tmp_path, default_classes("pop"), albums=10)
     store = ImageStore(tmp_path)
     stamps = {p: store.absolute(p).stat().st_mtime_ns for p in first.rows["path"]}
@@ -220,3 +231,64 @@ def test_options_refuse_settings_that_would_crawl_nothing_or_break_the_api() -> 
         NapsterCrawlOptions(page_size=201)
     with pytest.raises(ValueError, match="download_workers"):
         NapsterCrawlOptions(download_workers=0)
+
+
+def test_sub_genre_ids_label_through_the_genre_tree_read_once(napster, catalog, tmp_path) -> None:
+    napster.clear_requests()
+    result = _crawl(_client(napster), tmp_path, default_classes("rap-hip-hop", "jazz"))
+    crawled = [a for a in catalog.albums.values() if {"g.146", "g.299"} & set(a.top_genre_ids)]
+    listed = {"g.146", "g.299", *children_of("g.146"), *children_of("g.299")}
+    not_in_the_list = sorted({i for album in crawled for i in album.genre_ids} - listed - set(KNOWN_IDS))
+    assert any(i in UNLISTED_GENRE_IDS for i in not_in_the_list) and any(
+        i in GENRE_PARENT for i in not_in_the_list
+    )
+    genre_calls = [
+        r.path.split("?")[0]
+        for r in napster.requests
+        if r.path.startswith("/v2.2/genres") and "/albums" not in r.path
+    ]
+    # check(), one shortcut each, the list once, and one batched lookup of the ids the list does not name.
+    assert genre_calls == [
+        "/v2.2/genres",
+        "/v2.2/genres/rap-hip-hop",
+        "/v2.2/genres/jazz",
+        "/v2.2/genres",
+        f"/v2.2/genres/{','.join(not_in_the_list)}",
+    ]
+    mapping = {row["genre_id"]: row for row in result.stats["genre_mapping"]}
+    assert mapping["g.173"] == {
+        "genre_id": "g.173",
+        "top_level": "g.146",
+        "class": "rap-hip-hop",
+        "albums": sum("g.173" in album.genre_ids for album in crawled),
+    }
+    for genre_id in not_in_the_list:
+        expected = None if genre_id in UNLISTED_GENRE_IDS else GENRE_PARENT[GENRE_PARENT[genre_id]]
+        assert mapping[genre_id]["top_level"] == expected  # a grandchild placed, an unlisted id unknown
+    # Albums carry sub-genres mostly, and every album trains under the class a crawl can tell.
+    top_level_uses = sum(row["albums"] for row in mapping.values() if row["genre_id"] in ("g.146", "g.299"))
+    assert top_level_uses < 0.3 * len(crawled)
+    for row in result.rows.itertuples():
+        assert row.genre == catalog.training_genre(row.source_id)
+    assert result.stats["explicit_albums"] == sum(album.is_explicit for album in crawled)
+
+
+def test_a_failed_genre_lookup_leaves_those_ids_unknown(napster, catalog, tmp_path) -> None:
+    class NoLookups(NapsterClient):
+        def genres_by_id(self, genre_ids, batch_size=50):
+            raise SourceUnavailableError("genre lookup unreachable")
+
+    messages: list[str] = []
+    with CrawlState(tmp_path / "state.sqlite") as state:
+        result = crawl_napster(
+            _client(napster, NoLookups),
+            ImageStore(tmp_path),
+            state,
+            default_classes("jazz"),
+            options=NapsterCrawlOptions(albums_per_genre=1000),
+            log=messages.append,
+        )
+    mapping = {row["genre_id"]: row for row in result.stats["genre_mapping"]}
+    assert mapping["g.1304"]["class"] is None and mapping["g.1301"]["class"] == "jazz"
+    assert any("genre lookup failed" in message for message in messages)
+    assert set(result.rows["genre"]) == {"jazz"} and result.failures.empty

@@ -222,3 +222,20 @@ def test_a_refused_key_fails_the_crawl_clearly_and_shows_up_nowhere(
     assert wrong_key not in event_log and wrong_key not in failure.to_string()
     assert _files_containing(pipeline_env.root, wrong_key) == []
     assert _files_containing(tmp_path / "dagster", wrong_key) == []
+
+
+def test_the_napster_crawl_shows_its_genre_mapping(emulators, pipeline_env, tmp_path):
+    defs = build_definitions(Settings.from_environ())
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={dg.AssetKey("napster_covers")}
+    )
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        result = job.execute_in_process(run_config=TINY_RUN_CONFIG_NAPSTER, instance=instance)
+    [materialization] = result.asset_materializations_for_node("napster_covers")
+    mapping = {row["genre_id"]: row for row in materialization.metadata["genre_mapping"].value}
+    # Albums mostly carry sub-genres: each maps through its top-level genre to the class it fed.
+    assert mapping["g.173"]["top_level"] == "g.146" and mapping["g.173"]["class"] == "rap-hip-hop"
+    assert sum(row["albums"] for row in mapping.values() if row["top_level"] != row["genre_id"]) > sum(
+        row["albums"] for row in mapping.values() if row["top_level"] == row["genre_id"]
+    )

@@ -14,7 +14,7 @@ from album_pipeline.sources.http import (
     UntrustedURLError,
     make_session,
 )
-from album_pipeline.sources.napster import NapsterClient, UnknownGenreError
+from album_pipeline.sources.napster import NapsterClient, UnknownGenreError, album_flag, image_sides
 from album_pipeline.testing.emulators.napster import NapsterEmulator
 from album_pipeline.testing.emulators.napster_catalog import NapsterCatalog
 
@@ -98,7 +98,8 @@ def test_album_images_are_grouped_by_album_and_sized_choices(client: NapsterClie
     for album_id in album_ids:
         assert {i["contentId"] for i in images[album_id]} == {album_id}
         chosen = NapsterClient.choose_image(images[album_id], preferred_side=200)
-        assert (chosen["width"], chosen["height"]) == (200, 200)
+        side = catalog.chosen_size(album_id, 200)
+        assert (chosen["width"], chosen["height"]) == (side, side)
         largest = NapsterClient.choose_image(images[album_id], preferred_side=10_000)
         assert largest["width"] == max(i["width"] for i in images[album_id])
     assert NapsterClient.choose_image([], preferred_side=200) is None
@@ -194,3 +195,41 @@ def test_a_key_a_header_cannot_carry_is_refused_up_front_without_showing_it(bad_
         "NAPSTER_API_KEY contains a line break or other characters HTTP headers cannot carry; set it again"
     )
     assert isinstance(caught.value, ValueError)  # a setting at fault, as the preflight reports it
+
+
+def test_image_sides_come_from_the_fields_else_from_the_url() -> None:
+    url = "http://static.rhap.com/img/300x300/6/8/9/8/5858986_300x300.jpg"
+    assert image_sides({"url": url, "width": 500, "height": 400}) == (500, 400)
+    assert image_sides({"url": url, "width": "300", "height": "300"}) == (300, 300)
+    assert image_sides({"url": url}) == (300, 300)
+    assert image_sides({"url": url, "width": True, "height": 1}) == (300, 300)
+    assert image_sides({"url": "http://static.rhap.com/cover.jpg"}) is None
+    assert image_sides({"url": url, "width": 0, "height": 0}) is None
+    # Without sides in its fields an image still competes, sized by its URL.
+    images = [{"url": url.replace("300x300", f"{side}x{side}")} for side in (170, 70, 600, 300)]
+    assert NapsterClient.choose_image(images, preferred_side=200)["url"].endswith("_300x300.jpg")
+
+
+def test_album_flags_read_the_v2_2_and_the_2016_field_names() -> None:
+    assert album_flag({"isExplicit": True, "isSingle": False}, "explicit") is True
+    assert album_flag({"isExplicit": True, "isSingle": False}, "single") is False
+    assert album_flag({"explicit": False, "single": True}, "single") is True
+    assert album_flag({"explicit": True}, "explicit") is True
+    assert album_flag({}, "explicit") is False
+    assert album_flag({"single": "yes"}, "single") is False  # only a JSON true counts
+
+
+def test_genre_tree_comes_from_one_call_and_lookups_are_batched(
+    client: NapsterClient, emulator: NapsterEmulator
+) -> None:
+    emulator.clear_requests()
+    tree = client.genre_tree()
+    assert [r.path.split("?")[0] for r in emulator.requests] == ["/v2.2/genres"]
+    assert tree.top_level_of("g.173") == "g.146" and tree.top_level_of("G.5") == "g.5"
+    assert tree.top_level_of("g.1104") is None  # a grandchild: only a lookup of it names its parent
+    emulator.clear_requests()
+    found = client.genres_by_id(["g.1104", "g.1403", "g.1901", "g.5"], batch_size=3)
+    assert [genre["id"] for genre in found] == ["g.1104", "g.1403", "g.5"]
+    assert len(emulator.requests) == 2
+    tree.learn(found)
+    assert tree.top_level_of("g.1104") == "g.5" and tree.top_level_of("g.1403") == "g.146"

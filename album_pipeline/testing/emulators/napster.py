@@ -1,10 +1,13 @@
 """An emulator of the Napster API v2.2 catalogue calls the crawler uses, over a synthetic catalogue.
 
-Shapes follow /work/shared/reference/data-sources.md (section Napster): ``{"genres": [...]}``,
+Shapes follow /work/shared/reference/data-sources.md (section Napster) and the real recorded responses (see
+``napster_shapes``): ``{"genres": [...]}`` (top-level genres naming their children; sub-genres by id),
 ``{"albums": [...], "meta": {...}}``, ``{"images": [...]}``, 200 with an empty list for unknown ids, 401
 without the API key, 404 ``ResourceNotFound`` for a bad path and, when a rate limit is set, 429
 ``TooManyRequestsError``.
-Image URLs point at ``/img/{W}x{H}/...jpg`` on the emulator itself, shaped like Napster's static image host.
+Image URLs point at ``/img/{W}x{H}/...jpg`` (a few ``.jpeg``) on the emulator itself, shaped like Napster's
+static image host, listed 170x170 first like the real ones. Albums name their explicit/single flags as the
+recorded 2016 API did (``explicit``/``single``) unless the catalogue's ``flag_field_style`` is ``"v2.2"``.
 The catalogue and its ground truth are ``NapsterCatalog`` (``album_pipeline.testing.emulators.napster_catalog``);
 transient HTTP failures and latency come from ``LoopbackServer`` (``faults=``, ``latency_s=``).
 """
@@ -16,13 +19,13 @@ from collections.abc import Iterable
 from album_pipeline.testing.emulators.base import LOOPBACK_HOST, Handler, Request, Response, ServerRateLimit
 from album_pipeline.testing.emulators.faults import FaultPlan
 from album_pipeline.testing.emulators.loopback import LoopbackServer
-from album_pipeline.testing.emulators.napster_catalog import (
+from album_pipeline.testing.emulators.napster_catalog import RANGES, AlbumRecord, NapsterCatalog
+from album_pipeline.testing.emulators.napster_shapes import (
     GENRE_ID_BY_SHORTCUT,
+    GENRE_PARENT,
     GENRE_SHORTCUT_BY_ID,
     KNOWN_GENRES,
-    RANGES,
-    AlbumRecord,
-    NapsterCatalog,
+    SUB_GENRE_BY_SHORTCUT,
 )
 
 DEFAULT_API_KEY = "demo-key"  # what the emulator accepts unless told otherwise
@@ -72,7 +75,7 @@ class NapsterEmulator(LoopbackServer):
         # The static image host needs no key.
         self.add_route(
             ("GET", "HEAD"),
-            r"/img/(?P<width>\d+)x(?P<height>\d+)/(?:\d+/)*(?P<number>\d+)_\d+x\d+\.jpg",
+            r"/img/(?P<width>\d+)x(?P<height>\d+)/(?:\d+/)*(?P<number>\d+)_\d+x\d+\.(?P<extension>jpe?g)",
             self._image,
         )
 
@@ -113,7 +116,9 @@ class NapsterEmulator(LoopbackServer):
     def _genres_by_id(self, request: Request) -> Response:
         genres = []
         for requested in self._split_ids(request.match["ids"]):
-            genre_id = requested if requested in GENRE_SHORTCUT_BY_ID else GENRE_ID_BY_SHORTCUT.get(requested)
+            genre_id = _genre_id(requested) or SUB_GENRE_BY_SHORTCUT.get(requested)
+            if genre_id is None and requested in GENRE_PARENT:
+                genre_id = requested
             if genre_id is not None:
                 genres.append(self.catalog.genre_json(genre_id, self.url))
         return Response.json({"genres": genres})
@@ -124,15 +129,13 @@ class NapsterEmulator(LoopbackServer):
             return _error(
                 "BadRequestError", f"range must be one of {', '.join(RANGES)}, got {range_name!r}", 400
             )
-        requested = request.match["genre"]
-        genre_id = requested if requested in GENRE_SHORTCUT_BY_ID else GENRE_ID_BY_SHORTCUT.get(requested)
+        genre_id = _genre_id(request.match["genre"])
         ids = self.catalog.top_lists.get((genre_id, range_name), []) if genre_id else []
         return self._album_page(request, ids)
 
     def _new_albums_in_genre(self, request: Request) -> Response:
-        requested = request.match["genre"]
-        genre_id = requested if requested in GENRE_SHORTCUT_BY_ID else GENRE_ID_BY_SHORTCUT.get(requested)
-        records = [album for album in self.catalog.albums.values() if genre_id in album.genre_ids]
+        genre_id = _genre_id(request.match["genre"])
+        records = [album for album in self.catalog.albums.values() if genre_id in album.top_genre_ids]
         return self._album_page(request, _newest_first(records))
 
     def _new_albums(self, request: Request) -> Response:
@@ -179,9 +182,14 @@ class NapsterEmulator(LoopbackServer):
     def _image(self, request: Request) -> Response:
         album_id = self.catalog.album_id_for_image_number(request.match["number"])
         width, height = int(request.match["width"]), int(request.match["height"])
-        if not self.catalog.has_image(album_id, width, height):
+        if not self.catalog.has_image(album_id, width, height, request.match["extension"]):
             return self.not_found(request.path)
         return Response.binary(self.catalog.image_bytes(album_id, width, height), "image/jpeg")
+
+
+def _genre_id(requested: str) -> str | None:
+    """The top-level genre id a path names by id or shortcut; None for any other."""
+    return requested if requested in GENRE_SHORTCUT_BY_ID else GENRE_ID_BY_SHORTCUT.get(requested)
 
 
 def _newest_first(records: Iterable[AlbumRecord]) -> list[str]:

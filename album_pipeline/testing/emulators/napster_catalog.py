@@ -19,12 +19,27 @@ from PIL import Image, ImageDraw
 
 from album_pipeline.genres import DEFAULT_GENRES
 from album_pipeline.profiles import DEMO_ALBUMS_PER_GENRE
+from album_pipeline.testing.emulators.napster_shapes import (
+    GENRE_ID_BY_SHORTCUT,
+    GENRE_PARENT,
+    GENRE_SHORTCUT_BY_ID,
+    IMAGE_SIZES,
+    KNOWN_GENRES,
+    ROOT_GENRE_ID,
+    SUB_GENRES,
+    UNLISTED_GENRE_BY_TOP_LEVEL,
+    children_of,
+    image_list,
+    own_genre_id,
+)
 from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
+
+__all__ = ["GENRE_ID_BY_SHORTCUT", "GENRE_SHORTCUT_BY_ID", "IMAGE_SIZES", "KNOWN_GENRES", "RANGES"]
+UNLISTED_GENRE_IDS = frozenset(UNLISTED_GENRE_BY_TOP_LEVEL.values())
+FLAG_FIELD_STYLES = ("2016", "v2.2")  # explicit/single as the recorded 2016 API names them, or isExplicit/...
 
 REAL_API_URL = "https://api.napster.com"
 RANGES: tuple[str, ...] = ("day", "week", "month", "year", "life")
-IMAGE_SIZES: tuple[int, ...] = (70, 170, 200, 300, 500, 600)
-LARGEST_IMAGE_SHARE = 0.91  # share of albums that also have a 600x600 image
 SECOND_GENRE_SHARE = 0.04  # share of albums that carry a second genre id
 RANGE_MEMBERSHIP = 0.75  # chance an album is in a given range's top list (ranges overlap heavily)
 MISSING_RELEASE_DATE_SHARE = 0.03
@@ -32,26 +47,6 @@ IMAGE_FAULTS: tuple[str, ...] = ("broken", "truncated", "placeholder")  # data f
 TRUNCATED_IMAGE_KEEP = 0.6  # share of a JPEG's bytes a "truncated" image keeps
 # Leading bytes of the "broken" images: no image format starts this way, so nothing sniffs them as one.
 BROKEN_IMAGE_PREFIX = b"\x7f\x7fnot-an-image\x00"
-
-# (id, shortcut, display name) of the genres known from the real service.
-KNOWN_GENRES: tuple[tuple[str, str, str], ...] = (
-    ("g.5", "rock", "Rock"),
-    ("g.115", "pop", "Pop"),
-    ("g.299", "jazz", "Jazz"),
-    ("g.146", "rap-hip-hop", "Rap/Hip-Hop"),
-    ("g.21", "classical", "Classical"),
-    ("g.407", "country", "Country"),
-    ("g.383", "reggae", "Reggae"),
-    ("g.71", "electronica-dance", "Electronic"),
-    ("g.394", "metal", "Metal"),
-    ("g.33", "alt-punk", "Alternative/Punk"),
-    ("g.194", "soul-r-and-b", "Soul/R&B"),
-    ("g.446", "folk", "Folk"),
-    ("g.438", "blues", "Blues"),
-    ("g.510", "latin", "Latin"),
-)
-GENRE_ID_BY_SHORTCUT = {shortcut: genre_id for genre_id, shortcut, _ in KNOWN_GENRES}
-GENRE_SHORTCUT_BY_ID = {genre_id: shortcut for genre_id, shortcut, _ in KNOWN_GENRES}
 
 # Word lists of the same shape as the MusicBrainz catalogue's, but other words: data, not shared logic.
 _ADJECTIVES = (
@@ -84,7 +79,8 @@ class AlbumRecord:
     name: str
     artist_name: str
     artist_id: str
-    genre_ids: tuple[str, ...]  # primary first
+    genre_ids: tuple[str, ...]  # as served, primary first: mostly sub-genre ids
+    top_genre_ids: tuple[str, ...]  # the top-level genre of each, as the catalogue knows it
     upc: str
     released: str
     originally_released: str
@@ -94,11 +90,12 @@ class AlbumRecord:
     is_explicit: bool
     is_streamable: bool
     image_version: int
-    image_sizes: tuple[int, ...]
+    image_sizes: tuple[int, ...]  # in the order the API lists them
+    image_extension: str = "jpg"
 
     @property
     def primary_genre(self) -> str:
-        return GENRE_SHORTCUT_BY_ID[self.genre_ids[0]]
+        return GENRE_SHORTCUT_BY_ID[self.top_genre_ids[0]]
 
 
 @dataclass
@@ -114,6 +111,7 @@ class NapsterCatalog:
     broken_image_share: float = field(default=0.0, kw_only=True)
     truncated_image_share: float = field(default=0.0, kw_only=True)
     placeholder_image_share: float = field(default=0.0, kw_only=True)
+    flag_field_style: str = field(default="2016", kw_only=True)
     albums: dict[str, AlbumRecord] = field(init=False, repr=False)
     top_lists: dict[tuple[str, str], list[str]] = field(init=False, repr=False)  # (genre id, range) -> ids
 
@@ -131,6 +129,10 @@ class NapsterCatalog:
             raise ValueError(f"genre list has duplicates: {list(self.genres)}")
         if not isinstance(self.albums_per_genre, int) or self.albums_per_genre < 1:
             raise ValueError(f"albums_per_genre must be a positive integer, got {self.albums_per_genre!r}")
+        if self.flag_field_style not in FLAG_FIELD_STYLES:
+            raise ValueError(
+                f"flag_field_style must be one of {FLAG_FIELD_STYLES}, got {self.flag_field_style!r}"
+            )
         shares = {
             "broken_image_share": self.broken_image_share,
             "truncated_image_share": self.truncated_image_share,
@@ -165,10 +167,11 @@ class NapsterCatalog:
 
     @staticmethod
     def _make_album(rng: random.Random, number: int, genre_id: str, all_genre_ids: list[str]) -> AlbumRecord:
-        ids = [genre_id]
+        top_ids = [genre_id]
         others = [other for other in all_genre_ids if other != genre_id]
         if others and rng.random() < SECOND_GENRE_SHARE:
-            ids.append(rng.choice(others))
+            top_ids.append(rng.choice(others))
+        ids = [own_genre_id(rng, top) for top in top_ids]
         year = rng.randint(1962, 2023)
         released = f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T07:00:00.000Z"
         original_year = year - (rng.randint(1, 20) if rng.random() < 0.2 else 0)
@@ -181,7 +184,7 @@ class NapsterCatalog:
             if rng.random() < 0.5
             else f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}"
         )
-        sizes = IMAGE_SIZES if rng.random() < LARGEST_IMAGE_SHARE else IMAGE_SIZES[:-1]
+        images = image_list(rng.random())
         return AlbumRecord(
             id=f"alb.{number}",
             number=number,
@@ -189,6 +192,7 @@ class NapsterCatalog:
             artist_name=artist,
             artist_id=f"art.{rng.randrange(10**6, 10**9)}",
             genre_ids=tuple(ids),
+            top_genre_ids=tuple(top_ids),
             upc=str(rng.randrange(10**11, 10**12)),
             released=released,
             originally_released=originally_released,
@@ -198,14 +202,15 @@ class NapsterCatalog:
             is_explicit=rng.random() < 0.2,
             is_streamable=rng.random() < 0.97,
             image_version=rng.randint(1, 3),
-            image_sizes=sizes,
+            image_sizes=images.sizes,
+            image_extension=images.extension,
         )
 
     def _make_top_lists(self, rng: random.Random) -> dict[tuple[str, str], list[str]]:
         top_lists: dict[tuple[str, str], list[str]] = {}
         for genre in self.genres:
             genre_id = GENRE_ID_BY_SHORTCUT[genre]
-            members = [album.id for album in self.albums.values() if genre_id in album.genre_ids]
+            members = [album.id for album in self.albums.values() if genre_id in album.top_genre_ids]
             popularity = {album_id: rng.random() for album_id in members}
             in_range: dict[str, list[str]] = {range_name: [] for range_name in RANGES}
             for album_id in members:
@@ -242,8 +247,18 @@ class NapsterCatalog:
         return list(self.top_lists.get((self.genre_id(genre), range_name), []))
 
     def album_genres(self, album_id: str) -> list[str]:
-        """The catalogue genre shortcuts an album belongs to, primary first."""
-        return [GENRE_SHORTCUT_BY_ID[genre_id] for genre_id in self._record(album_id).genre_ids]
+        """The top-level genre shortcuts an album belongs to, primary first."""
+        return [GENRE_SHORTCUT_BY_ID[genre_id] for genre_id in self._record(album_id).top_genre_ids]
+
+    def training_genre(self, album_id: str) -> str:
+        """The genre a correct crawl trains the album under: the top-level genre of its first own genre id
+        that the genre tree places (unlisted ids feed nothing), else the first of its genres in the default
+        class order (the top lists it was found in)."""
+        record = self._record(album_id)
+        for served, top in zip(record.genre_ids, record.top_genre_ids, strict=True):
+            if served not in UNLISTED_GENRE_IDS:
+                return GENRE_SHORTCUT_BY_ID[top]
+        return next(genre for genre in DEFAULT_GENRES if genre in self.album_genres(album_id))
 
     def _record(self, album_id: str) -> AlbumRecord:
         try:
@@ -255,6 +270,9 @@ class NapsterCatalog:
         """An album's JSON as the API returns it, with links under ``base_url``."""
         record = self._record(album_id)
         api = f"{base_url}/v2.2"
+        explicit, single = (
+            ("explicit", "single") if self.flag_field_style == "2016" else ("isExplicit", "isSingle")
+        )
         return {
             "type": "album",
             "id": record.id,
@@ -269,8 +287,8 @@ class NapsterCatalog:
             "tags": ["Explicit"] if record.is_explicit else [],
             "discCount": record.disc_count,
             "trackCount": record.track_count,
-            "isExplicit": record.is_explicit,
-            "isSingle": record.track_count <= 3,
+            explicit: record.is_explicit,
+            single: record.track_count <= 3,
             "accountPartner": "Napster",
             "artistName": record.artist_name,
             "contributingArtists": {"primaryArtist": record.artist_id},
@@ -290,13 +308,13 @@ class NapsterCatalog:
 
     def image_path(self, album_id: str, width: int, height: int) -> str:
         """The path of an album image on the static image host, without the host."""
-        number = self._record(album_id).number
+        record = self._record(album_id)
         # The static host shards by the last digits of the image number.
-        shards = "/".join(reversed(str(number)[-4:]))
-        return f"/img/{width}x{height}/{shards}/{number}_{width}x{height}.jpg"
+        shards = "/".join(reversed(str(record.number)[-4:]))
+        return f"/img/{width}x{height}/{shards}/{record.number}_{width}x{height}.{record.image_extension}"
 
     def images(self, album_id: str, image_base_url: str) -> list[dict]:
-        """An album's image JSON objects, largest first as the API lists them."""
+        """An album's image JSON objects, in the API's order (170 first for most, see ``napster_shapes``)."""
         record = self._record(album_id)
         return [
             {
@@ -310,12 +328,18 @@ class NapsterCatalog:
                 "version": record.image_version,
                 "imageType": "Album",
             }
-            for size in sorted(record.image_sizes, reverse=True)
+            for size in record.image_sizes
         ]
 
-    def has_image(self, album_id: str, width: int, height: int) -> bool:
+    def has_image(self, album_id: str, width: int, height: int, extension: str | None = None) -> bool:
+        """Whether the image host serves this size (and, when given, file extension) of an album's image."""
         record = self.albums.get(album_id)
-        return record is not None and width == height and width in record.image_sizes
+        return (
+            record is not None
+            and width == height
+            and width in record.image_sizes
+            and extension in (None, record.image_extension)
+        )
 
     def image_bytes(self, album_id: str, width: int, height: int) -> bytes:
         """The bytes the image host serves (cached): the album's primary-genre cover, seeded by its id, as a
@@ -387,8 +411,8 @@ class NapsterCatalog:
     def expected_covers(self, min_side: int = 200, genres: Iterable[str] | None = None) -> dict[str, dict]:
         """What a correct crawl stores: every album with a valid image (no ``image_fault``), optionally only
         those in the top lists of ``genres`` (shortcuts or ids), mapped to
-        ``{"image_id": sha256 hex of the bytes served at chosen_size(album, min_side), "genre": the primary
-        genre shortcut, "genres": every genre shortcut of the album, primary first}``.
+        ``{"image_id": sha256 hex of the bytes served at chosen_size(album, min_side), "genre": its
+        ``training_genre``, "genres": every genre shortcut of the album, primary first}``.
 
         Only digests are kept, and images are rendered through the bounded cache, so a catalogue of
         thousands of albums costs little memory (about 0.3 ms per 200px cover the first time).
@@ -396,7 +420,7 @@ class NapsterCatalog:
         return {
             album_id: {
                 "image_id": self.image_digest(album_id, self.chosen_size(album_id, min_side)),
-                "genre": self.albums[album_id].primary_genre,
+                "genre": self.training_genre(album_id),
                 "genres": self.album_genres(album_id),
             }
             for album_id in self._album_ids_in(genres)
@@ -414,9 +438,16 @@ class NapsterCatalog:
         return f"alb.{number}"
 
     def genre_json(self, genre_id: str, base_url: str = REAL_API_URL) -> dict:
-        shortcut = GENRE_SHORTCUT_BY_ID[genre_id]
-        name = next(name for known_id, _, name in KNOWN_GENRES if known_id == genre_id)
+        """A genre object as ``/genres`` serves it: a top-level genre names its children, a sub-genre its
+        parent (its own children only a lookup of them shows, as on the real service)."""
+        if genre_id in GENRE_SHORTCUT_BY_ID:
+            shortcut = GENRE_SHORTCUT_BY_ID[genre_id]
+            name = next(name for known_id, _, name in KNOWN_GENRES if known_id == genre_id)
+        else:
+            _, shortcut, name, _ = next(sub for sub in SUB_GENRES if sub[0] == genre_id)
         api = f"{base_url}/v2.2"
+        children = children_of(genre_id)
+        parents = [GENRE_PARENT.get(genre_id, ROOT_GENRE_ID)]
         return {
             "type": "genre",
             "id": genre_id,
@@ -425,8 +456,8 @@ class NapsterCatalog:
             "href": f"{api}/genres/{genre_id}",
             "description": f"{name} albums and artists (emulated catalogue).",
             "links": {
-                "childGenres": {"ids": []},
-                "parentGenres": {"ids": ["g.0"]},
+                "childGenres": {"ids": children, "href": f"{api}/genres/{','.join(children)}"},
+                "parentGenres": {"ids": parents, "href": f"{api}/genres/{','.join(parents)}"},
             },
         }
 

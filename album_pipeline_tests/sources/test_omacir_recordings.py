@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,33 +26,7 @@ from album_pipeline.sources.omacir import (
     OmacirClient,
     download_host_check,
 )
-
-# --- finding the recordings (a private copy of album_pipeline_tests/sources/recordings.py) -----------------
-REAL_RESPONSES_VAR = "ALBUM_PIPELINE_REAL_RESPONSES"
-DEFAULT_REAL_RESPONSES = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "real-responses"
-)
-
-
-def real_responses_dir() -> Path:
-    """The folder of recorded responses (``$ALBUM_PIPELINE_REAL_RESPONSES`` overrides); skips when absent."""
-    override = os.environ.get(REAL_RESPONSES_VAR)
-    folder = Path(override) if override else DEFAULT_REAL_RESPONSES
-    if not folder.is_dir():
-        pytest.skip(
-            f"no recorded real responses at {folder}: put the shared reference folder there or set "
-            f"{REAL_RESPONSES_VAR} to where it is"
-        )
-    return folder
-
-
-def read_recording(relative_path: str) -> bytes:
-    """The bytes of one recording, by its path inside the recordings folder; skips when it is absent."""
-    path = real_responses_dir() / relative_path
-    if not path.is_file():
-        pytest.skip(f"recording {relative_path} is missing from {path.parent}")
-    return path.read_bytes()
-
+from album_pipeline_tests.sources.recordings import read_recording
 
 METADATA = "archive/metadata_nasa.json"
 DOWNLOAD_REDIRECT = "coverartarchive/archive_org_download_redirect.headers"

@@ -49,15 +49,15 @@ MUSICBRAINZ_URL_ENV = "MUSICBRAINZ_URL"
 COVERART_URL_ENV = "COVERART_URL"
 USER_AGENT_ENV = "MUSICBRAINZ_USER_AGENT"
 COVERART_IMAGE_HOSTS_ENV = "COVERART_IMAGE_HOSTS"
-# The Cover Art Archive redirects to archive.org, which redirects on to a data node such as dn710907.ca.archive.org.
+# The Cover Art Archive redirects to archive.org, which redirects on to a data node (dn710907.ca.archive.org).
 DEFAULT_COVERART_IMAGE_HOSTS = ("coverartarchive.org", "archive.org", ".archive.org")
 DEFAULT_USER_AGENT = f"album_pipeline/{__version__} ( https://github.com/album-pipeline/album_pipeline )"
 # MusicBrainz allows 1 request/s per IP; 5% under it, arrival jitter never makes two calls land within one second.
 MUSICBRAINZ_REQUESTS_PER_SECOND = 0.95
 MAX_SEARCH_LIMIT = 100
 THUMBNAIL_SIZES = (250, 500, 1200)
-# Secondary types (as MusicBrainz spells them, compared case-insensitively) whose albums are not an artist's own
-# studio albums: their covers are often generic series art, and their tags describe the original albums.
+# Secondary types (as MusicBrainz spells them, compared case-insensitively) of albums that are not an artist's
+# own studio albums: their covers are often generic series art, and their tags describe the original albums.
 DEFAULT_EXCLUDED_SECONDARY_TYPES = ("compilation", "live", "remix", "dj-mix", "mixtape/street")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 
@@ -285,7 +285,7 @@ class CoverArtClient:
         return f"{self.base_url}/release-group/{mbid}/front-{size}"
 
     def document(self, mbid: str) -> dict | None:
-        """The release group's ``/release-group/{mbid}`` document, or None when the archive has no art (404)."""
+        """The group's ``/release-group/{mbid}`` document, or None when the archive has no art (its 404)."""
         if not _MBID.match(mbid):
             raise ValueError(f"{mbid!r} is not a MusicBrainz id (a lower-case UUID)")
         url = f"{self.base_url}/release-group/{mbid}"

@@ -11,7 +11,8 @@ server answers both services' paths, so a test points ``MUSICBRAINZ_URL`` and ``
   (across all clients) get a 503 with ``Retry-After``.
 - The Cover Art Archive as recorded: ``GET /release-group/{mbid}`` and ``/release/{mbid}`` answer 307 to the
   release's ``index.json`` on archive.org; ``.../front``, ``.../front-250``, ``-500``, ``-1200`` and the image
-  URLs listed in the JSON answer 307 to ``/download/mbid-{release}/mbid-{release}-{image}_thumb250.jpg`` there.
+  URLs listed in the JSON answer 307 to ``/download/mbid-{release}/mbid-{release}-{image}_thumb250.jpg``
+  there.
   archive.org answers 302 to a data node (``/0/items/mbid-{release}/...``) that serves the file: two hops
   across hosts in plain http, each "host" a loopback server of its own (on its own port). No art is an HTML
   404 and a malformed MBID an HTML 400, as werkzeug sends them; some groups list a PDF upload (``types: []``).
@@ -153,9 +154,9 @@ class MusicBrainzEmulator(LoopbackServer):
         def archive_files(release_id: str, name: str) -> tuple[bytes, str] | None:
             return self.catalog.archive_file(release_id, name, self.url)
 
-        self._data_node = _DataNode(archive_files, host, faults=faults, latency_s=latency_s)
-        self._archive_org = _ArchiveOrg(
-            archive_files, self._data_node, host, faults=faults, latency_s=latency_s
+        self._data_node = _ArchiveHost(archive_files, host, faults=faults, latency_s=latency_s)
+        self._archive_org = _ArchiveHost(
+            archive_files, host, self._data_node, faults=faults, latency_s=latency_s
         )
         methods = ("GET", "HEAD")
         self.add_route(methods, r"/ws/2/release-group/?", self._ws(self._search_release_groups))
@@ -167,7 +168,8 @@ class MusicBrainzEmulator(LoopbackServer):
         self.add_route(methods, rf"{entity}/front(?:-(?P<size>250|500|1200))?", self._front)
         self.add_route(
             methods,
-            r"/release/(?P<mbid>[^/]+)/(?P<image>\d+)(?:-(?P<size>250|500|1200|small|large))?\.(?P<ext>jpg|pdf)",
+            r"/release/(?P<mbid>[^/]+)/(?P<image>\d+)(?:-(?P<size>250|500|1200|small|large))?"
+            r"\.(?P<ext>jpg|pdf)",
             self._image_by_id,
         )
 
@@ -405,41 +407,23 @@ def html_error(status: int, title: str, text: str) -> Response:
     return Response(status, body.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
 
-class _ArchiveOrg(LoopbackServer):
-    """archive.org's ``/download/{item}/{file}``: a 302 to the data node holding the file, as recorded (the
-    redirect itself says ``Content-Type: image/jpeg`` for an image)."""
+class _ArchiveHost(LoopbackServer):
+    """archive.org's two hosts for the items' files, one server each.
 
-    name = "musicbrainz-archive-org"
+    With ``data_node``, archive.org itself: ``/download/{item}/{file}`` answers 302 to that node, as
+    recorded (the redirect says ``Content-Type: image/jpeg`` for an image). Without, a data node
+    (``dnNNN.ca.archive.org``): ``/0/items/{item}/{file}`` serves the file.
+    """
 
-    def __init__(self, files: ArchiveFiles, data_node: LoopbackServer, host: str, **options) -> None:
+    def __init__(
+        self, files: ArchiveFiles, host: str, data_node: LoopbackServer | None = None, **options
+    ) -> None:
         super().__init__(host, **options)
+        self.name = "musicbrainz-archive-org" if data_node is not None else "musicbrainz-data-node"
         self._files, self._data_node = files, data_node
-        self.add_route(
-            ("GET", "HEAD"), r"/download/mbid-(?P<release>[0-9a-f-]{36})/(?P<name>[^/]+)", self._download
-        )
-
-    def not_found(self, path: str) -> Response:
-        return html_error(404, "Not Found", f"{path} is not in this archive.")
-
-    def _download(self, request: Request) -> Response:
-        found = self._files(request.match["release"], request.match["name"])
-        if found is None:
-            return self.not_found(request.path)
-        location = f"{self._data_node.url}/0/items/mbid-{request.match['release']}/{request.match['name']}"
-        return Response(302, b"", {"Location": location, "Content-Type": found[1]})
-
-
-class _DataNode(LoopbackServer):
-    """A data node of archive.org (``dnNNN.ca.archive.org``): ``/0/items/{item}/{file}`` serves the file."""
-
-    name = "musicbrainz-data-node"
-
-    def __init__(self, files: ArchiveFiles, host: str, **options) -> None:
-        super().__init__(host, **options)
-        self._files = files
-        self.add_route(
-            ("GET", "HEAD"), r"/0/items/mbid-(?P<release>[0-9a-f-]{36})/(?P<name>[^/]+)", self._item_file
-        )
+        prefix = "/download" if data_node is not None else "/0/items"
+        item = r"mbid-(?P<release>[0-9a-f-]{36})/(?P<name>[^/]+)"
+        self.add_route(("GET", "HEAD"), f"{prefix}/{item}", self._item_file)
 
     def not_found(self, path: str) -> Response:
         return html_error(404, "Not Found", f"{path} is not on this server.")
@@ -448,4 +432,7 @@ class _DataNode(LoopbackServer):
         found = self._files(request.match["release"], request.match["name"])
         if found is None:
             return self.not_found(request.path)
-        return Response.binary(*found)
+        if self._data_node is None:
+            return Response.binary(*found)
+        location = f"{self._data_node.url}/0/items/mbid-{request.match['release']}/{request.match['name']}"
+        return Response(302, b"", {"Location": location, "Content-Type": found[1]})

@@ -421,7 +421,7 @@ class MusicBrainzCatalog:
 
     @staticmethod
     def archive_name(release_id: str, image: CoverImage, size: int | None) -> str:
-        """The archive.org file name of an upload (``size`` None: the upload itself, else a JPEG thumbnail)."""
+        """The archive.org file name of an upload (``size`` None: the upload itself, else a thumbnail)."""
         if size is None or size == FULL_IMAGE_SIZE:
             return f"mbid-{release_id}-{image.id}.{image.extension}"
         return f"mbid-{release_id}-{image.id}_thumb{size}.jpg"

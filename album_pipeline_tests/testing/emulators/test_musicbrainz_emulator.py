@@ -21,8 +21,8 @@ from album_pipeline.testing.emulators.musicbrainz_records import (
 USER_AGENT = "AlbumPipelineTests/0.1 ( tests@example.org )"
 MBID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 SEARCH_FIELDS = {
-    "id", "type-id", "score", "primary-type-id", "count", "title", "primary-type", "artist-credit", "releases",
-    "tags",
+    "id", "type-id", "score", "primary-type-id", "count", "title", "primary-type", "artist-credit",
+    "releases", "tags",
 }  # fmt: skip
 IMAGE_FIELDS = {"id", "image", "front", "back", "approved", "types", "comment", "edit", "thumbnails"}
 

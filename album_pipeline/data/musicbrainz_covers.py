@@ -1,8 +1,12 @@
 """Labelled covers from MusicBrainz and the Cover Art Archive: album release groups found by tag.
 
-A release group is listed by the tags of one or more classes; its own tag votes choose the class it trains
-under. Its front cover's thumbnail URL goes to ``covers``, which fetches, validates and stores it like any
-source's (the archive's 404 says the album has no art).
+A release group is listed by the tags of one or more classes; its own tag votes choose the classes it carries
+and the one it trains under. Only votes above 0 count: real pages list tags whose votes cancelled out, and
+such a tag never labels. Albums with an excluded secondary type (compilations, live, remix, DJ-mix and
+mixtape releases by default) are skipped and counted; they do not count toward ``albums_per_genre``, so the
+crawl pages on until each class has its albums (25 of the 44 recorded real release groups carry a secondary
+type: counting them would more than halve a class's yield). Its front cover's thumbnail URL goes to
+``covers``, which fetches, validates and stores it like any source's (the archive's 404 says it has no art).
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from album_pipeline.data.covers import (
     CoverCandidate,
@@ -26,13 +29,20 @@ from album_pipeline.genres import GenreClass, classes_in_order, strongest_class
 
 # Shaped like napster_covers.py (imports, an options class): each source's crawl in its own module.
 from album_pipeline.sources.musicbrainz import (
+    DEFAULT_EXCLUDED_SECONDARY_TYPES,
     THUMBNAIL_SIZES,
     CoverArtClient,
     MusicBrainzClient,
+    artist_credit,
     check_thumbnail_size,
+    positive_tag_votes,
+    secondary_types,
 )
 
 MUSICBRAINZ = "musicbrainz"
+# How many search hits per tag a class may look through for its albums: a bound on paging when nearly every
+# hit is excluded, far above the recorded share (25 of 44).
+MAX_HITS_PER_ALBUM = 10
 
 
 @dataclass(frozen=True)
@@ -48,10 +58,40 @@ class MusicBrainzCrawlOptions(CrawlOptions):
         metadata={"doc": f"Cover Art Archive thumbnail size: one of {', '.join(map(str, THUMBNAIL_SIZES))}."},
     )
 
+    excluded_secondary_types: tuple[str, ...] = field(
+        default=DEFAULT_EXCLUDED_SECONDARY_TYPES,
+        metadata={
+            "doc": "Album release groups with any of these MusicBrainz secondary types (case-insensitive, "
+            "e.g. 'Compilation', 'Live', 'Remix', 'DJ-mix', 'Mixtape/Street', 'Soundtrack') are skipped; "
+            "empty keeps them all."
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_albums_per_genre(self.albums_per_genre)
         check_thumbnail_size(self.thumbnail_size)
+        kinds = self.excluded_secondary_types
+        if isinstance(kinds, str) or not all(isinstance(kind, str) and kind.strip() for kind in kinds):
+            raise ValueError(
+                f"excluded_secondary_types must be a list of secondary type names such as ['Compilation', "
+                f"'Live'], got {kinds!r}"
+            )
+        object.__setattr__(self, "excluded_secondary_types", tuple(kind.strip().lower() for kind in kinds))
+
+
+@dataclass
+class _Listing:
+    """What the searches found: kept release groups by id, the classes listing each, and what was skipped."""
+
+    groups: dict[str, dict] = field(default_factory=dict)
+    listed_in: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    excluded: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # type -> group ids
+    unvoted: set[str] = field(default_factory=set)  # groups found with no positive vote for any class
+
+    def excluded_counts(self) -> dict[str, int]:
+        """Distinct release groups skipped per secondary type (a group with two types counts under both)."""
+        return {kind: len(ids) for kind, ids in sorted(self.excluded.items())}
 
 
 def crawl_musicbrainz(
@@ -69,81 +109,91 @@ def crawl_musicbrainz(
     options = options or MusicBrainzCrawlOptions()
     say = safe_log(log)
     musicbrainz.check()
-    groups, listed_in = _release_groups(musicbrainz, classes, options.albums_per_genre, say)
-    candidates = _musicbrainz_candidates(coverart, groups, listed_in, classes, options.thumbnail_size)
+    listing = _release_groups(musicbrainz, classes, options, say)
+    candidates = _musicbrainz_candidates(coverart, listing.groups, classes, options.thumbnail_size)
     result = crawl_covers(MUSICBRAINZ, candidates, coverart.fetch_image, store, state, options, log=say)
     result.stats["albums_per_genre"] = {
-        genre.name: sum(1 for classes_of in listed_in.values() if genre.name in classes_of)
+        genre.name: sum(1 for classes_of in listing.listed_in.values() if genre.name in classes_of)
         for genre in classes
     }
+    result.stats["excluded_secondary_types"] = listing.excluded_counts()
+    result.stats["excluded_release_groups"] = len(set().union(*listing.excluded.values()))
+    result.stats["without_tag_votes"] = len(listing.unvoted - set(listing.groups))
     return result
 
 
 def _release_groups(
-    musicbrainz: MusicBrainzClient, classes: Sequence[GenreClass], albums_per_genre: int, say: Log
-) -> tuple[dict[str, dict], dict[str, set[str]]]:
-    """Distinct release groups by id, and the classes whose tags listed each."""
-    groups: dict[str, dict] = {}
-    listed_in: dict[str, set[str]] = defaultdict(set)
+    musicbrainz: MusicBrainzClient, classes: Sequence[GenreClass], options: MusicBrainzCrawlOptions, say: Log
+) -> _Listing:
+    """Up to ``albums_per_genre`` kept release groups per class, over its tags.
+
+    A hit counts for a class only when it is not excluded and the class's tags hold a positive vote on it.
+    """
+    listing = _Listing()
+    excluded_types = set(options.excluded_secondary_types)
+    class_of_tag = {tag: genre.name for genre in classes for tag in genre.musicbrainz_tags}
+    wanted = options.albums_per_genre
     for genre in classes:
         listed: set[str] = set()
         for tag in genre.musicbrainz_tags:
-            for group in musicbrainz.iter_release_groups(tag, max_results=albums_per_genre):
-                if len(listed) >= albums_per_genre:
+            hits = musicbrainz.iter_release_groups(tag, max_results=wanted * MAX_HITS_PER_ALBUM)
+            for group in hits:
+                if len(listed) >= wanted:
                     break
                 mbid = str(group["id"])
-                groups.setdefault(mbid, group)
-                listed_in[mbid].add(genre.name)
+                excluded = excluded_types.intersection(secondary_types(group))
+                for kind in excluded:
+                    listing.excluded[kind].add(mbid)
+                if excluded:
+                    continue
+                if genre.name not in _class_votes(group, class_of_tag):
+                    listing.unvoted.add(mbid)
+                    continue
+                listing.groups.setdefault(mbid, group)
+                listing.listed_in[mbid].add(genre.name)
                 listed.add(mbid)
         say(f"musicbrainz: class {genre.name} ({', '.join(genre.musicbrainz_tags)}): {len(listed)} albums")
-    return groups, listed_in
+    skipped = listing.excluded_counts()
+    if skipped:
+        say(f"musicbrainz: skipped release groups by secondary type: {skipped}")
+    return listing
+
+
+def _class_votes(group: Mapping, class_of_tag: Mapping[str, str]) -> dict[str, float]:
+    """Class -> the highest positive vote any of its tags holds on the group."""
+    votes: dict[str, float] = {}
+    for tag, count in positive_tag_votes(group).items():
+        name = class_of_tag.get(tag)
+        if name is not None:
+            votes[name] = max(votes.get(name, 0.0), count)
+    return votes
 
 
 def _musicbrainz_candidates(
     coverart: CoverArtClient,
     groups: Mapping[str, dict],
-    listed_in: Mapping[str, set[str]],
     classes: Sequence[GenreClass],
     thumbnail_size: int,
 ) -> list[CoverCandidate]:
-    """One candidate per release group, by id, trained under the class its tags vote for most."""
+    """One candidate per release group, by id, carrying every class its tags vote for, trained under the one
+    they vote for most."""
     class_names = [genre.name for genre in classes]
     class_of_tag = {tag: genre.name for genre in classes for tag in genre.musicbrainz_tags}
     candidates = []
     for mbid in sorted(groups):
         group = groups[mbid]
-        votes: dict[str, float] = {}
-        for tag in group.get("tags") or []:
-            name = class_of_tag.get(str(tag.get("name", "")).strip().lower())
-            if name is not None:
-                votes[name] = max(votes.get(name, 0), _vote_count(tag))
-        labels = classes_in_order(set(listed_in[mbid]) | set(votes), class_names)
+        votes = _class_votes(group, class_of_tag)
+        genre = strongest_class(votes, class_names)
+        assert genre is not None, "a kept release group holds a positive vote for the class that listed it"
         candidates.append(
             CoverCandidate(
                 source_id=mbid,
                 url=coverart.front_url(mbid, thumbnail_size),
-                genre=strongest_class(votes, class_names) or labels[0],
-                genres=labels,
+                genre=genre,
+                genres=classes_in_order(set(votes), class_names),
                 album_name=group.get("title"),
-                artist=_artist_credit(group.get("artist-credit")),
+                artist=artist_credit(group.get("artist-credit")),
                 released=group.get("first-release-date") or None,
             )
         )
     return candidates
-
-
-def _vote_count(tag: Mapping[str, Any]) -> float:
-    try:
-        return float(tag.get("count") or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _artist_credit(credit: Any) -> str | None:
-    """The credited artists as MusicBrainz prints them: names joined by their join phrases."""
-    if not isinstance(credit, list) or not credit:
-        return None
-    text = "".join(
-        f"{part.get('name', '')}{part.get('joinphrase', '')}" for part in credit if isinstance(part, dict)
-    )
-    return text.strip() or None

@@ -82,6 +82,7 @@ class MusicBrainzCrawlConfig(CrawlConfig):
 
     albums_per_genre: int = core_field(MusicBrainzCrawlOptions, "albums_per_genre")
     thumbnail_size: int = core_field(MusicBrainzCrawlOptions, "thumbnail_size")
+    excluded_secondary_types: list[str] = core_field(MusicBrainzCrawlOptions, "excluded_secondary_types")
     # The rate belongs to the clients the shell builds, not to what the crawl collects.
     api_requests_per_second: float = Field(
         MUSICBRAINZ_REQUESTS_PER_SECOND,
@@ -229,7 +230,14 @@ def musicbrainz_covers(
             options=options,
             log=context.log.info,
         )
-    return _crawl_result(layout, MUSICBRAINZ, result, config)
+    materialized = _crawl_result(layout, MUSICBRAINZ, result, config)
+    excluded = result.stats["excluded_secondary_types"]
+    metadata = {
+        **materialized.metadata,
+        "excluded_by_secondary_type": counts_table(excluded, "secondary type", "release groups"),
+        "without_tag_votes": result.stats["without_tag_votes"],
+    }
+    return dg.MaterializeResult(metadata=metadata, check_results=materialized.check_results)
 
 
 @dg.asset(

@@ -1,15 +1,23 @@
 """Clients for the MusicBrainz web service (albums by genre tag) and the Cover Art Archive (their covers).
 
 MusicBrainz asks for at most one request per second per IP and a User-Agent naming the application, its
-version and a contact; anonymous agents are blocked. The Cover Art Archive answers 404 when a release group
-has no art (a fact the crawl records, not an error) and redirects image requests to archive.org, so image
-requests follow redirects, each hop checked against the allowed hosts.
+version and a contact; anonymous agents are blocked. Its search pages (see the recordings in
+``shared/reference/real-responses/musicbrainz/``) carry tags voted 0 times, ``secondary-types`` such as
+Compilation or Mixtape/Street on primary-type albums, groups without ``first-release-date``, and artist
+credits whose last part has no ``joinphrase``; the helpers below read them as they come.
+
+The Cover Art Archive answers "no art" with an HTML 404 (a fact the crawl records, not an error) and sends
+image requests two hops across hosts in plain http (coverartarchive.org -> archive.org ->
+dnNNN.ca.archive.org), so requests follow redirects, each hop checked against the allowed hosts. A release
+group's images may include non-image uploads (a PDF booklet with ``types: []``), which are ignored.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -21,6 +29,7 @@ from album_pipeline.sources.http import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_TIMEOUT,
     MAX_JSON_BYTES,
+    Fetched,
     NoImageError,
     SourceResponseError,
     check_header_setting,
@@ -40,13 +49,17 @@ MUSICBRAINZ_URL_ENV = "MUSICBRAINZ_URL"
 COVERART_URL_ENV = "COVERART_URL"
 USER_AGENT_ENV = "MUSICBRAINZ_USER_AGENT"
 COVERART_IMAGE_HOSTS_ENV = "COVERART_IMAGE_HOSTS"
-# The Cover Art Archive redirects to archive.org, which redirects on to one of its ia*.us.archive.org hosts.
+# The Cover Art Archive redirects to archive.org, which redirects on to a data node (dn710907.ca.archive.org).
 DEFAULT_COVERART_IMAGE_HOSTS = ("coverartarchive.org", "archive.org", ".archive.org")
 DEFAULT_USER_AGENT = f"album_pipeline/{__version__} ( https://github.com/album-pipeline/album_pipeline )"
 # MusicBrainz allows 1 request/s per IP; 5% under it, arrival jitter never makes two calls land within one second.
 MUSICBRAINZ_REQUESTS_PER_SECOND = 0.95
 MAX_SEARCH_LIMIT = 100
 THUMBNAIL_SIZES = (250, 500, 1200)
+# Secondary types (as MusicBrainz spells them, compared case-insensitively) of albums that are not an artist's
+# own studio albums: their covers are often generic series art, and their tags describe the original albums.
+DEFAULT_EXCLUDED_SECONDARY_TYPES = ("compilation", "live", "remix", "dj-mix", "mixtape/street")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 
 _LIBRARY_AGENTS = ("python-requests", "python-urllib", "curl/", "wget", "java/", "go-http-client")
 _MBID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -73,6 +86,89 @@ def check_user_agent(user_agent: str | None) -> str:
 def check_thumbnail_size(size: int) -> None:
     if size not in THUMBNAIL_SIZES:
         raise ValueError(f"thumbnail size {size} is not offered; choose one of {list(THUMBNAIL_SIZES)}")
+
+
+def secondary_types(group: Mapping[str, Any]) -> tuple[str, ...]:
+    """A release group's secondary types, lower-cased (``()`` for a plain album)."""
+    found = group.get("secondary-types") or []
+    return tuple(str(kind).strip().lower() for kind in found if str(kind).strip())
+
+
+def positive_tag_votes(group: Mapping[str, Any]) -> dict[str, float]:
+    """Tag name (lower-cased) -> vote count, for tags voted more than 0 times only.
+
+    Real pages list tags whose votes cancelled out (``count`` 0); such a tag says nothing about the album.
+    """
+    votes: dict[str, float] = {}
+    for tag in group.get("tags") or []:
+        name = str(tag.get("name", "")).strip().lower() if isinstance(tag, Mapping) else ""
+        count = _vote_count(tag) if name else 0.0
+        if count > 0:
+            votes[name] = max(votes.get(name, 0.0), count)
+    return votes
+
+
+def _vote_count(tag: Mapping[str, Any]) -> float:
+    try:
+        return float(tag.get("count") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def artist_credit(credit: Any) -> str | None:
+    """The credited artists as MusicBrainz prints them: names joined by their join phrases.
+
+    The last part (and a sole artist) carries no ``joinphrase`` at all on real pages.
+    """
+    if not isinstance(credit, list) or not credit:
+        return None
+    text = "".join(
+        f"{part.get('name') or ''}{part.get('joinphrase') or ''}" for part in credit if isinstance(part, dict)
+    )
+    return text.strip() or None
+
+
+@dataclass(frozen=True)
+class CoverArtImage:
+    """One image of a Cover Art Archive document: its integer id, front flag and thumbnail URLs by size."""
+
+    id: int
+    front: bool
+    image_url: str
+    thumbnails: Mapping[str, str]
+
+    def thumbnail(self, size: int) -> str:
+        check_thumbnail_size(size)
+        return self.thumbnails.get(str(size)) or self.image_url
+
+
+def cover_art_images(document: Mapping[str, Any]) -> list[CoverArtImage]:
+    """The image entries of a ``/release-group/{mbid}`` document, in its order, non-image uploads left out.
+
+    An upload is an image when its URL ends in an image extension: a PDF booklet (``types: []``) has JPEG
+    thumbnails but is no cover.
+    """
+    images = []
+    for entry in document.get("images") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        url = str(entry.get("image") or "")
+        if not urlsplit(url).path.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        try:
+            image_id = int(entry.get("id"))  # an integer on the real service; some mirrors send a string
+        except (TypeError, ValueError):
+            continue
+        types = [str(kind).lower() for kind in entry.get("types") or []]
+        front = entry.get("front") is True or "front" in types
+        thumbnails = {str(k): str(v) for k, v in (entry.get("thumbnails") or {}).items()}
+        images.append(CoverArtImage(image_id, front, url, thumbnails))
+    return images
+
+
+def front_image(document: Mapping[str, Any]) -> CoverArtImage | None:
+    """The document's front cover, or None when no image entry is marked front."""
+    return next((image for image in cover_art_images(document) if image.front), None)
 
 
 def _base_url(url: str, env_var: str) -> str:
@@ -188,10 +284,18 @@ class CoverArtClient:
         check_thumbnail_size(size)
         return f"{self.base_url}/release-group/{mbid}/front-{size}"
 
-    def fetch_image(self, url: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
-        """The image at a ``front_url``; NoImageError when the archive has no art for it (404)."""
+    def document(self, mbid: str) -> dict | None:
+        """The group's ``/release-group/{mbid}`` document, or None when the archive has no art (its 404)."""
+        if not _MBID.match(mbid):
+            raise ValueError(f"{mbid!r} is not a MusicBrainz id (a lower-case UUID)")
+        url = f"{self.base_url}/release-group/{mbid}"
+        fetched = self._get(url, MAX_JSON_BYTES, expect_json)
+        return None if fetched.status == 404 else json_object(fetched, "Cover Art Archive")
+
+    def _get(self, url: str, max_bytes: int, expect) -> Fetched:
+        """GET ``url`` across the archive's redirects, every hop checked; a 404 is returned, not raised."""
         self._check_url(url)
-        fetched = fetch(
+        return fetch(
             self._session,
             url,
             service="Cover Art Archive",
@@ -200,9 +304,13 @@ class CoverArtClient:
             headers={"User-Agent": self.user_agent},
             check_redirect=self._check_url,
             max_bytes=max_bytes,
-            expect=expect_image,
+            expect=expect,
             passthrough_statuses=(404,),
         )
+
+    def fetch_image(self, url: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
+        """The image at a ``front_url``; NoImageError when the archive has no art for it (its HTML 404)."""
+        fetched = self._get(url, max_bytes, expect_image)
         if fetched.status == 404:
             raise NoImageError(f"the Cover Art Archive has no front image at {redact_url(url)}")
         if not fetched.body:

@@ -235,9 +235,10 @@ def test_musicbrainz_crawl_through_failures_equals_the_ground_truth(tmp_path):
     assert rows.index.is_unique and set(rows.index) == set(expected)
     for mbid, truth in expected.items():
         assert rows.loc[mbid, "image_id"] == truth["image_id"] and rows.loc[mbid, "genre"] == truth["genre"]
-    no_art = {m for m in catalog.release_groups() if not catalog.has_art(m)}
+    no_art = catalog.expected_missing_art()  # of the albums kept: excluded secondary types are never fetched
     assert dict(zip(result.failures["source_id"], result.failures["reason"], strict=True)) == dict.fromkeys(
         no_art, "no_cover_art"
     )
+    assert result.stats["excluded_secondary_types"] == catalog.expected_exclusions()
     assert set(injected) == set(TRANSIENT_FAULTS), injected
     assert busiest <= rate + 1

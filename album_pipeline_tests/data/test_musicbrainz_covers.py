@@ -15,6 +15,7 @@ from album_pipeline.sources.http import make_session
 from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
 from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
 from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
+from album_pipeline.testing.emulators.musicbrainz_records import DEFAULT_TAGS_BY_GENRE
 
 LOOPBACK = ("127.0.0.1",)  # the emulator serves its own images
 
@@ -52,10 +53,22 @@ def test_musicbrainz_crawl_matches_the_ground_truth(musicbrainz, tmp_path: Path)
         # Every class kept, in class order (the emulator lists the primary first).
         assert list(rows.loc[mbid, "genres"]) == [g for g in DEFAULT_GENRES if g in truth["genres"]]
         assert rows.loc[mbid, "source"] == "musicbrainz" and rows.loc[mbid, "album_name"]
-    no_art = {m for m in catalog.release_groups() if not catalog.has_art(m)}
-    assert set(result.failures["source_id"]) == no_art
+    assert set(result.failures["source_id"]) == catalog.expected_missing_art()
     assert set(result.failures["reason"]) == {"no_cover_art"}
     assert result.stats["failure_ratio"] == 0.0  # no art is a fact about the album, not a failure
+    # Compilations, live, remix, DJ-mix and mixtape albums are skipped and counted, once per group and type.
+    assert result.stats["excluded_secondary_types"] == catalog.expected_exclusions()
+    excluded = set(catalog.release_groups()) - set(catalog.kept_release_groups())
+    assert result.stats["excluded_release_groups"] == len(excluded) > 0
+    assert not excluded & set(rows.index) and not excluded & set(result.failures["source_id"])
+    # A tag voted 0 times lists a group in a search but never labels it.
+    unvoted_genres = {
+        (mbid, genre)
+        for mbid in rows.index
+        for genre, tags in DEFAULT_TAGS_BY_GENRE.items()
+        if any(dict(catalog.record(mbid).tags).get(tag) == 0 for tag in tags)
+    }
+    assert unvoted_genres and not any(genre in rows.loc[mbid, "genres"] for mbid, genre in unvoted_genres)
     # A recrawl asks MusicBrainz again (to find new albums) but the archive for nothing it already knows.
     musicbrainz.clear_requests()
     again = _crawl_musicbrainz(musicbrainz, tmp_path)
@@ -63,8 +76,31 @@ def test_musicbrainz_crawl_matches_the_ground_truth(musicbrainz, tmp_path: Path)
     assert not [r for r in musicbrainz.requests if not r.path.startswith("/ws/2/")]
 
 
+def test_excluded_secondary_types_are_configurable(musicbrainz, tmp_path: Path) -> None:
+    catalog = musicbrainz.catalog
+    keep_all = _crawl_musicbrainz(musicbrainz, tmp_path / "all", excluded_secondary_types=())
+    assert set(keep_all.rows["source_id"]) == set(catalog.expected_covers(excluded=()))
+    assert keep_all.stats["excluded_secondary_types"] == {} and keep_all.stats["excluded_release_groups"] == 0
+    # Names as MusicBrainz spells them, in any case: only compilations skipped here.
+    only = _crawl_musicbrainz(musicbrainz, tmp_path / "some", excluded_secondary_types=("Compilation",))
+    assert set(only.rows["source_id"]) == set(catalog.expected_covers(excluded=("compilation",)))
+    assert only.stats["excluded_secondary_types"] == catalog.expected_exclusions(("compilation",))
+
+
+def test_excluded_groups_do_not_count_toward_albums_per_genre(musicbrainz, tmp_path: Path) -> None:
+    # The yield per class holds up: the crawl pages on past excluded groups until each class has its albums.
+    result = _crawl_musicbrainz(musicbrainz, tmp_path, albums=20)
+    assert result.stats["albums_per_genre"] == dict.fromkeys(DEFAULT_GENRES, 20)
+    assert result.stats["excluded_release_groups"] > 0
+
+
 def test_options_refuse_a_thumbnail_size_the_archive_does_not_offer() -> None:
     with pytest.raises(ValueError, match="250, 500, 1200"):
         MusicBrainzCrawlOptions(thumbnail_size=300)
     with pytest.raises(ValueError, match="albums_per_genre"):
         MusicBrainzCrawlOptions(albums_per_genre=0)
+    for bad in ("compilation", ("live", "")):
+        with pytest.raises(ValueError, match="excluded_secondary_types"):
+            MusicBrainzCrawlOptions(excluded_secondary_types=bad)
+    options = MusicBrainzCrawlOptions(excluded_secondary_types=(" Mixtape/Street ", "DJ-mix"))
+    assert options.excluded_secondary_types == ("mixtape/street", "dj-mix")

@@ -13,6 +13,8 @@ from album_pipeline.sources.musicbrainz import (
     CoverArtClient,
     MusicBrainzClient,
     check_user_agent,
+    cover_art_images,
+    front_image,
 )
 from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
 from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
@@ -95,10 +97,33 @@ def test_front_cover_follows_the_redirect_and_matches_ground_truth(emulator, cat
 
 def test_no_art_is_a_no_image_error_not_a_failure(emulator, catalog) -> None:
     client = _coverart(emulator)
-    without = [m for m in catalog.release_groups() if not catalog.has_art(m)]
+    without = sorted(catalog.expected_missing_art())
     assert without
     with pytest.raises(NoImageError):
         client.fetch_image(client.front_url(without[0], 250))
+
+
+def test_the_document_names_the_front_and_leaves_pdf_uploads_out(emulator, catalog) -> None:
+    client = _coverart(emulator)
+    with_pdf = next(
+        mbid
+        for mbid in catalog.expected_covers(250)
+        if any(image.extension == "pdf" for image in catalog.record(mbid).images)
+    )
+    document = client.document(with_pdf)
+    assert document is not None and len(document["images"]) == len(catalog.record(with_pdf).images)
+    images = cover_art_images(document)
+    assert [image.id for image in images] == [
+        i.id for i in catalog.record(with_pdf).images if i.extension == "jpg"
+    ]
+    front = front_image(document)
+    assert front is not None and front.id == catalog.record(with_pdf).front_image.id
+    assert (
+        hashlib.sha256(client.fetch_image(front.thumbnail(250))).hexdigest()
+        == (catalog.expected_covers(250)[with_pdf]["image_id"])
+    )
+    no_art = next(iter(catalog.expected_missing_art()))
+    assert client.document(no_art) is None  # the archive's HTML 404
 
 
 def test_redirects_to_hosts_not_allowed_are_refused_before_sending(emulator, catalog) -> None:

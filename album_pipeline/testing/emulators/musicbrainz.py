@@ -9,10 +9,13 @@ server answers both services' paths, so a test points ``MUSICBRAINZ_URL`` and ``
 - MusicBrainz's rules on ``/ws/2/`` only: ``fmt=json`` (or ``Accept: application/json``) is required, a missing
   or library-default ``User-Agent`` gets a 403, and more than ``rate_limit_per_second`` requests in a window
   (across all clients) get a 503 with ``Retry-After``.
-- ``GET /release-group/{mbid}`` and ``/release/{mbid}``: the Cover Art Archive's JSON; 404 without art, 400 for
-  a malformed MBID. ``.../front``, ``.../front-250``, ``-500``, ``-1200`` and the image URLs listed in the JSON
-  answer 307 to an archive.org-shaped ``/download/mbid-{release}/mbid-{release}-{image}_thumb250.jpg`` path
-  that serves the JPEG, as the real archive redirects to archive.org.
+- The Cover Art Archive as recorded: ``GET /release-group/{mbid}`` and ``/release/{mbid}`` answer 307 to the
+  release's ``index.json`` on archive.org; ``.../front``, ``.../front-250``, ``-500``, ``-1200`` and the image
+  URLs listed in the JSON answer 307 to ``/download/mbid-{release}/mbid-{release}-{image}_thumb250.jpg``
+  there.
+  archive.org answers 302 to a data node (``/0/items/mbid-{release}/...``) that serves the file: two hops
+  across hosts in plain http, each "host" a loopback server of its own (on its own port). No art is an HTML
+  404 and a malformed MBID an HTML 400, as werkzeug sends them; some groups list a PDF upload (``types: []``).
 
 The catalogue and its ground truth are ``MusicBrainzCatalog``
 (``album_pipeline.testing.emulators.musicbrainz_catalog``).
@@ -22,16 +25,24 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from album_pipeline.settings import COVERART_URL_VAR, MUSICBRAINZ_URL_VAR
-from album_pipeline.testing.emulators.base import LOOPBACK_HOST, Handler, Request, Response, ServerRateLimit
+from album_pipeline.testing.emulators.base import (
+    LOOPBACK_HOST,
+    Handler,
+    Request,
+    RequestRecord,
+    Response,
+    ServerRateLimit,
+)
 from album_pipeline.testing.emulators.faults import FaultPlan
 from album_pipeline.testing.emulators.loopback import LoopbackServer
-from album_pipeline.testing.emulators.musicbrainz_catalog import (
-    FULL_IMAGE_SIZE,
+from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
+from album_pipeline.testing.emulators.musicbrainz_records import (
     THUMBNAIL_ALIASES,
-    MusicBrainzCatalog,
     ReleaseGroupRecord,
     normalize_tag,
 )
@@ -53,6 +64,12 @@ RATE_LIMIT_MESSAGE = (
     "https://musicbrainz.org/doc/MusicBrainz_API/Rate_Limiting for more information."
 )
 _MBID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+NOT_FOUND_TEXT = (
+    "The requested URL was not found on the server. If you entered the URL manually please check your "
+    "spelling and try again."
+)
+# (release MBID, file name) -> (bytes, media type) of a file in the release's archive.org item, or None.
+ArchiveFiles = Callable[[str, str], "tuple[bytes, str] | None"]
 
 
 class _QueryError(ValueError):
@@ -115,7 +132,8 @@ def _mb_error(message: str, status: int, headers: dict[str, str] | None = None) 
 
 # Constructed like NapsterEmulator (catalogue, host, port, faults, latency): one signature for every service.
 class MusicBrainzEmulator(LoopbackServer):
-    """MusicBrainz's ``/ws/2/`` search and genre list plus the Cover Art Archive, on one loopback server."""
+    """MusicBrainz's ``/ws/2/`` search and genre list plus the Cover Art Archive on one loopback server, with
+    archive.org and its data node on two more; ``requests`` and the fault counts cover all three."""
 
     name = "musicbrainz"
 
@@ -132,6 +150,14 @@ class MusicBrainzEmulator(LoopbackServer):
         super().__init__(host, port, faults=faults, latency_s=latency_s)
         self.catalog = catalog if catalog is not None else MusicBrainzCatalog()
         self._rate_limiter = ServerRateLimit(rate_limit_per_second) if rate_limit_per_second else None
+
+        def archive_files(release_id: str, name: str) -> tuple[bytes, str] | None:
+            return self.catalog.archive_file(release_id, name, self.url)
+
+        self._data_node = _ArchiveHost(archive_files, host, faults=faults, latency_s=latency_s)
+        self._archive_org = _ArchiveHost(
+            archive_files, host, self._data_node, faults=faults, latency_s=latency_s
+        )
         methods = ("GET", "HEAD")
         self.add_route(methods, r"/ws/2/release-group/?", self._ws(self._search_release_groups))
         self.add_route(methods, r"/ws/2/genre/all/?", self._ws(self._all_genres))
@@ -142,15 +168,55 @@ class MusicBrainzEmulator(LoopbackServer):
         self.add_route(methods, rf"{entity}/front(?:-(?P<size>250|500|1200))?", self._front)
         self.add_route(
             methods,
-            r"/release/(?P<mbid>[^/]+)/(?P<image>\d+)(?:-(?P<size>250|500|1200|small|large))?\.jpg",
+            r"/release/(?P<mbid>[^/]+)/(?P<image>\d+)(?:-(?P<size>250|500|1200|small|large))?"
+            r"\.(?P<ext>jpg|pdf)",
             self._image_by_id,
         )
-        self.add_route(
-            methods,
-            r"/download/mbid-(?P<release>[0-9a-fA-F-]{36})/mbid-(?P=release)-(?P<image>\d+)"
-            r"(?:_thumb(?P<size>250|500|1200))?\.jpg",
-            self._archive_image,
-        )
+
+    # --- the three servers as one --------------------------------------------------------------------------
+    def start(self) -> MusicBrainzEmulator:
+        self._data_node.start()
+        self._archive_org.start()
+        return super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        self._archive_org.stop()
+        self._data_node.stop()
+
+    @property
+    def archive_org_url(self) -> str:
+        return self._archive_org.url
+
+    @property
+    def data_node_url(self) -> str:
+        return self._data_node.url
+
+    def _servers(self) -> tuple[LoopbackServer, ...]:
+        return (self._archive_org, self._data_node)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request served by the three servers so far, oldest first."""
+        merged = super().requests + [record for server in self._servers() for record in server.requests]
+        return sorted(merged, key=lambda record: record.timestamp)
+
+    def clear_requests(self) -> None:
+        super().clear_requests()
+        for server in self._servers():
+            server.clear_requests()
+
+    @property
+    def injected_faults(self) -> Counter[str]:
+        total = super().injected_faults
+        for server in self._servers():
+            total.update(server.injected_faults)
+        return total
+
+    def reset_faults(self) -> None:
+        super().reset_faults()
+        for server in self._servers():
+            server.reset_faults()
 
     @property
     def musicbrainz_url(self) -> str:
@@ -167,7 +233,7 @@ class MusicBrainzEmulator(LoopbackServer):
     def not_found(self, path: str) -> Response:
         if path.startswith("/ws/2/"):
             return _mb_error("Not Found", 404)
-        return Response(404, f"Not Found: {path}\n".encode(), {"Content-Type": "text/plain; charset=utf-8"})
+        return html_error(404, "Not Found", NOT_FOUND_TEXT)
 
     def fault_error(self, status: int) -> Response:
         """Injected failures in MusicBrainz's error shape (the server adds ``Retry-After`` to 429 and 503)."""
@@ -274,38 +340,34 @@ class MusicBrainzEmulator(LoopbackServer):
         )
 
     # --- Cover Art Archive ------------------------------------------------------------------------------
-    def _caa_not_found(self, what: str) -> Response:
-        return Response(
-            404, f"No cover art found for {what}\n".encode(), {"Content-Type": "text/plain; charset=utf-8"}
-        )
-
     def _lookup(self, request: Request) -> tuple[ReleaseGroupRecord | None, Response | None]:
         """The release group behind ``/release-group/{mbid}`` or ``/release/{mbid}``, or the error reply."""
         mbid = request.match["mbid"]
         if not _MBID.fullmatch(mbid):
-            return None, Response(
-                400, f"{mbid} is not a valid MBID\n".encode(), {"Content-Type": "text/plain; charset=utf-8"}
-            )
+            return None, html_error(400, "Bad Request", f"{mbid} is not a valid MBID.")
         if request.match["entity"] == "release":
             record = self.catalog.record_for_release(mbid)
         else:
             record = self.catalog.records.get(mbid.lower())
         if record is None or not record.images:
-            return None, self._caa_not_found(f"{request.match['entity']} {mbid}")
+            return None, html_error(404, "Not Found", NOT_FOUND_TEXT)
         return record, None
+
+    def _redirect(self, release_id: str, name: str) -> Response:
+        """The archive's 307 to the file on archive.org, which redirects on to its data node."""
+        location = f"{self._archive_org.url}/download/mbid-{release_id}/{name}"
+        return Response(
+            307,
+            f"See: {location}\n".encode(),
+            {"Location": location, "Content-Type": "text/plain; charset=utf-8"},
+        )
 
     def _cover_art(self, request: Request) -> Response:
         record, error = self._lookup(request)
         if record is None:
             assert error is not None
             return error
-        return Response.json(self.catalog.cover_art_json(record.id, self.url))
-
-    def _redirect(self, path: str) -> Response:
-        location = self.url + path
-        return Response(
-            307, f"See: {location}\n".encode(), {"Location": location, "Content-Type": "text/plain"}
-        )
+        return self._redirect(record.release_id, "index.json")
 
     def _front(self, request: Request) -> Response:
         record, error = self._lookup(request)
@@ -314,27 +376,63 @@ class MusicBrainzEmulator(LoopbackServer):
             return error
         front = record.front_image
         if front is None:
-            return self._caa_not_found(f"{request.match['entity']} {request.match['mbid']}: no front image")
+            return html_error(404, "Not Found", NOT_FOUND_TEXT)
         size = int(request.match["size"]) if request.match["size"] else None
-        return self._redirect(self.catalog.archive_path(record.release_id, front.id, size))
+        return self._redirect(record.release_id, self.catalog.archive_name(record.release_id, front, size))
 
     def _image_by_id(self, request: Request) -> Response:
         release_id = request.match["mbid"]
         if not _MBID.fullmatch(release_id):
-            return Response(
-                400, f"{release_id} is not a valid MBID\n".encode(), {"Content-Type": "text/plain"}
-            )
-        image_id = int(request.match["image"])
-        if self.catalog.record_for_image(release_id, image_id) is None:
-            return self._caa_not_found(f"release {release_id}, image {image_id}")
+            return html_error(400, "Bad Request", f"{release_id} is not a valid MBID.")
+        release_id = release_id.lower()
+        record = self.catalog.record_for_image(release_id, int(request.match["image"]))
+        image = record and next(i for i in record.images if i.id == int(request.match["image"]))
         size_name = request.match["size"]
+        extension = request.match["ext"]
+        if (
+            image is None
+            or (size_name is None and extension != image.extension)
+            or (size_name and extension != "jpg")
+        ):
+            return html_error(404, "Not Found", NOT_FOUND_TEXT)
         size = None if size_name is None else THUMBNAIL_ALIASES.get(size_name) or int(size_name)
-        return self._redirect(self.catalog.archive_path(release_id.lower(), image_id, size))
+        return self._redirect(release_id, self.catalog.archive_name(release_id, image, size))
 
-    def _archive_image(self, request: Request) -> Response:
-        release_id, image_id = request.match["release"].lower(), int(request.match["image"])
-        record = self.catalog.record_for_image(release_id, image_id)
-        if record is None:
+
+def html_error(status: int, title: str, text: str) -> Response:
+    """An error page as the Cover Art Archive (werkzeug) and archive.org send them: HTML, not JSON."""
+    body = (
+        f"<!doctype html>\n<html lang=en>\n<title>{status} {title}</title>\n<h1>{title}</h1>\n<p>{text}</p>\n"
+    )
+    return Response(status, body.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
+
+class _ArchiveHost(LoopbackServer):
+    """archive.org's two hosts for the items' files, one server each.
+
+    With ``data_node``, archive.org itself: ``/download/{item}/{file}`` answers 302 to that node, as
+    recorded (the redirect says ``Content-Type: image/jpeg`` for an image). Without, a data node
+    (``dnNNN.ca.archive.org``): ``/0/items/{item}/{file}`` serves the file.
+    """
+
+    def __init__(
+        self, files: ArchiveFiles, host: str, data_node: LoopbackServer | None = None, **options
+    ) -> None:
+        super().__init__(host, **options)
+        self.name = "musicbrainz-archive-org" if data_node is not None else "musicbrainz-data-node"
+        self._files, self._data_node = files, data_node
+        prefix = "/download" if data_node is not None else "/0/items"
+        item = r"mbid-(?P<release>[0-9a-f-]{36})/(?P<name>[^/]+)"
+        self.add_route(("GET", "HEAD"), f"{prefix}/{item}", self._item_file)
+
+    def not_found(self, path: str) -> Response:
+        return html_error(404, "Not Found", f"{path} is not on this server.")
+
+    def _item_file(self, request: Request) -> Response:
+        found = self._files(request.match["release"], request.match["name"])
+        if found is None:
             return self.not_found(request.path)
-        size = int(request.match["size"]) if request.match["size"] else FULL_IMAGE_SIZE
-        return Response.binary(self.catalog.image_bytes(record.id, image_id, size), "image/jpeg")
+        if self._data_node is None:
+            return Response.binary(*found)
+        location = f"{self._data_node.url}/0/items/mbid-{request.match['release']}/{request.match['name']}"
+        return Response(302, b"", {"Location": location, "Content-Type": found[1]})

@@ -3,6 +3,9 @@
 The catalogue's release groups are albums (and some singles and EPs) tagged with each genre's MusicBrainz tags;
 an album's *primary genre* is the target genre whose tag has the highest count, and its front cover is drawn in
 that genre's style, so ``MusicBrainzCatalog.expected_covers`` is the ground truth a crawler must reproduce.
+It looks like the real pages recorded in ``shared/reference/real-responses/``: tags voted 0 times, albums with
+secondary types (25 of the 44 recorded groups), groups without a first release date, two-artist credits, and
+PDF uploads beside the covers.
 ``MusicBrainzEmulator`` (``album_pipeline.testing.emulators.musicbrainz``) serves it over HTTP.
 """
 
@@ -10,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import random
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,123 +23,46 @@ from typing import Any
 
 from album_pipeline.genres import DEFAULT_GENRES
 from album_pipeline.profiles import DEMO_RELEASE_GROUPS_PER_GENRE
+from album_pipeline.sources.musicbrainz import DEFAULT_EXCLUDED_SECONDARY_TYPES
+from album_pipeline.testing.emulators.musicbrainz_records import (
+    BACK_IMAGE_SHARE,
+    BAND_WORDS,
+    DEFAULT_TAGS_BY_GENRE,
+    EXCLUDED_TYPE_WEIGHTS,
+    FIRST_NAMES,
+    FULL_IMAGE_SIZE,
+    GENRE_NAMESPACE,
+    LAST_NAMES,
+    NO_ART_SHARE,
+    NON_ALBUM_SHARE,
+    OFFICIAL_STATUS_ID,
+    OTHER_GENRES,
+    OTHER_TAGS,
+    PDF_SHARE,
+    PRIMARY_TYPE_IDS,
+    REAL_COVERART_URL,
+    REMIX_SINGLE_SHARE,
+    SECOND_GENRE_SHARE,
+    SECONDARY_TYPE_IDS,
+    SECONDARY_TYPE_SHARE,
+    SOUNDTRACK_SHARE,
+    THUMBNAIL_ALIASES,
+    THUMBNAIL_SIZES,
+    TITLE_WORDS_A,
+    TITLE_WORDS_B,
+    TWO_SECONDARY_TYPES_SHARE,
+    ZERO_VOTE_GENRE_TAG_SHARE,
+    ZERO_VOTE_OTHER_TAG_SHARE,
+    Artist,
+    CoverImage,
+    ReleaseGroupRecord,
+    new_mbid,
+    normalize_tag,
+)
 from album_pipeline.testing.emulators.synthetic import draw_cover, encode_image
 
-REAL_MUSICBRAINZ_URL = "https://musicbrainz.org"
-REAL_COVERART_URL = "https://coverartarchive.org"
-
-DEFAULT_TAGS_BY_GENRE: dict[str, tuple[str, ...]] = {
-    "rock": ("rock",),
-    "jazz": ("jazz",),
-    "pop": ("pop",),
-    "rap-hip-hop": ("hip hop", "rap"),
-    "classical": ("classical",),
-}
-# Tags that are not target genres; some are genres of their own in MusicBrainz (listed by /ws/2/genre/all).
-OTHER_TAGS: tuple[str, ...] = (
-    "british", "american", "live", "female vocalists", "male vocalists", "instrumental", "seen live",
-    "1970s", "1980s", "1990s", "2000s", "electronic", "folk", "soul", "blues",
-)  # fmt: skip
-OTHER_GENRES: tuple[str, ...] = ("blues", "country", "electronic", "folk", "metal", "reggae", "soul")
-
-THUMBNAIL_SIZES: tuple[int, ...] = (250, 500, 1200)
-THUMBNAIL_ALIASES = {"small": 250, "large": 500}
-FULL_IMAGE_SIZE = 1400  # the "original" upload behind the ``image`` URL
-NO_ART_SHARE = 0.10  # share of release groups without cover art (the archive answers 404)
-BACK_IMAGE_SHARE = 0.25  # share of release groups with art that also have a back cover image
-SECOND_GENRE_SHARE = 0.05  # share of albums also tagged (less strongly) with a second target genre
-NON_ALBUM_SHARE = 0.15  # singles and EPs per genre, relative to its albums
-
-# MusicBrainz's fixed ids of the primary types and of the "Official" release status.
-PRIMARY_TYPE_IDS: dict[str, str] = {
-    "Album": "f529b476-6e62-324f-b0aa-1f3e33d313fc",
-    "Single": "d6038452-8ee0-3f68-affc-2de9a1ede0b9",
-    "EP": "6d0c5bf6-7a33-3420-a519-44fc63eedebf",
-}
-OFFICIAL_STATUS_ID = "4e304316-386d-3409-af2e-78857eec5cfe"
-_GENRE_NAMESPACE = uuid.UUID("6f0a3bd4-3c1c-4f0e-9a59-4d1b1f7a3b52")  # genre ids are uuid5(name) under it
-
-# Word lists of the same shape as the Napster catalogue's, but other words: data, not shared logic.
-_TITLE_WORDS_A = (
-    "Silver", "Late", "Open", "Hidden", "Second", "Frozen", "Bright", "Lonely", "Final", "Amber",
-    "Slow", "Iron", "Sweet", "Empty", "Morning", "Southern", "Little", "Heavy", "Secret", "Paper",
-)  # fmt: skip
-_TITLE_WORDS_B = (
-    "Harbour", "Songs", "Weather", "Window", "Circles", "Country", "Parade", "Heat", "Nocturnes", "Rooms",
-    "Streets", "Sessions", "Waves", "Stations", "Colours", "Ghosts", "Bridges", "Anthems", "Fields", "Hours",
-)  # fmt: skip
-_FIRST_NAMES = (
-    "Ada", "Ben", "Clara", "Dev", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas", "Kira", "Leon",
-    "Maya", "Nico", "Olive", "Pavel", "Rosa", "Sami", "Tessa", "Viktor",
-)  # fmt: skip
-_LAST_NAMES = (
-    "Albers", "Brooks", "Castell", "Duarte", "Ekberg", "Fontaine", "Grey", "Hale", "Ishikawa", "Jansen",
-    "Kowalski", "Lindqvist", "Moreau", "Novak", "Okafor", "Petrov", "Quinn", "Rivera", "Sato", "Valen",
-)  # fmt: skip
-_BAND_WORDS = (
-    "Foxes", "Lanterns", "Orchestra", "Collective", "Quartet", "Machines", "Kids", "Brothers", "Club",
-    "Ensemble", "Satellites", "Wolves",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Artist:
-    id: str
-    name: str
-    sort_name: str
-
-    def json(self) -> dict:
-        return {"id": self.id, "name": self.name, "sort-name": self.sort_name}
-
-
-@dataclass(frozen=True)
-class CoverImage:
-    id: int
-    front: bool
-    edit: int
-
-
-@dataclass(frozen=True)
-class ReleaseGroupRecord:
-    """Everything the emulator knows about one release group; JSON is rendered per request."""
-
-    id: str
-    title: str
-    primary_type: str  # "Album", "Single" or "EP"
-    artists: tuple[tuple[Artist, str], ...]  # (artist, joinphrase) in credit order
-    first_release_date: str  # YYYY, YYYY-MM, YYYY-MM-DD or ""
-    tags: tuple[tuple[str, int], ...]  # (name, count) in the order the service lists them
-    genres: tuple[str, ...]  # target genres whose tags it carries, primary (highest count) first
-    release_ids: tuple[str, ...]  # the first is the release whose art stands for the group
-    images: tuple[CoverImage, ...]  # empty: no cover art
-
-    @property
-    def primary_genre(self) -> str:
-        return self.genres[0]
-
-    @property
-    def release_id(self) -> str:
-        return self.release_ids[0]
-
-    @property
-    def front_image(self) -> CoverImage | None:
-        return next((image for image in self.images if image.front), None)
-
-    @property
-    def drawing_seed(self) -> int:
-        """The cover's drawing seed: a stable number derived from the MBID."""
-        return uuid.UUID(self.id).int % 2**31
-
-    def tag_names(self) -> set[str]:
-        return {name for name, _ in self.tags}
-
-
-def _new_mbid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def normalize_tag(text: str) -> str:
-    return " ".join(text.lower().split())
+PDF_BYTES = b"%PDF-1.4\n% an emulated booklet\n%%EOF\n"
+_ARCHIVE_NAME = re.compile(r"(?P<image>\d+)(?:_thumb(?P<size>250|500|1200))?\.(?P<ext>jpg|pdf)")
 
 
 def _default_tags_by_genre() -> dict[str, tuple[str, ...]]:
@@ -145,13 +73,16 @@ def _default_tags_by_genre() -> dict[str, tuple[str, ...]]:
 class MusicBrainzCatalog:
     """A deterministic synthetic MusicBrainz catalogue with Cover Art Archive images.
 
-    ``release_groups_per_genre`` albums per genre (plus about 15% singles and EPs carrying the same tags), each
-    tagged with its genre's tags (for rap-hip-hop sometimes "hip hop", sometimes "rap", sometimes both) at the
-    highest count among target-genre tags, sometimes with a second target genre's tag at a lower count, and a
-    few other tags. About 10% of release groups have no cover art.
+    ``release_groups_per_genre`` albums per genre that a default crawl keeps (5% of them Soundtracks), plus
+    albums with excluded secondary types at the recorded share (25 of 44: Compilation, Live, Remix,
+    Mixtape/Street, DJ-mix) and about 15% singles and EPs, all carrying the genre's tags (for rap-hip-hop
+    sometimes "hip hop", sometimes "rap", sometimes both) at the highest count among target-genre tags,
+    sometimes a second target genre's tag at a lower count, a few other tags, and now and then tags voted 0
+    times (another target genre's among them, which must not label). About 10% have no cover art.
 
-    Ground truth for tests: ``release_groups``, ``tagged``, ``primary_genre``, ``genres_of``, ``has_art``,
-    ``front_image_bytes`` and ``expected_covers``.
+    Ground truth for tests: ``release_groups``, ``kept_release_groups``, ``tagged``, ``primary_genre``,
+    ``genres_of``, ``has_art``, ``front_image_bytes``, ``expected_covers``, ``expected_missing_art`` and
+    ``expected_exclusions``.
     """
 
     tags_by_genre: Mapping[str, tuple[str, ...]] = field(default_factory=_default_tags_by_genre)
@@ -206,26 +137,36 @@ class MusicBrainzCatalog:
         records: dict[str, ReleaseGroupRecord] = {}
         used: set[str] = set()
         for genre in genres:
-            singles = round(self.release_groups_per_genre * NON_ALBUM_SHARE)
-            kinds = ["Album"] * self.release_groups_per_genre + [
-                rng.choice(("Single", "EP")) for _ in range(singles)
-            ]
-            for primary_type in kinds:
-                record = self._make_record(rng, genre, genres, primary_type, artists, used)
+            for kind in self._kinds(rng):
+                record = self._make_record(rng, genre, genres, kind, artists, used)
                 records[record.id] = record
         return dict(sorted(records.items()))
 
+    def _kinds(self, rng: random.Random) -> list[tuple[str, tuple[str, ...]]]:
+        """One genre's (primary type, secondary types): kept albums, excluded albums, singles and EPs."""
+        kept = self.release_groups_per_genre
+        kinds = [("Album", ("Soundtrack",) if rng.random() < SOUNDTRACK_SHARE else ()) for _ in range(kept)]
+        names, weights = list(EXCLUDED_TYPE_WEIGHTS), list(EXCLUDED_TYPE_WEIGHTS.values())
+        for _ in range(round(kept * SECONDARY_TYPE_SHARE / (1 - SECONDARY_TYPE_SHARE))):
+            first = rng.choices(names, weights)[0]
+            second = rng.choice([name for name in names if name != first])
+            kinds.append(("Album", (first, second) if rng.random() < TWO_SECONDARY_TYPES_SHARE else (first,)))
+        for _ in range(round(kept * NON_ALBUM_SHARE)):
+            remix = ("Remix",) if rng.random() < REMIX_SINGLE_SHARE else ()
+            kinds.append((rng.choice(("Single", "EP")), remix))
+        return kinds
+
     @staticmethod
     def _make_artist(rng: random.Random) -> Artist:
-        mbid = _new_mbid(rng)
+        mbid = new_mbid(rng)
         kind = rng.random()
         if kind < 0.5:
-            first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
             return Artist(mbid, f"{first} {last}", f"{last}, {first}")
         if kind < 0.8:
-            name = f"{rng.choice(_TITLE_WORDS_A)} {rng.choice(_BAND_WORDS)}"
+            name = f"{rng.choice(TITLE_WORDS_A)} {rng.choice(BAND_WORDS)}"
             return Artist(mbid, f"The {name}", f"{name}, The")
-        name = f"{rng.choice(_LAST_NAMES)} {rng.choice(_BAND_WORDS)}"
+        name = f"{rng.choice(LAST_NAMES)} {rng.choice(BAND_WORDS)}"
         return Artist(mbid, name, name)
 
     def _make_record(
@@ -233,14 +174,14 @@ class MusicBrainzCatalog:
         rng: random.Random,
         genre: str,
         genres: list[str],
-        primary_type: str,
+        kind: tuple[str, tuple[str, ...]],
         artists: list[Artist],
         used: set[str],
     ) -> ReleaseGroupRecord:
         def unique_mbid() -> str:
-            mbid = _new_mbid(rng)
+            mbid = new_mbid(rng)
             while mbid in used:
-                mbid = _new_mbid(rng)
+                mbid = new_mbid(rng)
             used.add(mbid)
             return mbid
 
@@ -262,6 +203,15 @@ class MusicBrainzCatalog:
         pool = [tag for tag in OTHER_TAGS if tag not in self.genre_by_tag]
         for tag in rng.sample(pool, rng.randint(0, min(3, len(pool)))):
             tags.append((tag, rng.randint(1, top - 1)))
+        carried = {name for name, _ in tags}
+        other_genre_tags = {tag for tag, owner in self.genre_by_tag.items() if owner not in genres_carried}
+        for share, choices in (
+            (ZERO_VOTE_GENRE_TAG_SHARE, other_genre_tags),
+            (ZERO_VOTE_OTHER_TAG_SHARE, pool),
+        ):
+            unused = sorted(set(choices) - carried)
+            if unused and rng.random() < share:
+                tags.append((rng.choice(unused), 0))  # voted up and down again: it says nothing
         rng.shuffle(tags)  # the service lists tags in no particular order
 
         credit_count = 2 if rng.random() < 0.15 else 1
@@ -289,13 +239,18 @@ class MusicBrainzCatalog:
                 back = CoverImage(rng.randrange(10**9, 4 * 10**10), False, rng.randrange(10**7, 10**8))
                 # Editors order images freely: the front is not always first.
                 images = (front, back) if rng.random() < 0.5 else (back, front)
-        title = f"{rng.choice(_TITLE_WORDS_A)} {rng.choice(_TITLE_WORDS_B)}"
+            if rng.random() < PDF_SHARE:
+                pdf = CoverImage(rng.randrange(10**9, 4 * 10**10), False, rng.randrange(10**7, 10**8), "pdf")
+                images = (*images, pdf)
+        title = f"{rng.choice(TITLE_WORDS_A)} {rng.choice(TITLE_WORDS_B)}"
+        primary_type, secondary_types = kind
         if primary_type == "EP":
             title += " EP"
         return ReleaseGroupRecord(
             id=mbid,
             title=title,
             primary_type=primary_type,
+            secondary_types=secondary_types,
             artists=credits,
             first_release_date=date,
             tags=tuple(tags),
@@ -334,6 +289,28 @@ class MusicBrainzCatalog:
             if (primary_type is None or record.primary_type == primary_type) and wanted in record.tag_names()
         ]
 
+    def kept_release_groups(
+        self, genre: str | None = None, excluded: tuple[str, ...] = DEFAULT_EXCLUDED_SECONDARY_TYPES
+    ) -> list[str]:
+        """Album MBIDs, sorted, that a crawl excluding the ``excluded`` secondary types keeps."""
+        return [
+            mbid for mbid in self.release_groups(genre) if not self.records[mbid].excluded_types(excluded)
+        ]
+
+    def expected_exclusions(
+        self, excluded: tuple[str, ...] = DEFAULT_EXCLUDED_SECONDARY_TYPES
+    ) -> dict[str, int]:
+        """Excluded secondary type (lower-cased) -> album release groups a full crawl skips for it."""
+        counts: dict[str, int] = {}
+        for mbid in self.release_groups():
+            for kind in self.records[mbid].excluded_types(excluded):
+                counts[kind] = counts.get(kind, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def expected_missing_art(self, excluded: tuple[str, ...] = DEFAULT_EXCLUDED_SECONDARY_TYPES) -> set[str]:
+        """Kept album MBIDs without a front cover: a full crawl records each as ``no_cover_art``."""
+        return {mbid for mbid in self.kept_release_groups(excluded=excluded) if not self.has_art(mbid)}
+
     def primary_genre(self, mbid: str) -> str:
         """The target genre whose tag has the highest count; its cover is drawn in that genre's style."""
         return self.record(mbid).primary_genre
@@ -354,16 +331,18 @@ class MusicBrainzCatalog:
             raise KeyError(f"release group {mbid!r} has no cover art")
         return self.image_bytes(record.id, front.id, size)
 
-    def expected_covers(self, size: int = 250) -> dict[str, dict[str, Any]]:
-        """For every album release group with art: ``{"image_id": sha256 hex of the front JPEG at size,
-        "genre": primary genre, "genres": every target genre, primary first}``."""
+    def expected_covers(
+        self, size: int = 250, excluded: tuple[str, ...] = DEFAULT_EXCLUDED_SECONDARY_TYPES
+    ) -> dict[str, dict[str, Any]]:
+        """For every kept album release group with art: ``{"image_id": sha256 hex of the front JPEG at size,
+        "genre": primary genre, "genres": every target genre voted above 0, primary first}``."""
         return {
             mbid: {
                 "image_id": hashlib.sha256(self.front_image_bytes(mbid, size)).hexdigest(),
                 "genre": self.primary_genre(mbid),
                 "genres": self.genres_of(mbid),
             }
-            for mbid in self.release_groups()
+            for mbid in self.kept_release_groups(excluded=excluded)
             if self.has_art(mbid)
         }
 
@@ -397,24 +376,34 @@ class MusicBrainzCatalog:
 
     @staticmethod
     def genre_id(name: str) -> str:
-        return str(uuid.uuid5(_GENRE_NAMESPACE, name))
+        return str(uuid.uuid5(GENRE_NAMESPACE, name))
 
     # --- JSON ---------------------------------------------------------------------------------------------
     def release_group_json(self, mbid: str, score: int = 100) -> dict:
-        """A release group as the search lists it."""
+        """A release group as the search lists it: as on the real pages, ``first-release-date``,
+        ``secondary-types`` and a last credit's ``joinphrase`` are left out rather than empty."""
         record = self.record(mbid)
-        type_id = PRIMARY_TYPE_IDS[record.primary_type]
-        return {
+        primary_id = PRIMARY_TYPE_IDS[record.primary_type]
+        secondary_ids = [SECONDARY_TYPE_IDS[kind] for kind in record.secondary_types]
+        # The real "type-id" names the first secondary type, except Mixtape/Street, which keeps the primary's.
+        first = record.secondary_types[0] if record.secondary_types else "Mixtape/Street"
+        body = {
             "id": record.id,
-            "type-id": type_id,
+            "type-id": primary_id if first == "Mixtape/Street" else SECONDARY_TYPE_IDS[first],
             "score": score,
-            "primary-type-id": type_id,
+            "primary-type-id": primary_id,
             "count": len(record.release_ids),
             "title": record.title,
             "first-release-date": record.first_release_date,
             "primary-type": record.primary_type,
+            "secondary-types": list(record.secondary_types),
+            "secondary-type-ids": secondary_ids,
             "artist-credit": [
-                {"name": artist.name, "joinphrase": joinphrase, "artist": artist.json()}
+                {
+                    "name": artist.name,
+                    **({"joinphrase": joinphrase} if joinphrase else {}),
+                    "artist": artist.json(),
+                }
                 for artist, joinphrase in record.artists
             ],
             "releases": [
@@ -428,11 +417,32 @@ class MusicBrainzCatalog:
             ],
             "tags": [{"count": count, "name": name} for name, count in record.tags],
         }
+        return {key: value for key, value in body.items() if value not in ("", [])}
 
-    def archive_path(self, release_id: str, image_id: int, size: int | None) -> str:
-        """The archive.org-shaped path of an image (``size`` None: the full upload)."""
-        suffix = "" if size is None or size == FULL_IMAGE_SIZE else f"_thumb{size}"
-        return f"/download/mbid-{release_id}/mbid-{release_id}-{image_id}{suffix}.jpg"
+    @staticmethod
+    def archive_name(release_id: str, image: CoverImage, size: int | None) -> str:
+        """The archive.org file name of an upload (``size`` None: the upload itself, else a thumbnail)."""
+        if size is None or size == FULL_IMAGE_SIZE:
+            return f"mbid-{release_id}-{image.id}.{image.extension}"
+        return f"mbid-{release_id}-{image.id}_thumb{size}.jpg"
+
+    def archive_file(self, release_id: str, name: str, coverart_url: str) -> tuple[bytes, str] | None:
+        """The bytes and media type of ``name`` in the archive.org item of a release, or None when absent.
+
+        ``index.json`` is the release's Cover Art Archive document, its URLs under ``coverart_url``."""
+        record = self.record_for_release(release_id)
+        if record is None:
+            return None
+        if name == "index.json":
+            return json.dumps(self.cover_art_json(record.id, coverart_url)).encode(), "application/json"
+        match = _ARCHIVE_NAME.fullmatch(name.removeprefix(f"mbid-{record.release_id}-"))
+        image = match and next((i for i in record.images if str(i.id) == match["image"]), None)
+        if not match or image is None or match["ext"] not in ("jpg", image.extension):
+            return None
+        if match["ext"] == "pdf":
+            return PDF_BYTES, "application/pdf"
+        size = int(match["size"]) if match["size"] else FULL_IMAGE_SIZE
+        return self.image_bytes(record.id, image.id, size), "image/jpeg"
 
     def cover_art_json(self, mbid: str, base_url: str = REAL_COVERART_URL) -> dict:
         """The Cover Art Archive's JSON for a release group with art, its image URLs under ``base_url``."""
@@ -447,14 +457,14 @@ class MusicBrainzCatalog:
             images.append(
                 {
                     "approved": True,
-                    "back": not image.front,
+                    "back": image.types == ["Back"],
                     "comment": "",
                     "edit": image.edit,
                     "front": image.front,
                     "id": image.id,
-                    "image": f"{release}/{image.id}.jpg",
+                    "image": f"{release}/{image.id}.{image.extension}",
                     "thumbnails": thumbnails,
-                    "types": ["Front"] if image.front else ["Back"],
+                    "types": image.types,
                 }
             )
         return {"images": images, "release": release}

@@ -10,7 +10,7 @@ PACKAGE = emulators.__name__
 
 # Lower layers first; a module may import only modules of layers below its own.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"base", "synthetic", "napster_shapes"}),
+    frozenset({"base", "synthetic", "napster_shapes", "musicbrainz_records"}),
     frozenset({"faults"}),
     frozenset({"loopback"}),
     frozenset({"napster_catalog", "musicbrainz_catalog", "omacir_members"}),

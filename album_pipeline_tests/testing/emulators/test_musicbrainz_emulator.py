@@ -11,17 +11,18 @@ from PIL import Image
 from album_pipeline.genres import DEFAULT_GENRES
 from album_pipeline.testing.emulators.faults import FaultPlan
 from album_pipeline.testing.emulators.musicbrainz import MAX_SEARCH_LIMIT, MusicBrainzEmulator
-from album_pipeline.testing.emulators.musicbrainz_catalog import (
+from album_pipeline.testing.emulators.musicbrainz_catalog import MusicBrainzCatalog
+from album_pipeline.testing.emulators.musicbrainz_records import (
     DEFAULT_TAGS_BY_GENRE,
     PRIMARY_TYPE_IDS,
-    MusicBrainzCatalog,
+    SECONDARY_TYPE_IDS,
 )
 
 USER_AGENT = "AlbumPipelineTests/0.1 ( tests@example.org )"
 MBID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 SEARCH_FIELDS = {
-    "id", "type-id", "score", "primary-type-id", "count", "title", "first-release-date", "primary-type",
-    "artist-credit", "releases", "tags",
+    "id", "type-id", "score", "primary-type-id", "count", "title", "primary-type", "artist-credit",
+    "releases", "tags",
 }  # fmt: skip
 IMAGE_FIELDS = {"id", "image", "front", "back", "approved", "types", "comment", "edit", "thumbnails"}
 
@@ -67,7 +68,7 @@ def _crawl(session, emulator, query, limit=100):
 
 
 def _with_art(catalog, genre=None):
-    return [mbid for mbid in catalog.release_groups(genre) if catalog.has_art(mbid)]
+    return [mbid for mbid in catalog.kept_release_groups(genre) if catalog.has_art(mbid)]
 
 
 def test_catalogue_is_deterministic_per_seed():
@@ -89,18 +90,20 @@ def test_catalogue_rejects_unknown_genres_and_shared_tags():
 
 
 def test_catalogue_shape(catalog):
-    albums = catalog.release_groups()
-    assert len(albums) == 30 * len(DEFAULT_GENRES)
+    kept, albums = catalog.kept_release_groups(), catalog.release_groups()
+    assert len(kept) == 30 * len(DEFAULT_GENRES)
     everything = catalog.release_groups(primary_type=None)
     assert {catalog.record(mbid).primary_type for mbid in set(everything) - set(albums)} == {"Single", "EP"}
-    assert 0.1 <= (len(everything) - len(albums)) / len(albums) <= 0.2
+    assert 0.1 <= (len(everything) - len(albums)) / len(kept) <= 0.2
     assert all(MBID.fullmatch(mbid) for mbid in everything)
     for genre in DEFAULT_GENRES:
-        primaries = [mbid for mbid in catalog.release_groups(genre) if catalog.primary_genre(mbid) == genre]
+        primaries = [
+            mbid for mbid in catalog.kept_release_groups(genre) if catalog.primary_genre(mbid) == genre
+        ]
         assert len(primaries) == 30
     dates = [catalog.record(mbid).first_release_date for mbid in everything]
     assert all(re.fullmatch(r"(\d{4}(-\d\d(-\d\d)?)?)?", date) for date in dates)
-    assert {len(date) for date in dates} >= {4, 7, 10}
+    assert {len(date) for date in dates} >= {0, 4, 7, 10}
     # Some albums carry a second target genre, at a lower count than the primary one.
     large = MusicBrainzCatalog(release_groups_per_genre=200, seed=5)
     two = [mbid for mbid in large.release_groups() if len(large.genres_of(mbid)) == 2]
@@ -144,9 +147,11 @@ def test_tag_search_with_primarytype_pages_to_exactly_the_tagged_albums(session,
             found = _crawl(session, emulator, f'tag:"{tag}" AND primarytype:album', limit=40)
             assert len(found) == len(set(found))
             assert sorted(found) == catalog.tagged(tag)
-            assert set(found) <= set(catalog.release_groups(genre))
+            # The search also finds groups whose tag was voted 0 times; only those voted above 0 carry it.
+            voted = {mbid for mbid in found if dict(catalog.record(mbid).tags)[tag] > 0}
+            assert voted <= set(catalog.release_groups(genre)) and set(found) - voted
     rap = set(catalog.tagged("hip hop")) | set(catalog.tagged("rap"))
-    assert rap == set(catalog.release_groups("rap-hip-hop"))
+    assert rap >= set(catalog.release_groups("rap-hip-hop"))
 
 
 def test_tag_search_without_primarytype_includes_singles_and_eps(session, emulator, catalog):
@@ -179,19 +184,26 @@ def test_search_result_fields_order_and_limits(session, emulator, catalog):
     for group in body["release-groups"]:
         assert SEARCH_FIELDS <= group.keys()
         assert group == catalog.release_group_json(group["id"], group["score"])
-        assert group["primary-type"] == "Album"
-        assert group["type-id"] == group["primary-type-id"] == PRIMARY_TYPE_IDS["Album"]
+        assert group["primary-type"] == "Album" and group["primary-type-id"] == PRIMARY_TYPE_IDS["Album"]
+        kinds = group.get("secondary-types", [])
+        assert group.get("secondary-type-ids", []) == [SECONDARY_TYPE_IDS[kind] for kind in kinds]
+        if not kinds or kinds[0] == "Mixtape/Street":
+            assert group["type-id"] == PRIMARY_TYPE_IDS["Album"]
+        else:
+            assert group["type-id"] == SECONDARY_TYPE_IDS[kinds[0]]
         assert 1 <= group["score"] <= 100
         assert group["count"] == len(group["releases"]) >= 1
         assert all(
             release["status"] == "Official" and MBID.fullmatch(release["id"]) for release in group["releases"]
         )
         assert "hip hop" in {tag["name"] for tag in group["tags"]}
-        assert all(set(tag) == {"name", "count"} and tag["count"] >= 1 for tag in group["tags"])
+        assert all(set(tag) == {"name", "count"} and tag["count"] >= 0 for tag in group["tags"])
         credit = group["artist-credit"]
-        assert credit and credit[-1]["joinphrase"] == ""
+        # As on the real pages: only a credit followed by another has a joinphrase.
+        assert credit and "joinphrase" not in credit[-1]
+        assert all(part["joinphrase"] for part in credit[:-1])
         for part in credit:
-            assert {"name", "joinphrase", "artist"} <= part.keys()
+            assert {"name", "artist"} <= part.keys()
             assert {"id", "name", "sort-name"} <= part["artist"].keys()
     credits = [catalog.release_group_json(mbid)["artist-credit"] for mbid in catalog.release_groups()]
     assert {credit[0]["joinphrase"] for credit in credits if len(credit) == 2} == {" & ", " feat. "}
@@ -314,7 +326,7 @@ def test_cover_art_json(session, emulator, catalog):
     for image in body["images"]:
         assert IMAGE_FIELDS <= image.keys()
         assert isinstance(image["id"], int) and isinstance(image["edit"], int)
-        assert image["approved"] is True and image["back"] is not image["front"]
+        assert image["approved"] is True and image["back"] is (image["types"] == ["Back"])
         assert set(image["thumbnails"]) == {"250", "500", "1200", "small", "large"}
         for url in [image["image"], *image["thumbnails"].values()]:
             assert url.startswith(emulator.url + "/")
@@ -329,7 +341,10 @@ def test_cover_art_json(session, emulator, catalog):
 def test_cover_art_errors(emulator, catalog):
     no_art = next(mbid for mbid in catalog.release_groups() if not catalog.has_art(mbid))
     for path in (f"/release-group/{no_art}", f"/release-group/{no_art}/front-250"):
-        assert requests.get(emulator.url + path, timeout=10).status_code == 404
+        answer = requests.get(emulator.url + path, timeout=10)
+        # The real archive's "no art" is werkzeug's HTML page, not JSON or text.
+        assert answer.status_code == 404 and answer.headers["Content-Type"].startswith("text/html")
+        assert "<title>404 Not Found</title>" in answer.text
     unknown = "00000000-0000-4000-8000-000000000000"
     assert requests.get(f"{emulator.url}/release-group/{unknown}", timeout=10).status_code == 404
     assert requests.get(f"{emulator.url}/release-group/{unknown}/front", timeout=10).status_code == 404
@@ -350,9 +365,14 @@ def test_front_thumbnail_redirects_to_an_archive_path_serving_the_expected_jpeg(
         )
         assert redirect.status_code == 307
         location = redirect.headers["Location"]
-        assert location.startswith(emulator.url + "/download/mbid-")
+        assert location.startswith(emulator.archive_org_url + "/download/mbid-")
         assert re.fullmatch(
             r"/download/mbid-([0-9a-f-]{36})/mbid-\1-\d+_thumb250\.jpg", urlsplit(location).path
+        )
+        hop = requests.get(location, allow_redirects=False, timeout=10)
+        assert hop.status_code == 302 and hop.headers["Content-Type"] == "image/jpeg"  # as recorded
+        assert hop.headers["Location"] == location.replace(
+            f"{emulator.archive_org_url}/download/", f"{emulator.data_node_url}/0/items/"
         )
         image = requests.get(location, timeout=10)
         assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg"
@@ -366,7 +386,10 @@ def test_front_thumbnail_redirects_to_an_archive_path_serving_the_expected_jpeg(
 def test_other_front_sizes(emulator, catalog, suffix, size):
     mbid = _with_art(catalog)[1]
     image = requests.get(f"{emulator.url}/release-group/{mbid}/{suffix}", timeout=10)
-    assert image.status_code == 200 and image.history[0].status_code == 307
+    assert image.status_code == 200 and [hop.status_code for hop in image.history] == [307, 302]
+    # Three hosts (here three loopback ports), in plain http, as coverartarchive.org -> archive.org -> dnNNN.
+    hosts = [urlsplit(hop.url).netloc for hop in [*image.history, image]]
+    assert len(set(hosts)) == 3 and all(hop.url.startswith("http://") for hop in image.history)
     with Image.open(io.BytesIO(image.content)) as decoded:
         assert decoded.size == (size, size)
 
@@ -394,3 +417,45 @@ def test_faults_use_the_musicbrainz_error_shape(catalog):
         second = requests.get(url, headers={"User-Agent": USER_AGENT}, timeout=10)
     assert first.status_code == 503 and first.json()["error"] and "Retry-After" in first.headers
     assert second.status_code == 200
+
+
+def test_secondary_types_at_the_recorded_share_and_what_a_crawl_excludes():
+    large = MusicBrainzCatalog(release_groups_per_genre=200, seed=5)
+    albums, kept = large.release_groups(), large.kept_release_groups()
+    with_types = [mbid for mbid in albums if large.record(mbid).secondary_types]
+    assert abs(len(with_types) / len(albums) - 25 / 44) <= 0.05  # 25 of the 44 recorded groups
+    assert len(kept) == 200 * len(DEFAULT_GENRES)
+    # Soundtracks are a secondary type a default crawl keeps; the rest are excluded.
+    assert any(large.record(mbid).secondary_types == ("Soundtrack",) for mbid in kept)
+    exclusions = large.expected_exclusions()
+    assert set(exclusions) == {"compilation", "live", "remix", "dj-mix", "mixtape/street"}
+    assert sum(exclusions.values()) > len(albums) - len(kept)  # some groups carry two excluded types
+    assert large.kept_release_groups(excluded=()) == albums
+    assert large.expected_covers(excluded=()).keys() > large.expected_covers().keys()
+    assert not large.expected_missing_art() & set(large.expected_covers())
+
+
+def test_zero_vote_tags_never_make_a_genre():
+    large = MusicBrainzCatalog(release_groups_per_genre=200, seed=5)
+    genre_of_tag = {tag: genre for genre, tags in DEFAULT_TAGS_BY_GENRE.items() for tag in tags}
+    unvoted = [
+        (mbid, genre_of_tag[name])
+        for mbid in large.release_groups()
+        for name, count in large.record(mbid).tags
+        if count == 0 and name in genre_of_tag
+    ]
+    assert 0.1 <= len(unvoted) / len(large.release_groups()) <= 0.3
+    assert all(genre not in large.genres_of(mbid) for mbid, genre in unvoted)
+
+
+def test_pdf_uploads_are_listed_without_types_and_served_as_pdf(emulator, catalog):
+    mbid = next(m for m in _with_art(catalog) if any(i.extension == "pdf" for i in catalog.record(m).images))
+    body = requests.get(f"{emulator.url}/release-group/{mbid}", timeout=10).json()
+    pdf = next(image for image in body["images"] if image["image"].endswith(".pdf"))
+    assert pdf["types"] == [] and pdf["front"] is False and pdf["back"] is False
+    upload = requests.get(pdf["image"], timeout=10)
+    assert upload.status_code == 200 and upload.headers["Content-Type"] == "application/pdf"
+    assert upload.content.startswith(b"%PDF")
+    thumbnail = requests.get(pdf["thumbnails"]["250"], timeout=10)
+    assert thumbnail.headers["Content-Type"] == "image/jpeg"
+    assert requests.get(pdf["image"].replace(".pdf", ".jpg"), timeout=10).status_code == 404

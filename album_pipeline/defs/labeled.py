@@ -272,7 +272,7 @@ def labeled_manifest(
     if not present:
         assets = " or ".join(CRAWL_ASSET[source] for source in selection.labelled)
         raise FileNotFoundError(
-            f"no crawl table of the enabled labelled sources ({', '.join(selection.labelled)}) under "
+            f"no labelled crawl table of the enabled sources ({', '.join(selection.labelled)}) under "
             f"{layout.crawls_dir}: materialize {assets} first (for example `album-pipeline run --select "
             f"{CRAWL_ASSET[selection.labelled[-1]]}`)"
         )

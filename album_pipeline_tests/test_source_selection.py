@@ -100,3 +100,23 @@ def test_manifest_sources_say_why_each_source_is_left_out():
         ("musicbrainz",),
         (),
     )
+
+
+def test_the_cli_takes_sources_from_its_option_before_the_variable(monkeypatch, tmp_path, capsys):
+    from album_pipeline.cli import dagster_home, main
+    from album_pipeline.testing.emulators.loopback import LoopbackServer
+
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NAPSTER_API_KEY", "a-key-for-a-disabled-source")
+    monkeypatch.setenv("LABELLED_SOURCES", "napster")
+    assert main(["run", "--sources", "spotify", "--select", "napster_covers"]) == 2
+    assert "--sources='spotify': unknown labelled sources ['spotify']" in capsys.readouterr().err
+    with LoopbackServer() as untouchable:
+        monkeypatch.setenv("NAPSTER_API_URL", untouchable.url)
+        assert (
+            main(["run", "--profile", "demo", "--sources", "musicbrainz", "--select", "napster_covers"]) == 0
+        )
+        assert untouchable.requests == []
+    with dg.DagsterInstance.from_config(str(dagster_home(Settings.from_environ()))) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("napster_covers"))
+    assert event.asset_materialization.metadata["skipped"].value.startswith("disabled:")

@@ -54,8 +54,8 @@ def preflight(
     crawls_napster = bool(names & NAPSTER_ASSETS) and sources.enabled(NAPSTER_SOURCE)
     if crawls_napster and not key and sources.labelled == (NAPSTER_SOURCE,):
         problems.append(
-            f"{LABELLED_SOURCES_VAR} enables only napster but {NAPSTER_KEY_VAR} is unset, so no labelled cover "
-            f"would be crawled: export {NAPSTER_KEY_VAR}=<your key>, or enable musicbrainz as well"
+            f"{LABELLED_SOURCES_VAR} enables only napster but {NAPSTER_KEY_VAR} is unset, so no labelled "
+            f"cover would be crawled: export {NAPSTER_KEY_VAR}=<your key>, or enable musicbrainz as well"
         )
     if crawls_napster and key:
         try:

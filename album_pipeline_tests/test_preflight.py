@@ -112,7 +112,7 @@ def test_a_missing_local_omacir_folder_is_named(tmp_path):
 
 @pytest.fixture
 def untouchable():
-    """A loopback server that answers every request with 404 and counts it: a source that must not be asked."""
+    """A loopback server that answers 404 to every request and logs it: a source that must not be asked."""
     from album_pipeline.testing.emulators.loopback import LoopbackServer
 
     with LoopbackServer() as server:

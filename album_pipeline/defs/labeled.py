@@ -259,12 +259,12 @@ def labeled_manifest(
     genres: GenreTaxonomy,
     labelled_sources: LabelledSources,
 ) -> dg.MaterializeResult:
-    """One row per distinct picture from every enabled labelled source (MANIFEST_SCHEMA), with a content-derived split.
+    """One row per distinct picture from every enabled labelled source (MANIFEST_SCHEMA), split by content.
 
     Exact copies and near-duplicates, within a source or across sources, keep one row: the largest copy, then
     the first source (in LABELED_SOURCES order). The others go to the failures table as ``duplicate`` or
-    ``near_duplicate``. A source the ``labelled_sources`` resource disables is left out, though its crawl table
-    stays on disk.
+    ``near_duplicate``. A source the ``labelled_sources`` resource disables is left out, though its crawl
+    table stays on disk.
     """
     layout = home.layout
     selection = labelled_sources.selection

@@ -1,5 +1,5 @@
-"""Choosing sources, end to end: the labelled assets on a real temporary Dagster instance against the emulators
-with one labelled source enabled, and an unlabelled-only CLI run on a local folder of OMACIR tars.
+"""Choosing sources, end to end: the labelled assets on a real temporary Dagster instance against the
+emulators with one labelled source enabled, and an unlabelled-only CLI run on a local folder of OMACIR tars.
 """
 
 from __future__ import annotations

@@ -16,10 +16,12 @@ from pathlib import Path
 from album_pipeline.layout import HomeLayout
 from album_pipeline.settings import (
     HOME_VAR,
+    LABELLED_SOURCES_VAR,
     NAPSTER_URL_VAR,
     OMACIR_URL_VAR,
     ConfigurationError,
     Settings,
+    SourceSelection,
 )
 
 # Shown when no assets match; a selection is names separated by commas or Dagster's selection syntax.
@@ -109,9 +111,14 @@ def _step_error(error, debug: bool) -> str:
 
 
 def run_pipeline(
-    profile: str, select: str | None = None, overrides: list[str] | None = None, debug: bool = False
+    profile: str,
+    select: str | None = None,
+    overrides: list[str] | None = None,
+    debug: bool = False,
+    sources: str | None = None,
 ) -> int:
-    """Materialize the selected assets with a profile's config on the persistent Dagster instance."""
+    """Materialize the selected assets with a profile's config on the persistent Dagster instance;
+    ``sources`` (``--sources``) enables labelled sources in place of ``LABELLED_SOURCES``."""
     import dagster as dg
 
     from album_pipeline.definitions import build_definitions, profile_job_name
@@ -121,6 +128,8 @@ def run_pipeline(
     from album_pipeline.profiles import apply_overrides, run_config_for, uses_inception
 
     settings = Settings.from_environ()
+    if sources is not None:
+        settings = dataclasses.replace(settings, sources=SourceSelection.from_text(sources, "--sources"))
     settings.check_home(writable=True)
     try:
         run_config = apply_overrides(run_config_for(profile), overrides or [])
@@ -189,7 +198,9 @@ def demo_emulators(settings: Settings) -> Iterator[dict[str, str]]:
         yield emulators.environment()
 
 
-def run_demo(home: str | None, overrides: list[str] | None = None, debug: bool = False) -> int:
+def run_demo(
+    home: str | None, overrides: list[str] | None = None, debug: bool = False, sources: str | None = None
+) -> int:
     """Start the bundled emulators on loopback, point the configuration at them, and run the demo profile."""
     if home:
         os.environ[HOME_VAR] = home
@@ -201,7 +212,7 @@ def run_demo(home: str | None, overrides: list[str] | None = None, debug: bool =
         print(
             f"emulators: Napster at {environment[NAPSTER_URL_VAR]}, archive.org at {environment[OMACIR_URL_VAR]}"
         )
-        status = run_pipeline("demo", overrides=overrides, debug=debug)
+        status = run_pipeline("demo", overrides=overrides, debug=debug, sources=sources)
     if status == 0:
         status = _draw_demo_samples(HomeLayout(settings.home).champion_samples)
         print_outputs(Settings.from_environ(), time.monotonic() - started)
@@ -363,12 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="ASSET.FIELD=VALUE", help=set_help
     )
+    sources_help = (
+        f"labelled sources to crawl, e.g. napster or musicbrainz (default ${LABELLED_SOURCES_VAR} or "
+        "napster,musicbrainz)"
+    )
+    run.add_argument("--sources", metavar="NAME[,NAME]", help=sources_help)
 
     demo = commands.add_parser("demo", help="run the whole pipeline offline against the bundled emulators")
     demo.add_argument("--home", help=f"pipeline home (default ${HOME_VAR} or ./.album_pipeline)")
     demo.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="ASSET.FIELD=VALUE", help=set_help
     )
+    demo.add_argument("--sources", metavar="NAME[,NAME]", help=sources_help)
 
     ui = commands.add_parser("ui", help="start `dagster dev` on the persistent instance")
     ui.add_argument(
@@ -428,9 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        return run_pipeline(args.profile, args.select, args.overrides, debug=args.debug)
+        return run_pipeline(args.profile, args.select, args.overrides, debug=args.debug, sources=args.sources)
     if args.command == "demo":
-        return run_demo(args.home, args.overrides, debug=args.debug)
+        return run_demo(args.home, args.overrides, debug=args.debug, sources=args.sources)
     if args.command == "ui":
         return run_ui(args.with_emulators, args.port)
     if args.command == "generate":

@@ -1,4 +1,9 @@
-"""Checks run before any work: every missing setting or unreachable source is reported at once, by name."""
+"""Checks run before any work: every missing setting or unreachable source is reported at once, by name.
+
+Only what the selected assets will reach is checked: a labelled source that ``LABELLED_SOURCES`` disables is
+never contacted, so a Napster-only run starts while MusicBrainz is down, and an unlabelled-only run needs
+neither labelled source.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ from pathlib import Path
 
 from album_pipeline.settings import (
     INCEPTION_WEIGHTS_VAR,
+    LABELLED_SOURCES_VAR,
+    MUSICBRAINZ_SOURCE,
     MUSICBRAINZ_URL_VAR,
     NAPSTER_KEY_VAR,
+    NAPSTER_SOURCE,
     NAPSTER_URL_VAR,
     OMACIR_URL_VAR,
     ConfigurationError,
@@ -37,19 +45,26 @@ def preflight(
 
     environ = os.environ if environ is None else environ
     names = set(asset_names)
+    sources = settings.sources
     problems: list[str] = []
     # One quick retry: a preflight answers "can we start?", the runs themselves retry patiently.
     quick = make_session(total_retries=1, backoff_factor=0.1)
     # Without a key the Napster crawl is skipped (Napster no longer issues keys); with one, it must work.
     key = environ.get(NAPSTER_KEY_VAR)
-    if names & NAPSTER_ASSETS and key:
+    crawls_napster = bool(names & NAPSTER_ASSETS) and sources.enabled(NAPSTER_SOURCE)
+    if crawls_napster and not key and sources.labelled == (NAPSTER_SOURCE,):
+        problems.append(
+            f"{LABELLED_SOURCES_VAR} enables only napster but {NAPSTER_KEY_VAR} is unset, so no labelled "
+            f"cover would be crawled: export {NAPSTER_KEY_VAR}=<your key>, or enable musicbrainz as well"
+        )
+    if crawls_napster and key:
         try:
             NapsterClient(settings.napster_api_url, key, session=quick, timeout=10).check()
         except ValueError as error:  # the key itself is unusable (it is never shown): not the service's fault
             problems.append(str(error))
         except SourceError as error:
             problems.append(f"Napster API at {NAPSTER_URL_VAR}={settings.napster_api_url}: {error}")
-    if names & MUSICBRAINZ_ASSETS:
+    if names & MUSICBRAINZ_ASSETS and sources.enabled(MUSICBRAINZ_SOURCE):
         try:
             client = MusicBrainzClient(
                 settings.musicbrainz_url,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,6 +36,11 @@ MUSICBRAINZ_USER_AGENT_VAR = "MUSICBRAINZ_USER_AGENT"
 COVERART_URL_VAR = "COVERART_URL"
 COVERART_IMAGE_HOSTS_VAR = "COVERART_IMAGE_HOSTS"
 INCEPTION_WEIGHTS_VAR = "ALBUM_PIPELINE_INCEPTION_WEIGHTS"
+LABELLED_SOURCES_VAR = "LABELLED_SOURCES"
+NAPSTER_SOURCE = "napster"
+MUSICBRAINZ_SOURCE = "musicbrainz"
+# In the labelled manifest's priority order: among equal copies of a picture the first source's row is kept.
+LABELLED_SOURCE_NAMES = (NAPSTER_SOURCE, MUSICBRAINZ_SOURCE)
 
 DEFAULT_HOME = ".album_pipeline"
 DEFAULT_NAPSTER_URL = "https://api.napster.com"
@@ -44,6 +49,50 @@ DEFAULT_OMACIR_URL = "https://archive.org"
 
 class ConfigurationError(RuntimeError):
     """A setting is missing or wrong; the message names the variable to set."""
+
+
+@dataclass(frozen=True)
+class SourceSelection:
+    """The labelled sources a run preflights, crawls and builds the labelled manifest from."""
+
+    labelled: tuple[str, ...] = field(
+        default=LABELLED_SOURCE_NAMES,
+        metadata={
+            "doc": "Enabled labelled sources, any of napster and musicbrainz (`LABELLED_SOURCES`, "
+            "comma-separated). A disabled source is neither checked nor crawled, and the labelled manifest "
+            "leaves it out; what it fetched earlier stays on disk."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        names = [name.strip().lower() for name in self.labelled]
+        unknown = sorted({name for name in names if name not in LABELLED_SOURCE_NAMES})
+        if unknown:
+            raise ValueError(
+                f"unknown labelled sources {unknown}; choose from {', '.join(LABELLED_SOURCE_NAMES)}"
+            )
+        if not names:
+            raise ValueError(
+                f"no labelled source is enabled; enable at least one of {', '.join(LABELLED_SOURCE_NAMES)} "
+                "(to build only the unlabelled set, select the unlabelled assets instead)"
+            )
+        # Priority order, whatever order they were given in, so that equal selections compare equal.
+        object.__setattr__(self, "labelled", tuple(n for n in LABELLED_SOURCE_NAMES if n in names))
+
+    @classmethod
+    def from_text(cls, text: str, variable: str = LABELLED_SOURCES_VAR) -> SourceSelection:
+        """A comma-separated list (``napster,musicbrainz``); a bad one names ``variable``."""
+        try:
+            return cls(tuple(name for name in text.split(",") if name.strip()))
+        except ValueError as error:
+            raise ConfigurationError(f"{variable}={text!r}: {error}.") from None
+
+    def enabled(self, source: str) -> bool:
+        return source in self.labelled
+
+    @property
+    def disabled(self) -> tuple[str, ...]:
+        return tuple(name for name in LABELLED_SOURCE_NAMES if name not in self.labelled)
 
 
 @dataclass(frozen=True)
@@ -59,6 +108,7 @@ class Settings:
     coverart_image_hosts: tuple[str, ...] = DEFAULT_COVERART_IMAGE_HOSTS
     # Hosts archive.org's download redirects may lead to; the OMACIR_URL host is always allowed.
     omacir_download_hosts: tuple[str, ...] = DEFAULT_OMACIR_DOWNLOAD_HOSTS
+    sources: SourceSelection = SourceSelection()
 
     def __post_init__(self) -> None:
         # A wrong scheme is a typo in the environment; refusing it here names the variable before any work
@@ -116,6 +166,9 @@ class Settings:
             omacir_download_hosts=_hosts(
                 environ.get(OMACIR_DOWNLOAD_HOSTS_VAR), DEFAULT_OMACIR_DOWNLOAD_HOSTS
             ),
+            sources=SourceSelection.from_text(environ[LABELLED_SOURCES_VAR])
+            if environ.get(LABELLED_SOURCES_VAR, "").strip()
+            else SourceSelection(),
         )
 
 

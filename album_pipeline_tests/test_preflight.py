@@ -105,3 +105,89 @@ def test_a_missing_local_omacir_folder_is_named(tmp_path):
             needs_inception=False,
             environ={},
         )
+
+
+# --- choosing labelled sources (LABELLED_SOURCES) --------------------------------------------------------
+
+
+@pytest.fixture
+def untouchable():
+    """A loopback server that answers 404 to every request and logs it: a source that must not be asked."""
+    from album_pipeline.testing.emulators.loopback import LoopbackServer
+
+    with LoopbackServer() as server:
+        yield server
+
+
+def test_a_napster_only_run_starts_while_musicbrainz_is_down_and_never_asks_it(tmp_path, untouchable):
+    from album_pipeline.testing.emulators.napster import NapsterEmulator
+
+    crawls = ["napster_covers", "musicbrainz_covers", "labeled_manifest"]
+    with NapsterEmulator(api_key="napster-key") as napster:
+        for enabled in ("napster", "NAPSTER , napster"):
+            preflight(
+                _settings(tmp_path, napster.url, MUSICBRAINZ_URL=untouchable.url, LABELLED_SOURCES=enabled),
+                crawls,
+                needs_inception=False,
+                environ={"NAPSTER_API_KEY": "napster-key"},
+            )
+        assert napster.requests  # Napster itself was checked
+        assert untouchable.requests == []
+        # With both enabled (the default) the same run is refused, having asked the broken MusicBrainz.
+        with pytest.raises(ConfigurationError, match="MUSICBRAINZ_URL"):
+            preflight(
+                _settings(tmp_path, napster.url, MUSICBRAINZ_URL=untouchable.url),
+                crawls,
+                needs_inception=False,
+                environ={"NAPSTER_API_KEY": "napster-key"},
+            )
+    assert untouchable.requests
+
+
+def test_a_musicbrainz_only_run_needs_no_napster_key_and_never_asks_napster(tmp_path, untouchable):
+    from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
+
+    with MusicBrainzEmulator(rate_limit_per_second=None) as musicbrainz:
+        settings = _settings(
+            tmp_path, untouchable.url, LABELLED_SOURCES="musicbrainz", **musicbrainz.environment()
+        )
+        crawls = ["napster_covers", "musicbrainz_covers", "labeled_manifest"]
+        preflight(settings, crawls, needs_inception=False, environ={})
+        # Even a key in the environment does not make a disabled Napster worth asking.
+        preflight(settings, crawls, needs_inception=False, environ={"NAPSTER_API_KEY": "unused-key"})
+        assert musicbrainz.requests
+    assert untouchable.requests == []
+
+
+def test_napster_alone_without_a_key_is_refused_as_a_run_that_would_crawl_nothing(tmp_path, untouchable):
+    with pytest.raises(ConfigurationError) as raised:
+        preflight(
+            _settings(tmp_path, untouchable.url, LABELLED_SOURCES="napster"),
+            ["napster_covers", "labeled_manifest"],
+            needs_inception=False,
+            environ={},
+        )
+    message = str(raised.value)
+    assert "LABELLED_SOURCES enables only napster" in message
+    assert "export NAPSTER_API_KEY" in message and "musicbrainz" in message
+    assert untouchable.requests == []
+
+
+def test_only_a_local_folder_of_omacir_tars_needs_neither_labelled_source(tmp_path, untouchable):
+    from album_pipeline.testing.emulators.omacir_item import OmacirItem
+
+    item = OmacirItem.build(tmp_path / "omacir", letters=("a",), images_per_archive=12)
+    settings = _settings(
+        tmp_path / "home",
+        untouchable.url,
+        str(item.directory),
+        MUSICBRAINZ_URL=untouchable.url,
+        COVERART_URL=untouchable.url,
+    )
+    preflight(
+        settings,
+        ["omacir_archives", "omacir_archive_images", "unlabeled_manifest"],
+        needs_inception=False,
+        environ={"NAPSTER_API_KEY": "a-key"},
+    )
+    assert untouchable.requests == []

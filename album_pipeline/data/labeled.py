@@ -8,12 +8,35 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
 from album_pipeline.data.dedup import keep_one_per_picture
 from album_pipeline.data.manifest import DEFAULT_SPLIT_FRACTIONS, MANIFEST_SCHEMA, assign_split
 from album_pipeline.data.results import FailureLog, frame_of
+from album_pipeline.settings import SourceSelection
+
+
+@dataclass(frozen=True)
+class ManifestSources:
+    """Which labelled sources a manifest is built from, and why each other one is not, in priority order."""
+
+    used: tuple[str, ...]  # enabled, with covers in its crawl table
+    empty: tuple[str, ...]  # enabled, but its crawl table holds no cover (a skipped crawl, say)
+    not_crawled: tuple[str, ...]  # enabled, but never crawled
+    disabled: tuple[str, ...]
+
+    @classmethod
+    def of(cls, selection: SourceSelection, crawl_rows: Mapping[str, int]) -> ManifestSources:
+        """``crawl_rows``: the covers in each enabled source's crawl table, for those that have one."""
+        enabled = selection.labelled
+        return cls(
+            used=tuple(source for source in enabled if crawl_rows.get(source, 0) > 0),
+            empty=tuple(source for source in enabled if crawl_rows.get(source) == 0),
+            not_crawled=tuple(source for source in enabled if source not in crawl_rows),
+            disabled=selection.disabled,
+        )
 
 
 def merge_labeled_sources(

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from album_pipeline.data.covers import CrawlOptions, earlier_crawl, failure_ratio
 from album_pipeline.data.crawl_state import CrawlState
-from album_pipeline.data.labeled import merge_labeled_sources
+from album_pipeline.data.labeled import ManifestSources, merge_labeled_sources
 from album_pipeline.data.manifest import (
     CRAWL_SCHEMA,
     FAILURES_SCHEMA,
@@ -28,16 +28,18 @@ from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
 from album_pipeline.defs.resources import (
     GenreTaxonomy,
+    LabelledSources,
     MusicBrainzApi,
     NapsterApi,
     PipelineHome,
 )
 from album_pipeline.recovery import set_aside
-from album_pipeline.settings import NAPSTER_KEY_VAR
+from album_pipeline.settings import LABELLED_SOURCES_VAR, NAPSTER_KEY_VAR
 from album_pipeline.sources.musicbrainz import MUSICBRAINZ_REQUESTS_PER_SECOND
 from album_pipeline.sources.napster import NAPSTER_REQUESTS_PER_SECOND
 
 LABELED_SOURCES = (NAPSTER, MUSICBRAINZ)
+CRAWL_ASSET = {NAPSTER: "napster_covers", MUSICBRAINZ: "musicbrainz_covers"}
 FAILURE_RATIO_CHECK = "failure_ratio_under_limit"
 
 
@@ -128,6 +130,7 @@ def napster_covers(
     home: PipelineHome,
     napster: NapsterApi,
     genres: GenreTaxonomy,
+    labelled_sources: LabelledSources,
 ) -> dg.MaterializeResult:
     """Genre-labelled covers from the Napster API's top albums, validated and stored by content.
 
@@ -135,6 +138,8 @@ def napster_covers(
     weekly recrawl fetches only albums it has not seen.
     """
     layout = home.layout
+    if not labelled_sources.selection.enabled(NAPSTER):
+        return _disabled_crawl(context, layout, NAPSTER, config, labelled_sources)
     if not napster.api_key and not config.require_key:
         context.log.warning(
             f"{NAPSTER_KEY_VAR} is not set: skipping the Napster crawl (set it, or require_key=true to fail)"
@@ -151,6 +156,15 @@ def napster_covers(
     return dg.MaterializeResult(
         metadata={**materialized.metadata, "genre_mapping": mapping}, check_results=materialized.check_results
     )
+
+
+def _disabled_crawl(
+    context, layout, source: str, config: CrawlConfig, labelled_sources: LabelledSources
+) -> dg.MaterializeResult:
+    enabled = ", ".join(labelled_sources.selection.labelled)
+    why = f"disabled: the labelled_sources resource ({LABELLED_SOURCES_VAR}) enables only {enabled}"
+    context.log.info(f"{source}: {why}; not crawling it (what an earlier crawl stored is kept)")
+    return _skipped_crawl(context, layout, source, config, why)
 
 
 def _skipped_crawl(context, layout, source: str, config: CrawlConfig, why: str) -> dg.MaterializeResult:
@@ -209,12 +223,15 @@ def musicbrainz_covers(
     home: PipelineHome,
     musicbrainz: MusicBrainzApi,
     genres: GenreTaxonomy,
+    labelled_sources: LabelledSources,
 ) -> dg.MaterializeResult:
     """Genre-labelled covers: MusicBrainz album release groups found by tag, fronts from the Cover Art Archive.
 
     Resumable and incremental like the Napster crawl; release groups without art are recorded, not errors.
     """
     layout = home.layout
+    if not labelled_sources.selection.enabled(MUSICBRAINZ):
+        return _disabled_crawl(context, layout, MUSICBRAINZ, config, labelled_sources)
     options = config.to_core(MusicBrainzCrawlOptions)
     musicbrainz_client, coverart_client = musicbrainz.clients(
         config.api_requests_per_second, connections=_pooled_connections(config)
@@ -253,25 +270,29 @@ def labeled_manifest(
     config: LabeledManifestConfig,
     home: PipelineHome,
     genres: GenreTaxonomy,
+    labelled_sources: LabelledSources,
 ) -> dg.MaterializeResult:
-    """One row per distinct picture from every labelled source (MANIFEST_SCHEMA), with a content-derived split.
+    """One row per distinct picture from every enabled labelled source (MANIFEST_SCHEMA), split by content.
 
     Exact copies and near-duplicates, within a source or across sources, keep one row: the largest copy, then
     the first source (in LABELED_SOURCES order). The others go to the failures table as ``duplicate`` or
-    ``near_duplicate``.
+    ``near_duplicate``. A source the ``labelled_sources`` resource disables is left out, though its crawl
+    table stays on disk.
     """
     layout = home.layout
-    present = [source for source in LABELED_SOURCES if layout.crawl_table(source).exists()]
+    selection = labelled_sources.selection
+    present = [source for source in selection.labelled if layout.crawl_table(source).exists()]
     if not present:
+        assets = " or ".join(CRAWL_ASSET[source] for source in selection.labelled)
         raise FileNotFoundError(
-            f"no labelled crawl table under {layout.crawls_dir}: materialize napster_covers or musicbrainz_covers "
-            "first (for example `album-pipeline run --select musicbrainz_covers`)"
+            f"no labelled crawl table of the enabled sources ({', '.join(selection.labelled)}) under "
+            f"{layout.crawls_dir}: materialize {assets} first (for example `album-pipeline run --select "
+            f"{CRAWL_ASSET[selection.labelled[-1]]}`)"
         )
-    missing = sorted(set(LABELED_SOURCES) - set(present))
-    if missing:
-        context.log.warning(f"no crawl table yet for {missing}; building the manifest from {present}")
-    asset_of = {NAPSTER: "napster_covers", MUSICBRAINZ: "musicbrainz_covers"}
-    tables = [read_manifest(layout.crawl_table(s), rebuilt_by=asset_of[s]) for s in present]
+    tables = [read_manifest(layout.crawl_table(s), rebuilt_by=CRAWL_ASSET[s]) for s in present]
+    sources = ManifestSources.of(selection, {s: len(table) for s, table in zip(present, tables, strict=True)})
+    if sources.not_crawled:
+        context.log.warning(f"no crawl table yet for {list(sources.not_crawled)}; building from {present}")
     known = _known_hashes(layout, context.log.warning)
     hashes = picture_hashes(ImageStore(layout.root), pd.concat(tables, ignore_index=True), known=known)
     manifest, duplicates = merge_labeled_sources(
@@ -279,7 +300,7 @@ def labeled_manifest(
     )
     failures = pd.concat(
         [
-            read_manifest(layout.crawl_failures(s), rebuilt_by=asset_of[s])
+            read_manifest(layout.crawl_failures(s), rebuilt_by=CRAWL_ASSET[s])
             for s in present
             if layout.crawl_failures(s).exists()
         ]
@@ -303,6 +324,7 @@ def labeled_manifest(
     metadata["duplicates_removed"] = counts_table(duplicates["reason"].value_counts(), "reason", "rows")
     metadata["kept_previous_manifest"] = not written
     metadata["rows_built"] = len(manifest)
+    metadata.update(_sources_metadata(context, sources))
     description = "every class has enough covers"
     if short:
         description = (
@@ -322,6 +344,23 @@ def labeled_manifest(
             ),
         ],
     )
+
+
+def _sources_metadata(context: dg.AssetExecutionContext, sources: ManifestSources) -> dict:
+    """Which sources fed the manifest, and why the others did not (a skipped crawl's own reason)."""
+    skipped = {}
+    for source in (*sources.used, *sources.empty):
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(CRAWL_ASSET[source]))
+        reason = event.asset_materialization.metadata.get("skipped") if event else None
+        if reason is not None:
+            skipped[source] = reason.value
+    return {
+        "sources_used": dg.MetadataValue.json(list(sources.used)),
+        "sources_without_covers": dg.MetadataValue.json(list(sources.empty)),
+        "sources_not_crawled": dg.MetadataValue.json(list(sources.not_crawled)),
+        "sources_disabled": dg.MetadataValue.json(list(sources.disabled)),
+        "sources_skipped": dg.MetadataValue.json(skipped),
+    }
 
 
 def _known_hashes(layout, log) -> dict[str, str]:

@@ -6,12 +6,19 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from album_pipeline.defs.config import core_field
 from album_pipeline.genres import DEFAULT_GENRE_MAP, GenreClass, validate_genre_map
 from album_pipeline.layout import HomeLayout
 from album_pipeline.registry.mlflow_registry import DEFAULT_MODEL_NAME
-from album_pipeline.settings import DEFAULT_EXPERIMENT, NAPSTER_KEY_VAR, ConfigurationError, Settings
+from album_pipeline.settings import (
+    DEFAULT_EXPERIMENT,
+    NAPSTER_KEY_VAR,
+    ConfigurationError,
+    Settings,
+    SourceSelection,
+)
 
 
 class PipelineHome(dg.ConfigurableResource):
@@ -112,6 +119,21 @@ class OmacirArchive(dg.ConfigurableResource):
         )
 
 
+class LabelledSources(dg.ConfigurableResource):
+    """Which labelled sources feed the labelled set (`LABELLED_SOURCES`); the others are not crawled."""
+
+    enabled: list[str] = core_field(SourceSelection, "labelled")
+
+    @model_validator(mode="after")
+    def _checked_by_the_core(self) -> LabelledSources:
+        self.selection  # noqa: B018 -- refuses a bad list when the resource is configured, not mid-run
+        return self
+
+    @property
+    def selection(self) -> SourceSelection:
+        return SourceSelection(tuple(self.enabled))
+
+
 class MlflowTracking(dg.ConfigurableResource):
     """Where runs are tracked and the generator is registered."""
 
@@ -176,6 +198,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource | d
         "omacir": OmacirArchive(
             url=settings.omacir_url, allowed_download_hosts=list(settings.omacir_download_hosts)
         ),
+        "labelled_sources": LabelledSources(enabled=list(settings.sources.labelled)),
         "mlflow": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri),
         "genres": GenreTaxonomy(),
         # Launches a training stage as a torchrun job when its config asks for processes > 1.

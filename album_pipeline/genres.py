@@ -5,9 +5,10 @@ index. Each class lists the Napster genre shortcuts and the MusicBrainz tags tha
 
 Policy for an album that lands in several classes (documented in the README): the manifest keeps every class
 it landed in (``genres``, in class order) and trains under one ``genre``, the class of the source's strongest
-signal: on Napster the class fed by the album's own primary genre (the first of its ``links.genres.ids``) when
-that is one of its classes, else the first of them in class order; on MusicBrainz the class whose tag has the
-most votes on the release group, ties going to class order.
+signal: on Napster the first class its own genre ids feed once mapped up the genre tree (real albums mostly
+carry sub-genre ids; ``album_pipeline.sources.napster_genres`` holds that policy), else the first of its classes
+in class order; on MusicBrainz the class whose tag has the most positive votes on the release group, ties going
+to class order.
 """
 
 from __future__ import annotations

@@ -150,12 +150,9 @@ def napster_covers(
     with CrawlState(layout.crawl_state(NAPSTER), log=context.log.warning) as state:
         store = ImageStore(layout.root)
         result = crawl_napster(client, store, state, genres.genre_map, options=options, log=context.log.info)
-    materialized = _crawl_result(layout, NAPSTER, result, config)
     # Which class each (sub-)genre id on the albums fed, through which top-level genre, for how many albums.
     mapping = dg.MetadataValue.json(result.stats.get("genre_mapping", []))
-    return dg.MaterializeResult(
-        metadata={**materialized.metadata, "genre_mapping": mapping}, check_results=materialized.check_results
-    )
+    return _crawl_result(layout, NAPSTER, result, config, source_metadata={"genre_mapping": mapping})
 
 
 def _disabled_crawl(
@@ -187,6 +184,7 @@ def _crawl_result(
     config: CrawlConfig,
     skipped: str | None = None,
     write: bool = True,
+    source_metadata: dict | None = None,
 ) -> dg.MaterializeResult:
     if write:
         write_table(result.rows, layout.crawl_table(source), CRAWL_SCHEMA)
@@ -203,6 +201,7 @@ def _crawl_result(
         "failure_reasons": counts_table(result.failures["reason"].value_counts(), "reason", "items"),
         "crawl_table": dg.MetadataValue.path(str(layout.crawl_table(source))),
     }
+    metadata.update(source_metadata or {})
     if skipped:
         metadata["skipped"] = skipped
         metadata["kept_earlier_crawl"] = not write
@@ -247,14 +246,12 @@ def musicbrainz_covers(
             options=options,
             log=context.log.info,
         )
-    materialized = _crawl_result(layout, MUSICBRAINZ, result, config)
     excluded = result.stats["excluded_secondary_types"]
     metadata = {
-        **materialized.metadata,
         "excluded_by_secondary_type": counts_table(excluded, "secondary type", "release groups"),
         "without_tag_votes": result.stats["without_tag_votes"],
     }
-    return dg.MaterializeResult(metadata=metadata, check_results=materialized.check_results)
+    return _crawl_result(layout, MUSICBRAINZ, result, config, source_metadata=metadata)
 
 
 @dg.asset(

@@ -45,19 +45,22 @@ def test_stage_defaults_are_the_seed_scale_and_finetuning_runs_fewer_steps():
 def test_the_demo_profile_builds_the_settings_the_ablation_chose():
     ops = run_config_for("demo")["ops"]
     demo_gan = dict(
-        batch_size=64, lr_generator=2e-4, lr_discriminator=5e-5, checkpoint_every=100, log_every=50
+        batch_size=64,
+        lr_generator=2e-4,
+        lr_discriminator=2e-4,
+        checkpoint_every=100,
+        log_every=50,
+        augment="color,translation,cutout",
+        mode_seeking_weight=1.0,
     )
     pretrain = PretrainConfig(**ops["pretrained_generator"]["config"])
-    augment = "color,translation,cutout"
-    assert pretrain.to_core(TrainingConfig) == TrainingConfig(
-        steps=150, genre_loss_weight=0.0, augment=augment, **demo_gan
-    )
+    assert pretrain.to_core(TrainingConfig) == TrainingConfig(steps=150, genre_loss_weight=0.0, **demo_gan)
     assert pretrain.to_core(GanArchitecture, num_genres=5, resolution=64) == GanArchitecture(
         num_genres=5, generator_width=128, discriminator_width=32
     )
     finetune = FinetuneConfig(**ops["finetuned_generator"]["config"])
     assert finetune.to_core(TrainingConfig) == TrainingConfig(
-        steps=550, fake_genre_weight_labelled=0.0, genre_loss_weight=1.0, augment=augment, **demo_gan
+        steps=550, fake_genre_weight_labelled=0.0, genre_loss_weight=1.0, **demo_gan
     )
     evaluation = GeneratorEvaluationConfig(**ops["generator_evaluation"]["config"])
     assert evaluation.to_core(EvaluationConfig) == EvaluationConfig(samples_per_genre=200)

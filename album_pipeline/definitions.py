@@ -7,6 +7,7 @@ import logging
 import dagster as dg
 
 from album_pipeline.defs import evaluation, labeled, registration, training, unlabeled
+from album_pipeline.defs.automation import build_retrain_sensor, retrain_job
 from album_pipeline.defs.resources import build_resources
 from album_pipeline.profiles import PROFILES
 from album_pipeline.settings import Settings
@@ -67,8 +68,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         assets=all_assets,
         asset_checks=all_asset_checks,
         resources=build_resources(settings),
-        jobs=[*profile_jobs, labeled_recrawl_job],
+        jobs=[*profile_jobs, labeled_recrawl_job, retrain_job],
         schedules=[weekly_labeled_recrawl],
+        sensors=[build_retrain_sensor(settings.retrain)],
         loggers={"console": console_logger},
     )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from album_pipeline.automation import RetrainPolicy, RetrainPolicyError
 from album_pipeline.layout import HomeLayout
 from album_pipeline.sources.musicbrainz import (
     DEFAULT_COVERART_IMAGE_HOSTS,
@@ -37,6 +38,7 @@ COVERART_URL_VAR = "COVERART_URL"
 COVERART_IMAGE_HOSTS_VAR = "COVERART_IMAGE_HOSTS"
 INCEPTION_WEIGHTS_VAR = "ALBUM_PIPELINE_INCEPTION_WEIGHTS"
 LABELLED_SOURCES_VAR = "LABELLED_SOURCES"
+RETRAIN_GROWTH_VAR = "ALBUM_PIPELINE_RETRAIN_GROWTH"
 NAPSTER_SOURCE = "napster"
 MUSICBRAINZ_SOURCE = "musicbrainz"
 # In the labelled manifest's priority order: among equal copies of a picture the first source's row is kept.
@@ -109,6 +111,7 @@ class Settings:
     # Hosts archive.org's download redirects may lead to; the OMACIR_URL host is always allowed.
     omacir_download_hosts: tuple[str, ...] = DEFAULT_OMACIR_DOWNLOAD_HOSTS
     sources: SourceSelection = SourceSelection()
+    retrain: RetrainPolicy = RetrainPolicy()
 
     def __post_init__(self) -> None:
         # A wrong scheme is a typo in the environment; refusing it here names the variable before any work
@@ -169,6 +172,7 @@ class Settings:
             sources=SourceSelection.from_text(environ[LABELLED_SOURCES_VAR])
             if environ.get(LABELLED_SOURCES_VAR, "").strip()
             else SourceSelection(),
+            retrain=_retrain_policy(environ.get(RETRAIN_GROWTH_VAR)),
         )
 
 
@@ -183,6 +187,15 @@ def _url_problem(value: str, variable: str, *, local_allowed: bool) -> str | Non
     # Only the scheme is echoed: the rest of a URL may carry credentials.
     shown = f"{scheme}://..." if scheme else repr(value[:40])
     return f"{variable} ({shown}) must be {allowed}; fix or unset {variable}."
+
+
+def _retrain_policy(text: str | None) -> RetrainPolicy:
+    if not (text or "").strip():
+        return RetrainPolicy()
+    try:
+        return RetrainPolicy.from_text(text, RETRAIN_GROWTH_VAR)
+    except RetrainPolicyError as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def _hosts(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -105,6 +105,8 @@ class FinetuneConfig(GanTrainingConfig):
 
 
 SHARD_CHECK = "shard_rows_match_manifest"
+# Covers of the labelled set (every split) a finetune was built from.
+TRAINED_COVERS = "labeled_images"
 
 
 def _shard_check_spec(asset: str) -> dg.AssetCheckSpec:
@@ -284,12 +286,15 @@ def finetuned_generator(
     pretrained = layout.final_checkpoint("pretrained")
     # An input, not a resume file: unreadable, it is an error that says which asset writes it again.
     arch = checkpoint_architecture(pretrained, remedy=REPRETRAIN)
+    labeled = load_shards(layout.training_data("labeled"))
+    # The retrain sensor compares the labelled manifest's rows with this (album_pipeline.automation).
+    context.add_asset_metadata({TRAINED_COVERS: len(labeled)})
     if config.processes > 1:
         return launch_training(
             context, pipes_subprocess_client, "finetune", layout, config, **_tracking_env(mlflow)
         )
     summary, run = train_tracked(
-        load_shards(layout.training_data("labeled")).subset("train"),
+        labeled.subset("train"),
         arch,
         config.to_core(TrainingConfig),
         layout.checkpoint_dir("finetuned"),

@@ -20,16 +20,32 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from album_pipeline.layout import DAGSTER_INSTANCE_FILE, DAGSTER_LOCK_FILE
 
-# The training and evaluation assets share this pool; the instance lets one of its steps run at a time (across
-# runs too), so two trainings never share a GPU. Pools without a limit of their own get the default limit; raise
-# it here (or per pool: `dagster instance concurrency set gpu 2`) where the machine has several GPUs.
+# The training and evaluation assets share the pool `gpu`: one of its steps runs at a time (across runs too), so
+# two trainings never share a GPU. The crawl and download assets share `crawl`: two at once lets Napster and
+# MusicBrainz crawl side by side (each keeps its own rate limit) while archive.org downloads stay polite.
+# dagster.yaml can only set a default limit, so these live in the instance's storage, set on first open and
+# never over a limit someone set (`dagster instance concurrency set gpu 2` where a machine has several GPUs).
 GPU_POOL = "gpu"
-INSTANCE_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+CRAWL_POOL = "crawl"
+POOL_LIMITS = {GPU_POOL: 1, CRAWL_POOL: 2}
+# The instance's settings, also in the repository's dagster.yaml (a test keeps the two equal). Runs from the UI
+# queue; four at a time bounds memory (each run is a process that imports torch). A pool without a limit of
+# its own gets 1, the safe choice for an unknown pool.
+INSTANCE_SETTINGS = {
+    "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
+    "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
+    "telemetry": {"enabled": False},
+}
+INSTANCE_YAML = yaml.safe_dump(INSTANCE_SETTINGS, sort_keys=False)
 # What earlier releases wrote; such a file is ours, not the user's, and is brought up to date.
-_EARLIER_INSTANCE_YAML = ("telemetry:\n  enabled: false\n",)
+_EARLIER_INSTANCE_YAML = (
+    "telemetry:\n  enabled: false\n",
+    "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n",
+)
 
 HOST_TAG = "album_pipeline/host"
 PID_TAG = "album_pipeline/pid"
@@ -61,7 +77,17 @@ def open_instance(dagster_home: Path) -> dg.DagsterInstance:
         instance.event_log_storage.get_latest_materialization_events([dg.AssetKey("_")])
         if instance.schedule_storage is not None:
             instance.schedule_storage.all_instigator_state()
+        set_pool_limits(instance)
         return instance
+
+
+def set_pool_limits(instance: dg.DagsterInstance) -> None:
+    """Gives each of POOL_LIMITS' pools its limit, unless the pool already has one set."""
+    storage = instance.event_log_storage
+    already_set = {pool.name for pool in storage.get_pool_limits() if not pool.from_default}
+    for pool, limit in POOL_LIMITS.items():
+        if pool not in already_set:
+            storage.set_concurrency_slots(pool, limit)
 
 
 def _process_started(pid: int) -> str | None:

@@ -1,11 +1,13 @@
 """One training or evaluation at a time: the GPU-bound assets share a pool that the instance limits to 1."""
 
+import dagster as dg
 import pytest
 
 from album_pipeline.defs.evaluation import generator_evaluation, genre_classifier
-from album_pipeline.defs.instance import GPU_POOL, INSTANCE_YAML, open_instance
+from album_pipeline.defs.instance import CRAWL_POOL, GPU_POOL, INSTANCE_YAML, POOL_LIMITS, open_instance
 from album_pipeline.defs.training import finetuned_generator, pretrained_generator
 from album_pipeline.layout import DAGSTER_INSTANCE_FILE
+from album_pipeline_tests.dagster_dev import STAND_IN_JOB, dagster_dev, stand_in_home, wait_for_runs
 
 
 @pytest.mark.parametrize(
@@ -34,3 +36,48 @@ def test_an_instance_file_of_an_earlier_release_gets_the_limit_and_a_users_own_i
     with open_instance(own) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
     assert (own / DAGSTER_INSTANCE_FILE).read_text() == users
+
+
+def _explicit_limits(instance) -> dict[str, int]:
+    return {
+        pool.name: pool.limit
+        for pool in instance.event_log_storage.get_pool_limits()
+        if not pool.from_default
+    }
+
+
+def test_opening_sets_the_gpu_and_crawl_limits_and_keeps_one_set_by_hand(tmp_path):
+    with open_instance(tmp_path) as instance:
+        assert _explicit_limits(instance) == POOL_LIMITS == {GPU_POOL: 1, CRAWL_POOL: 2}
+        instance.event_log_storage.set_concurrency_slots(GPU_POOL, 2)  # a machine with two GPUs
+    with open_instance(tmp_path) as instance:
+        assert _explicit_limits(instance) == {GPU_POOL: 2, CRAWL_POOL: 2}
+
+
+def _step_spans(instance, run_id: str) -> tuple[float, float]:
+    events = instance.all_logs(run_id)
+    started = [
+        event.timestamp for event in events if event.dagster_event_type == dg.DagsterEventType.STEP_START
+    ]
+    ended = [
+        event.timestamp for event in events if event.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS
+    ]
+    assert len(started) == len(ended) == 1, f"run {run_id}: {len(started)} step starts, {len(ended)} ends"
+    return started[0], ended[0]
+
+
+@pytest.mark.integration
+def test_two_queued_runs_of_a_gpu_step_never_overlap(tmp_path, monkeypatch):
+    """Two runs launched at once through `dagster dev` (queued run coordinator and daemon, the repository's
+    dagster.yaml, the CLI's pool limits) of a stand-in asset in pool `gpu` whose step sleeps 3 s."""
+    home = stand_in_home(tmp_path / "home")
+    monkeypatch.chdir(home)  # the storage path in dagster.yaml is relative to the working directory
+    open_instance(home).dispose()
+    with dagster_dev(home) as client:
+        run_ids = [client.submit_job_execution(STAND_IN_JOB) for _ in range(2)]
+        assert wait_for_runs(client, run_ids) == dict.fromkeys(run_ids, "SUCCESS")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (first_start, first_end), (second_start, second_end) = sorted(
+            _step_spans(instance, run_id) for run_id in run_ids
+        )
+    assert first_end <= second_start, "the second run's gpu step started before the first one's ended"

@@ -1,0 +1,133 @@
+"""`dagster dev` as a user starts it, on a temporary copy of the repository's dagster.yaml, for the tests of
+the instance: a stand-in code location (a module of tiny assets) keeps each start to seconds and off the
+network, since what is under test is the instance's configuration, not the pipeline's assets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
+from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+STAND_IN_MODULE = "instance_stand_in"
+# One asset in pool `gpu` that holds its step long enough for a second run's step to try to start meanwhile.
+STAND_IN_SOURCE = textwrap.dedent(
+    """
+    import time
+
+    import dagster as dg
+
+
+    @dg.asset(pool="gpu")
+    def stand_in_training() -> None:
+        time.sleep(3)
+
+
+    defs = dg.Definitions(
+        assets=[stand_in_training], jobs=[dg.define_asset_job("stand_in_training_job", "stand_in_training")]
+    )
+    """
+)
+STAND_IN_JOB = "stand_in_training_job"
+
+
+def stand_in_home(folder: Path) -> Path:
+    """A Dagster home in ``folder``: the repository's dagster.yaml (its storage relative to ``folder``, the
+    working directory below) and the stand-in module beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPOSITORY / "dagster.yaml", folder / "dagster.yaml")
+    (folder / f"{STAND_IN_MODULE}.py").write_text(STAND_IN_SOURCE)
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def dagster_dev(home: Path, timeout: float = 120) -> Iterator[DagsterGraphQLClient]:
+    """`dagster dev` (webserver, daemon, code server) on ``home``; yields a GraphQL client once it serves the
+    stand-in location, and kills the whole process group on the way out."""
+    port = _free_port()
+    env = dict(os.environ, DAGSTER_HOME=str(home), PYTHONPATH=f"{home}{os.pathsep}{REPOSITORY}")
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        STAND_IN_MODULE,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    log = open(home / f"dagster_dev_{port}.log", "wb")  # noqa: SIM115 - closed in the finally
+    process = subprocess.Popen(
+        command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
+        _wait_until_served(process, port, timeout, home / log.name)
+        yield client
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _wait_until_served(process: subprocess.Popen, port: int, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"dagster dev exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            answer = requests.post(
+                f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=5
+            ).json()
+            entries = answer["data"]["workspaceOrError"]["locationEntries"]
+            if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+                return
+        except (requests.RequestException, KeyError, TypeError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"dagster dev did not serve its location in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wait_for_runs(client: DagsterGraphQLClient, run_ids: list[str], timeout: float = 120) -> dict[str, str]:
+    """Each run's final status (its name), waiting until all have ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            statuses = {run_id: client.get_run_status(run_id) for run_id in run_ids}
+        except DagsterGraphQLClientError:
+            statuses = {}
+        if statuses and all(status in FINISHED_STATUSES for status in statuses.values()):
+            return {run_id: status.value for run_id, status in statuses.items()}
+        time.sleep(0.5)
+    raise AssertionError(f"runs {run_ids} did not end within {timeout} s")

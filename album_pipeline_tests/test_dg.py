@@ -1,0 +1,48 @@
+"""The `dg` CLI loads the project from pyproject.toml's [tool.dg] table, and plain `dagster` finds the same code
+location whether it reads that table (the repository root's default) or workspace.yaml."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+LOCATION = "album_pipeline.definitions"
+
+
+def _dg() -> str | None:
+    beside_python = Path(sys.executable).with_name("dg")
+    return str(beside_python) if beside_python.exists() else shutil.which("dg")
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=f"{REPOSITORY}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    return subprocess.run(command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(
+    _dg() is None, reason="the dg CLI is not installed (pip install -e '.[test]' installs it)"
+)
+def test_dg_check_defs_passes():
+    result = _run([_dg(), "check", "defs"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully." in result.stdout
+
+
+@pytest.mark.skipif(
+    _dg() is None, reason="the dg CLI is not installed (pip install -e '.[test]' installs it)"
+)
+def test_dg_list_defs_lists_the_pipelines_assets():
+    result = _run([_dg(), "list", "defs", "--json"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "finetuned_generator" in result.stdout and "labeled_manifest" in result.stdout
+
+
+@pytest.mark.parametrize("target", [[], ["-w", "workspace.yaml"]], ids=["tool.dg", "workspace.yaml"])
+def test_dagster_loads_the_same_location_from_tool_dg_and_from_workspace_yaml(target):
+    result = _run([sys.executable, "-m", "dagster", "definitions", "validate", *target])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Validation successful for code location {LOCATION}." in result.stdout + result.stderr

@@ -7,6 +7,7 @@ import logging
 import dagster as dg
 
 from album_pipeline.defs import evaluation, labeled, registration, training, unlabeled
+from album_pipeline.defs.operations import run_failure_summary
 from album_pipeline.defs.resources import build_resources
 from album_pipeline.profiles import PROFILES
 from album_pipeline.settings import Settings
@@ -69,6 +70,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         resources=build_resources(settings),
         jobs=[*profile_jobs, labeled_recrawl_job],
         schedules=[weekly_labeled_recrawl],
+        sensors=[run_failure_summary],
         loggers={"console": console_logger},
     )
 

@@ -27,6 +27,9 @@ from album_pipeline.layout import DAGSTER_INSTANCE_FILE, DAGSTER_LOCK_FILE
 # runs too), so two trainings never share a GPU. Pools without a limit of their own get the default limit; raise
 # it here (or per pool: `dagster instance concurrency set gpu 2`) where the machine has several GPUs.
 GPU_POOL = "gpu"
+# The crawls and downloads share this pool: it bounds how many network-bound steps run at once across
+# runs (a backfill of many OMACIR archives, a recrawl beside it), whatever the run coordinator allows.
+CRAWL_POOL = "crawl"
 INSTANCE_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 # What earlier releases wrote; such a file is ours, not the user's, and is brought up to date.
 _EARLIER_INSTANCE_YAML = ("telemetry:\n  enabled: false\n",)

@@ -27,7 +27,12 @@ from album_pipeline.defs.checks import manifest_contract_checks
 from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.instance import CRAWL_POOL
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
-from album_pipeline.defs.operations import LABELED_FRESHNESS_POLICY, NETWORK_RETRY_POLICY, OWNERS
+from album_pipeline.defs.operations import (
+    LABELED_FRESHNESS_POLICY,
+    NETWORK_RETRY_POLICY,
+    OWNERS,
+    retried_only_when_transient,
+)
 from album_pipeline.defs.resources import (
     GenreTaxonomy,
     LabelledSources,
@@ -102,7 +107,7 @@ def _pooled_connections(config: CrawlConfig) -> int:
 
 def _crawl_asset(name: str):
     """The asset decorator of a labelled crawl: its group, pool and retries, and the check it reports."""
-    return dg.asset(
+    asset = dg.asset(
         group_name="labeled",
         kinds={"python"},
         owners=OWNERS,
@@ -110,6 +115,7 @@ def _crawl_asset(name: str):
         retry_policy=NETWORK_RETRY_POLICY,
         check_specs=[dg.AssetCheckSpec(FAILURE_RATIO_CHECK, asset=name)],
     )
+    return lambda crawl: asset(retried_only_when_transient()(crawl))
 
 
 class SplitConfig(CoreConfig):

@@ -4,10 +4,15 @@ a summary of every failed run that says which step failed, why, and what to do.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 import dagster as dg
+import requests
+
+from album_pipeline.sources.http import BodyError, SourceUnavailableError
 
 # Shown in the catalog for every asset, and what its owner filter finds.
 OWNERS = ("team:album-pipeline",)
@@ -25,6 +30,17 @@ NETWORK_RETRY_POLICY = dg.RetryPolicy(
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )
+# What a later attempt may cure: a service down or answering garbage. A refused key, a bad setting or a
+# checksum mismatch fails the same way every time (a mismatched OMACIR archive would be downloaded whole again
+# on each retry), so those fail at once with their own message.
+TRANSIENT_ERRORS = (
+    SourceUnavailableError,
+    BodyError,
+    ConnectionError,
+    TimeoutError,
+    requests.ConnectionError,
+    requests.Timeout,
+)
 
 # The weekly recrawl (definitions.weekly_labeled_recrawl) rebuilds the labelled manifest every 7 days: a day
 # late is a warning (a slow or retried crawl), two days late a failure (the recrawl failed, or is turned off).
@@ -33,6 +49,18 @@ LABELED_FRESHNESS_POLICY = dg.FreshnessPolicy.time_window(
     fail_window=LABELED_RECRAWL_PERIOD + timedelta(days=2),
     warn_window=LABELED_RECRAWL_PERIOD + timedelta(days=1),
 )
+
+
+@contextmanager
+def retried_only_when_transient() -> Iterator[None]:
+    """Around a network step's work: the retry policy acts on TRANSIENT_ERRORS, any other error fails now."""
+    try:
+        yield
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+
 
 FAILURE_SUMMARY_TAG = "album_pipeline/failure_summary"
 FAILED_STEPS_TAG = "album_pipeline/failed_steps"

@@ -24,7 +24,7 @@ from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.instance import CRAWL_POOL
 from album_pipeline.defs.labeled import SplitConfig, labeled_manifest
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
-from album_pipeline.defs.operations import NETWORK_RETRY_POLICY, OWNERS
+from album_pipeline.defs.operations import NETWORK_RETRY_POLICY, OWNERS, retried_only_when_transient
 from album_pipeline.defs.resources import OmacirArchive, PipelineHome
 
 omacir_archive_partitions = dg.DynamicPartitionsDefinition(name="omacir_archive")
@@ -61,6 +61,7 @@ class UnlabeledManifestConfig(SplitConfig):
 
 # Only the item's file list: retried like any network step, but too small to need a place in the crawl pool.
 @dg.asset(group_name="unlabeled", kinds={"json"}, owners=OWNERS, retry_policy=NETWORK_RETRY_POLICY)
+@retried_only_when_transient()
 def omacir_archives(
     context: dg.AssetExecutionContext, config: OmacirArchivesConfig, home: PipelineHome, omacir: OmacirArchive
 ) -> dg.MaterializeResult:
@@ -93,6 +94,7 @@ def partitions_name() -> str:
     deps=[omacir_archives],
     partitions_def=omacir_archive_partitions,  # a backfill runs one archive per run (Dagster's default)
 )
+@retried_only_when_transient()
 def omacir_archive_images(
     context: dg.AssetExecutionContext, config: OmacirExtractConfig, home: PipelineHome, omacir: OmacirArchive
 ) -> dg.MaterializeResult:

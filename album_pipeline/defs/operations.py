@@ -67,7 +67,7 @@ FAILED_STEPS_TAG = "album_pipeline/failed_steps"
 # Run tags are shown whole in the run list; a longer first line stays readable in the run's event log.
 MAX_TAG_CHARS = 300
 RERUN_ADVICE = (
-    "rerun from failure: open the run in the UI and choose Re-execute > From failure (steps that succeeded "
+    "Rerun from failure: open the run in the UI and choose Re-execute > From failure (steps that succeeded "
     "are kept; a crawl or download continues from its saved state), or `album-pipeline run --select {steps}`"
 )
 
@@ -112,7 +112,12 @@ def _first_line(error) -> str:
     while error.cause is not None:
         error = error.cause
     lines = error.message.strip().splitlines()
-    return lines[0] if lines else error.cls_name or "an error without a message"
+    if not lines:
+        return error.cls_name or "an error without a message"
+    qualified, separator, message = lines[0].partition(": ")
+    if separator and error.cls_name and qualified.endswith(error.cls_name):  # the module path is noise here
+        return f"{error.cls_name}: {message}"
+    return lines[0]
 
 
 def summarize_failure(context: dg.RunFailureSensorContext) -> FailureSummary:

@@ -8,6 +8,7 @@ import dagster as dg
 
 from album_pipeline.defs import evaluation, labeled, registration, training, unlabeled
 from album_pipeline.defs.automation import build_retrain_sensor, retrain_job
+from album_pipeline.defs.operations import run_failure_summary
 from album_pipeline.defs.resources import build_resources
 from album_pipeline.profiles import PROFILES
 from album_pipeline.settings import Settings
@@ -70,7 +71,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         resources=build_resources(settings),
         jobs=[*profile_jobs, labeled_recrawl_job, retrain_job],
         schedules=[weekly_labeled_recrawl],
-        sensors=[build_retrain_sensor(settings.retrain)],
+        sensors=[build_retrain_sensor(settings.retrain), run_failure_summary],
         loggers={"console": console_logger},
     )
 

@@ -9,6 +9,7 @@ from album_pipeline.data.shards import load_shards
 from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.instance import GPU_POOL
 from album_pipeline.defs.metadata import counts_table, png_markdown
+from album_pipeline.defs.operations import OWNERS
 from album_pipeline.defs.resources import GenreTaxonomy, PipelineHome
 from album_pipeline.defs.training import finetuned_generator, labeled_training_data
 from album_pipeline.metrics import names
@@ -88,7 +89,9 @@ class GeneratorEvaluationConfig(CoreConfig):
         return self.to_core(EvaluationConfig, floors=self.to_core(QualityFloors))
 
 
-@dg.asset(group_name="evaluation", kinds={"pytorch"}, deps=[labeled_training_data], pool=GPU_POOL)
+@dg.asset(
+    group_name="evaluation", kinds={"pytorch"}, owners=OWNERS, deps=[labeled_training_data], pool=GPU_POOL
+)
 def genre_classifier(
     context: dg.AssetExecutionContext,
     config: GenreClassifierConfig,
@@ -130,6 +133,7 @@ def _feature_extractor(config: GeneratorEvaluationConfig, classifier, classifier
 @dg.asset(
     group_name="evaluation",
     kinds={"pytorch"},
+    owners=OWNERS,
     deps=[finetuned_generator, genre_classifier],
     pool=GPU_POOL,
     check_specs=[

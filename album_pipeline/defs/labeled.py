@@ -25,7 +25,14 @@ from album_pipeline.data.results import FailureLog, IngestResult, frame_of
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.defs.checks import manifest_contract_checks
 from album_pipeline.defs.config import CoreConfig, core_field
+from album_pipeline.defs.instance import CRAWL_POOL
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
+from album_pipeline.defs.operations import (
+    LABELED_FRESHNESS_POLICY,
+    NETWORK_RETRY_POLICY,
+    OWNERS,
+    retried_only_when_transient,
+)
 from album_pipeline.defs.resources import (
     GenreTaxonomy,
     LabelledSources,
@@ -99,12 +106,16 @@ def _pooled_connections(config: CrawlConfig) -> int:
 
 
 def _crawl_asset(name: str):
-    """The asset decorator of a labelled crawl: its group, and the failure-ratio check it reports."""
-    return dg.asset(
+    """The asset decorator of a labelled crawl: its group, pool and retries, and the check it reports."""
+    asset = dg.asset(
         group_name="labeled",
         kinds={"python"},
+        owners=OWNERS,
+        pool=CRAWL_POOL,
+        retry_policy=NETWORK_RETRY_POLICY,
         check_specs=[dg.AssetCheckSpec(FAILURE_RATIO_CHECK, asset=name)],
     )
+    return lambda crawl: asset(retried_only_when_transient()(crawl))
 
 
 class SplitConfig(CoreConfig):
@@ -257,6 +268,8 @@ def musicbrainz_covers(
 @dg.asset(
     group_name="labeled",
     kinds={"parquet"},
+    owners=OWNERS,
+    freshness_policy=LABELED_FRESHNESS_POLICY,
     deps=[napster_covers, musicbrainz_covers],
     check_specs=[
         dg.AssetCheckSpec("covers_per_genre_at_least_minimum", asset="labeled_manifest", blocking=True),

@@ -5,6 +5,7 @@ import dagster as dg
 from album_pipeline.data.shards import load_shards
 from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.evaluation import generator_evaluation
+from album_pipeline.defs.operations import OWNERS
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.metrics.evaluate import evaluated_floors, load_metrics
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator
@@ -23,7 +24,7 @@ class RegistrationConfig(CoreConfig):
     greater_is_better: bool = core_field(ChampionPolicy, "greater_is_better")
 
 
-@dg.asset(group_name="evaluation", kinds={"mlflow"}, deps=[generator_evaluation])
+@dg.asset(group_name="evaluation", kinds={"mlflow"}, owners=OWNERS, deps=[generator_evaluation])
 def registered_generator(
     context: dg.AssetExecutionContext,
     config: RegistrationConfig,

@@ -8,6 +8,7 @@ from album_pipeline.defs.config import CoreConfig, core_field
 from album_pipeline.defs.instance import GPU_POOL
 from album_pipeline.defs.labeled import labeled_manifest
 from album_pipeline.defs.metadata import counts_table
+from album_pipeline.defs.operations import OWNERS
 from album_pipeline.defs.resources import GenreTaxonomy, MlflowTracking, PipelineHome
 from album_pipeline.defs.training_launch import launch_training
 from album_pipeline.defs.unlabeled import unlabeled_manifest
@@ -175,6 +176,7 @@ def _build(context, layout, name: str, genres, config: TrainingDataConfig) -> dg
 @dg.asset(
     group_name="training",
     kinds={"numpy"},
+    owners=OWNERS,
     deps=[unlabeled_manifest],
     check_specs=[_shard_check_spec("unlabeled_training_data")],
 )
@@ -191,6 +193,7 @@ def unlabeled_training_data(
 @dg.asset(
     group_name="training",
     kinds={"numpy"},
+    owners=OWNERS,
     deps=[labeled_manifest],
     check_specs=[_shard_check_spec("labeled_training_data")],
 )
@@ -235,7 +238,9 @@ def _log_progress(context):
     return lambda entry: context.log.info(format_log_entry(entry))
 
 
-@dg.asset(group_name="training", kinds={"pytorch"}, deps=[unlabeled_training_data], pool=GPU_POOL)
+@dg.asset(
+    group_name="training", kinds={"pytorch"}, owners=OWNERS, deps=[unlabeled_training_data], pool=GPU_POOL
+)
 def pretrained_generator(
     context: dg.AssetExecutionContext,
     config: PretrainConfig,
@@ -271,6 +276,7 @@ def pretrained_generator(
 @dg.asset(
     group_name="training",
     kinds={"pytorch"},
+    owners=OWNERS,
     deps=[pretrained_generator, labeled_training_data],
     pool=GPU_POOL,
 )

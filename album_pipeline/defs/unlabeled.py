@@ -21,8 +21,10 @@ from album_pipeline.data.unlabeled import (
 )
 from album_pipeline.defs.checks import manifest_contract_checks
 from album_pipeline.defs.config import CoreConfig, core_field
+from album_pipeline.defs.instance import CRAWL_POOL
 from album_pipeline.defs.labeled import SplitConfig, labeled_manifest
 from album_pipeline.defs.metadata import counts_table, manifest_metadata
+from album_pipeline.defs.operations import NETWORK_RETRY_POLICY, OWNERS, retried_only_when_transient
 from album_pipeline.defs.resources import OmacirArchive, PipelineHome
 
 omacir_archive_partitions = dg.DynamicPartitionsDefinition(name="omacir_archive")
@@ -57,7 +59,9 @@ class UnlabeledManifestConfig(SplitConfig):
     placeholder_min_repeats: int = core_field(MergeOptions, "placeholder_min_repeats")
 
 
-@dg.asset(group_name="unlabeled", kinds={"json"})
+# Only the item's file list: retried like any network step, but too small to need a place in the crawl pool.
+@dg.asset(group_name="unlabeled", kinds={"json"}, owners=OWNERS, retry_policy=NETWORK_RETRY_POLICY)
+@retried_only_when_transient()
 def omacir_archives(
     context: dg.AssetExecutionContext, config: OmacirArchivesConfig, home: PipelineHome, omacir: OmacirArchive
 ) -> dg.MaterializeResult:
@@ -84,9 +88,13 @@ def partitions_name() -> str:
 @dg.asset(
     group_name="unlabeled",
     kinds={"parquet"},
+    owners=OWNERS,
+    pool=CRAWL_POOL,
+    retry_policy=NETWORK_RETRY_POLICY,
     deps=[omacir_archives],
     partitions_def=omacir_archive_partitions,  # a backfill runs one archive per run (Dagster's default)
 )
+@retried_only_when_transient()
 def omacir_archive_images(
     context: dg.AssetExecutionContext, config: OmacirExtractConfig, home: PipelineHome, omacir: OmacirArchive
 ) -> dg.MaterializeResult:
@@ -128,6 +136,7 @@ def _per_archive_table(done: list[dict]) -> str:
 @dg.asset(
     group_name="unlabeled",
     kinds={"parquet"},
+    owners=OWNERS,
     deps=[omacir_archive_images, labeled_manifest],
     check_specs=[dg.AssetCheckSpec("no_labeled_images", asset="unlabeled_manifest", blocking=True)],
 )

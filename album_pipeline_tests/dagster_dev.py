@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 import requests
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+from album_pipeline_tests.processes import stop_process_group
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 STAND_IN_MODULE = "instance_stand_in"
@@ -85,7 +86,7 @@ def dagster_dev(home: Path, timeout: float = 120) -> Iterator[DagsterGraphQLClie
         _wait_until_served(process, port, timeout, home / log.name)
         yield client
     finally:
-        _stop(process)
+        stop_process_group(process, 20)
         log.close()
 
 
@@ -106,17 +107,6 @@ def _wait_until_served(process: subprocess.Popen, port: int, timeout: float, log
             pass
         time.sleep(0.5)
     raise AssertionError(f"dagster dev did not serve its location in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def wait_for_runs(client: DagsterGraphQLClient, run_ids: list[str], timeout: float = 120) -> dict[str, str]:

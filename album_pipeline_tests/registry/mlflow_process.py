@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from album_pipeline_tests.processes import stop_process_group
 
 # Importing mlflow, torch and uvicorn on a busy two-core machine takes a while.
 STARTUP_TIMEOUT_S = 180.0
@@ -76,9 +77,4 @@ def running(
             time.sleep(0.5)
         yield
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        stop_process_group(process, 30)

@@ -318,47 +318,73 @@ def _fetch_once(
 ) -> Fetched:
     if limiter is not None:
         limiter.wait()
+    try:
+        response = open_following_redirects(
+            session, url, service=service, url_env_var=url_env_var, timeout=timeout, params=params,
+            headers=headers, check_redirect=check_redirect, max_redirects=max_redirects,
+        )  # fmt: skip
+        with response:
+            if response.status_code not in passthrough:
+                failure = error_for_status(
+                    response, service=service, url_env_var=url_env_var, key_env_var=key_env_var,
+                    secrets=secrets,
+                )  # fmt: skip
+                if failure is not None:
+                    raise failure
+            body = _read_body(response, max_bytes, service)
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            return Fetched(response.url, response.status_code, media_type, body)
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
+        raise BodyError(
+            "incomplete_body",
+            scrub(f"{service} cut the reply from {redact_url(url)} short: {error}", secrets),
+        ) from None
+    except requests.RequestException as error:
+        raise translate_request_error(
+            error, service=service, url=url, url_env_var=url_env_var, secrets=secrets, key_env_var=key_env_var,
+        ) from None  # fmt: skip
+
+
+def open_following_redirects(
+    session: requests.Session,
+    url: str,
+    *,
+    service: str,
+    url_env_var: str,
+    timeout: float,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    check_redirect: HostCheck | None = None,
+    max_redirects: int = 5,
+    cross_host_headers: bool = False,
+) -> requests.Response:
+    """The streamed final response for ``url`` (the caller closes it), redirects followed by hand so that
+    ``check_redirect`` refuses a host before anything is sent to it.
+
+    ``headers`` go to other hosts only with ``cross_host_headers`` (a Range may; a key must not). Request
+    errors propagate as requests exceptions.
+    """
     current, current_params, current_headers = url, params, dict(headers or {})
     origin = urlsplit(url).netloc
     for _hop in range(max_redirects + 1):
-        try:
-            with session.get(
-                current,
-                params=current_params,
-                headers=current_headers,
-                timeout=timeout,
-                stream=True,
-                allow_redirects=False,
-            ) as response:
-                location = response.headers.get("Location")
-                if response.is_redirect and location:
-                    following = urljoin(response.url, location)
-                    if check_redirect is not None:
-                        check_redirect(following)
-                    if urlsplit(following).netloc != origin:
-                        current_headers = {}  # never forward a key to another host
-                    current, current_params = following, None
-                    continue
-                if response.status_code not in passthrough:
-                    failure = error_for_status(
-                        response, service=service, url_env_var=url_env_var, key_env_var=key_env_var,
-                        secrets=secrets,
-                    )  # fmt: skip
-                    if failure is not None:
-                        raise failure
-                body = _read_body(response, max_bytes, service)
-                media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                return Fetched(response.url, response.status_code, media_type, body)
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
-            raise BodyError(
-                "incomplete_body",
-                scrub(f"{service} cut the reply from {redact_url(current)} short: {error}", secrets),
-            ) from None
-        except requests.RequestException as error:
-            raise translate_request_error(
-                error, service=service, url=current, url_env_var=url_env_var, secrets=secrets,
-                key_env_var=key_env_var,
-            ) from None  # fmt: skip
+        response = session.get(
+            current,
+            params=current_params,
+            headers=current_headers,
+            timeout=timeout,
+            stream=True,
+            allow_redirects=False,
+        )
+        location = response.headers.get("Location")
+        if not (response.is_redirect and location):
+            return response
+        response.close()
+        following = urljoin(response.url, location)
+        if check_redirect is not None:
+            check_redirect(following)
+        if not cross_host_headers and urlsplit(following).netloc != origin:
+            current_headers = {}  # never forward a key to another host
+        current, current_params = following, None
     raise SourceResponseError(
         f"{service} redirected {redact_url(url)} more than {max_redirects} times; check that {url_env_var} "
         "points at the service"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
@@ -30,6 +30,7 @@ from album_pipeline.sources.http import (
     error_for_status,
     host_checker,
     make_session,
+    open_following_redirects,
     redact_url,
     translate_request_error,
 )
@@ -269,25 +270,18 @@ class OmacirClient:
         return None
 
     def _follow_redirects(self, url: str, headers: Mapping[str, str] | None = None) -> requests.Response:
-        """The streamed final response for ``url``, each redirect's target host checked before it is asked.
-
-        Connection errors propagate as requests exceptions (a download resumes after them); a refused host
-        raises UntrustedURLError.
-        """
-        current = url
-        for _hop in range(MAX_REDIRECTS + 1):
-            response = self._session.get(
-                current, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
-            )
-            location = response.headers.get("Location")
-            if not (response.is_redirect and location):
-                return response
-            response.close()
-            current = urljoin(response.url, location)
-            self._check_redirect(current)
-        raise SourceResponseError(
-            f"{_SERVICE} redirected {redact_url(url)} more than {MAX_REDIRECTS} times; check that "
-            f"{OMACIR_URL_ENV} points at archive.org or a mirror of it"
+        """The streamed final response for ``url``, each redirect's target host checked before it is asked; a
+        resume's Range goes along to the data node."""
+        return open_following_redirects(
+            self._session,
+            url,
+            service=_SERVICE,
+            url_env_var=OMACIR_URL_ENV,
+            timeout=self.timeout,
+            headers=headers,
+            check_redirect=self._check_redirect,
+            max_redirects=MAX_REDIRECTS,
+            cross_host_headers=True,
         )
 
     def _get(self, url: str) -> requests.Response:

@@ -45,7 +45,8 @@ PROFILES: dict[str, dict] = {
             "napster_covers": {
                 "config": {"albums_per_genre": DEMO_ALBUMS_PER_GENRE, "api_requests_per_second": 20.0}
             },
-            # MusicBrainz's real limit (1 request/s) holds in the demo too: about 15 s of searches.
+            # MusicBrainz's real limit (1 request/s) holds in the demo too: about 20 s of searches (excluded
+            # secondary types mean about 3 result pages a tag instead of 2).
             "musicbrainz_covers": {"config": {"albums_per_genre": DEMO_RELEASE_GROUPS_PER_GENRE}},
             "labeled_manifest": {"config": {"min_covers_per_genre": 100}},
             "omacir_archives": {"config": {"archives": list(DEMO_ARCHIVE_LETTERS), "max_images": 3000}},

@@ -7,9 +7,10 @@ key reaches the pipeline only through a Dagster ``EnvVar`` (see ``album_pipeline
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from album_pipeline.automation import RetrainPolicy, RetrainPolicyError
@@ -38,6 +39,7 @@ COVERART_URL_VAR = "COVERART_URL"
 COVERART_IMAGE_HOSTS_VAR = "COVERART_IMAGE_HOSTS"
 INCEPTION_WEIGHTS_VAR = "ALBUM_PIPELINE_INCEPTION_WEIGHTS"
 LABELLED_SOURCES_VAR = "LABELLED_SOURCES"
+T = TypeVar("T")
 RETRAIN_GROWTH_VAR = "ALBUM_PIPELINE_RETRAIN_GROWTH"
 NAPSTER_SOURCE = "napster"
 MUSICBRAINZ_SOURCE = "musicbrainz"
@@ -169,10 +171,8 @@ class Settings:
             omacir_download_hosts=_hosts(
                 environ.get(OMACIR_DOWNLOAD_HOSTS_VAR), DEFAULT_OMACIR_DOWNLOAD_HOSTS
             ),
-            sources=SourceSelection.from_text(environ[LABELLED_SOURCES_VAR])
-            if environ.get(LABELLED_SOURCES_VAR, "").strip()
-            else SourceSelection(),
-            retrain=_retrain_policy(environ.get(RETRAIN_GROWTH_VAR)),
+            sources=_parsed(environ, LABELLED_SOURCES_VAR, SourceSelection.from_text, SourceSelection()),
+            retrain=_parsed(environ, RETRAIN_GROWTH_VAR, _retrain_policy, RetrainPolicy()),
         )
 
 
@@ -189,11 +189,15 @@ def _url_problem(value: str, variable: str, *, local_allowed: bool) -> str | Non
     return f"{variable} ({shown}) must be {allowed}; fix or unset {variable}."
 
 
-def _retrain_policy(text: str | None) -> RetrainPolicy:
-    if not (text or "").strip():
-        return RetrainPolicy()
+def _parsed(environ: Mapping[str, str], variable: str, parse: Callable[[str, str], T], default: T) -> T:
+    """``parse(value, variable)`` of a set variable; ``default`` when it is unset or blank, like every setting."""
+    text = environ.get(variable, "").strip()
+    return parse(text, variable) if text else default
+
+
+def _retrain_policy(text: str, variable: str) -> RetrainPolicy:
     try:
-        return RetrainPolicy.from_text(text, RETRAIN_GROWTH_VAR)
+        return RetrainPolicy.from_text(text, variable)
     except RetrainPolicyError as error:
         raise ConfigurationError(str(error)) from None
 

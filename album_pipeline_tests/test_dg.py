@@ -23,7 +23,7 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300)
 
 
-NO_DG = "the dg CLI is not installed (pip install dagster-dg-cli; its newest release pins an older dagster)"
+NO_DG = "the dg CLI is not installed; it comes with the test extras: pip install -e \".[test]\""
 
 
 @pytest.mark.skipif(_dg() is None, reason=NO_DG)

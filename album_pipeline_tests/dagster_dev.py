@@ -53,7 +53,7 @@ def stand_in_home(folder: Path) -> Path:
     return folder
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -63,7 +63,7 @@ def _free_port() -> int:
 def dagster_dev(home: Path, timeout: float = 120) -> Iterator[DagsterGraphQLClient]:
     """`dagster dev` (webserver, daemon, code server) on ``home``; yields a GraphQL client once it serves the
     stand-in location, and kills the whole process group on the way out."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, DAGSTER_HOME=str(home), PYTHONPATH=f"{home}{os.pathsep}{REPOSITORY}")
     command = [
         sys.executable,
@@ -83,14 +83,15 @@ def dagster_dev(home: Path, timeout: float = 120) -> Iterator[DagsterGraphQLClie
     )
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
-        _wait_until_served(process, port, timeout, home / log.name)
+        wait_until_served(process, port, timeout, home / log.name)
         yield client
     finally:
         stop_process_group(process, 20)
         log.close()
 
 
-def _wait_until_served(process: subprocess.Popen, port: int, timeout: float, log: Path) -> None:
+def wait_until_served(process: subprocess.Popen, port: int, timeout: float, log: Path) -> list[str]:
+    """Waits until the webserver on ``port`` has loaded every code location; returns their names."""
     deadline = time.monotonic() + timeout
     query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
     while time.monotonic() < deadline:
@@ -102,7 +103,7 @@ def _wait_until_served(process: subprocess.Popen, port: int, timeout: float, log
             ).json()
             entries = answer["data"]["workspaceOrError"]["locationEntries"]
             if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
-                return
+                return [entry["name"] for entry in entries]
         except (requests.RequestException, KeyError, TypeError, ValueError):
             pass
         time.sleep(0.5)

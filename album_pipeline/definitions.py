@@ -8,6 +8,7 @@ import dagster as dg
 
 from album_pipeline.defs import evaluation, labeled, registration, training, unlabeled
 from album_pipeline.defs.automation import build_retrain_sensor, retrain_job
+from album_pipeline.defs.deployment import build_executor
 from album_pipeline.defs.operations import run_failure_summary
 from album_pipeline.defs.resources import build_resources
 from album_pipeline.profiles import PROFILES
@@ -73,6 +74,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules=[weekly_labeled_recrawl],
         sensors=[build_retrain_sensor(settings.retrain), run_failure_summary],
         loggers={"console": console_logger},
+        executor=build_executor(settings.execution, all_assets),
     )
 
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from album_pipeline.automation import RetrainPolicy, RetrainPolicyError
+from album_pipeline.execution import ExecutionSettings, ExecutionSettingsError, executor_name, positive_count
 from album_pipeline.layout import HomeLayout
 from album_pipeline.sources.musicbrainz import (
     DEFAULT_COVERART_IMAGE_HOSTS,
@@ -41,6 +42,11 @@ INCEPTION_WEIGHTS_VAR = "ALBUM_PIPELINE_INCEPTION_WEIGHTS"
 LABELLED_SOURCES_VAR = "LABELLED_SOURCES"
 T = TypeVar("T")
 RETRAIN_GROWTH_VAR = "ALBUM_PIPELINE_RETRAIN_GROWTH"
+EXECUTOR_VAR = "ALBUM_PIPELINE_EXECUTOR"
+MAX_CONCURRENT_VAR = "ALBUM_PIPELINE_MAX_CONCURRENT"
+K8S_IMAGE_VAR = "ALBUM_PIPELINE_K8S_IMAGE"
+K8S_NAMESPACE_VAR = "ALBUM_PIPELINE_K8S_NAMESPACE"
+K8S_GPUS_VAR = "ALBUM_PIPELINE_K8S_GPUS"
 NAPSTER_SOURCE = "napster"
 MUSICBRAINZ_SOURCE = "musicbrainz"
 # In the labelled manifest's priority order: among equal copies of a picture the first source's row is kept.
@@ -114,6 +120,7 @@ class Settings:
     omacir_download_hosts: tuple[str, ...] = DEFAULT_OMACIR_DOWNLOAD_HOSTS
     sources: SourceSelection = SourceSelection()
     retrain: RetrainPolicy = RetrainPolicy()
+    execution: ExecutionSettings = ExecutionSettings()
 
     def __post_init__(self) -> None:
         # A wrong scheme is a typo in the environment; refusing it here names the variable before any work
@@ -173,6 +180,7 @@ class Settings:
             ),
             sources=_parsed(environ, LABELLED_SOURCES_VAR, SourceSelection.from_text, SourceSelection()),
             retrain=_parsed(environ, RETRAIN_GROWTH_VAR, _retrain_policy, RetrainPolicy()),
+            execution=_execution(environ),
         )
 
 
@@ -200,6 +208,24 @@ def _retrain_policy(text: str, variable: str) -> RetrainPolicy:
         return RetrainPolicy.from_text(text, variable)
     except RetrainPolicyError as error:
         raise ConfigurationError(str(error)) from None
+
+
+def _execution(environ: Mapping[str, str]) -> ExecutionSettings:
+    default = ExecutionSettings()
+    try:
+        return ExecutionSettings(
+            executor=_parsed(environ, EXECUTOR_VAR, executor_name, default.executor),
+            max_concurrent=_parsed(environ, MAX_CONCURRENT_VAR, positive_count, default.max_concurrent),
+            k8s_image=_parsed(environ, K8S_IMAGE_VAR, _text, default.k8s_image),
+            k8s_namespace=_parsed(environ, K8S_NAMESPACE_VAR, _text, default.k8s_namespace),
+            gpus_per_step=_parsed(environ, K8S_GPUS_VAR, positive_count, default.gpus_per_step),
+        )
+    except ExecutionSettingsError as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def _text(text: str, variable: str) -> str:
+    return text
 
 
 def _hosts(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:

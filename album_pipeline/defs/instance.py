@@ -41,11 +41,20 @@ INSTANCE_SETTINGS = {
     "telemetry": {"enabled": False},
 }
 INSTANCE_YAML = yaml.safe_dump(INSTANCE_SETTINGS, sort_keys=False)
+# A team shares one instance: runs, event logs (materializations, pool slots) and schedules in PostgreSQL, the
+# same run queue and pools as above. The URL stays out of the file (it holds a password).
+POSTGRES_URL_VAR = "DAGSTER_POSTGRES_URL"
 # What earlier releases wrote; such a file is ours, not the user's, and is brought up to date.
 _EARLIER_INSTANCE_YAML = (
     "telemetry:\n  enabled: false\n",
     "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n",
 )
+
+
+def team_instance_settings() -> dict:
+    """dagster.yaml of an instance a team shares (deploy/dagster-team.yaml; a test keeps the two equal)."""
+    return {"storage": {"postgres": {"postgres_url": {"env": POSTGRES_URL_VAR}}}, **INSTANCE_SETTINGS}
+
 
 HOST_TAG = "album_pipeline/host"
 PID_TAG = "album_pipeline/pid"

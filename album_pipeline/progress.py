@@ -9,8 +9,12 @@ with the count, the rate and the time left; in a log or under `dagster dev` the 
 
 from __future__ import annotations
 
+import io
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TypeVar
 
@@ -78,6 +82,8 @@ def terminal_bar(
     """A tqdm bar (count, rate, time left); ``unit="B"`` counts bytes in kB/MB/GB. ``shown`` None: the
     ``ALBUM_PIPELINE_PROGRESS`` setting, by default on a terminal only."""
     shown = current_settings().bar_shown(shown)
+    if file is None and isinstance(sys.stderr, _LinesAboveBars):
+        file = sys.stderr.terminal  # the bar draws itself; only other writers' lines go above it
     return tqdm(
         total=total,
         initial=initial,
@@ -89,6 +95,55 @@ def terminal_bar(
         file=file,
         dynamic_ncols=True,
     )
+
+
+@contextmanager
+def lines_above_bars() -> Iterator[None]:
+    """While it lasts, whole lines written to stderr (Dagster's console log under `album-pipeline run`) are
+    printed above the progress bars rather than onto the end of a bar's line."""
+    terminal = sys.stderr
+    sys.stderr = above = _LinesAboveBars(terminal)
+    try:
+        yield
+    finally:
+        above.flush()
+        sys.stderr = terminal
+
+
+class _LinesAboveBars(io.TextIOBase):
+    """stderr that clears the bars, writes a line and draws them again (tqdm.external_write_mode)."""
+
+    def __init__(self, terminal: IO[str]) -> None:
+        self.terminal = terminal
+        self._inside = threading.local()
+        self._pending = ""  # the start of a line (print writes the newline on its own)
+
+    def write(self, text: str) -> int:
+        # A bar of some other library drawing through stderr (a '\r' first) or a write made while clearing
+        # the bars goes straight through: clearing again would recurse.
+        if text.startswith("\r") or getattr(self._inside, "writing", False):
+            return self.terminal.write(text)
+        lines, _, self._pending = (self._pending + text).rpartition("\n")
+        if lines:
+            self._inside.writing = True
+            try:
+                with tqdm.external_write_mode(file=self.terminal):
+                    self.terminal.write(lines + "\n")
+            finally:
+                self._inside.writing = False
+        return len(text)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, ""
+        if pending:
+            self.terminal.write(pending)
+        self.terminal.flush()
+
+    def isatty(self) -> bool:
+        return self.terminal.isatty()
+
+    def fileno(self) -> int:
+        return self.terminal.fileno()
 
 
 class Progress:

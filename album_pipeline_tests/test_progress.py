@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 
-from album_pipeline.progress import Progress, ProgressSettings
+from album_pipeline.progress import Progress, ProgressSettings, lines_above_bars
 from album_pipeline.settings import PROGRESS_SECONDS_VAR, PROGRESS_VAR, ConfigurationError, progress_settings
 
 EVERY_30_S = ProgressSettings(log_seconds=30)
@@ -120,3 +121,18 @@ def test_progress_settings_come_from_the_environment_and_bad_ones_say_what_to_se
         progress_settings({PROGRESS_SECONDS_VAR: "soon"})
     with pytest.raises(ConfigurationError, match="positive number of seconds"):
         progress_settings({PROGRESS_SECONDS_VAR: "0"})
+
+
+def test_lines_written_to_stderr_go_above_a_bar_not_onto_its_line(monkeypatch) -> None:
+    terminal = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with lines_above_bars():
+        with Progress("extract a.tar", 10, unit="B", progress_bar=True) as shown:
+            shown.advance(5)
+            print("INFO - a Dagster log line", file=sys.stderr)
+            shown.advance(5)
+    assert sys.stderr is terminal
+    drawn = terminal.getvalue()
+    before, line, after = drawn.partition("INFO - a Dagster log line\n")
+    assert line and "extract a.tar" in before and "extract a.tar" in after  # the bar is drawn again below
+    assert before.rstrip(" ").endswith("\r")  # the bar's line was cleared before the log line was written

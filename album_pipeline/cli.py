@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from album_pipeline.layout import HomeLayout
+from album_pipeline.progress import lines_above_bars
 from album_pipeline.settings import (
     HOME_VAR,
     LABELLED_SOURCES_VAR,
@@ -22,6 +23,7 @@ from album_pipeline.settings import (
     ConfigurationError,
     Settings,
     SourceSelection,
+    progress_settings,
 )
 
 # Shown when no assets match; a selection is names separated by commas or Dagster's selection syntax.
@@ -131,6 +133,7 @@ def run_pipeline(
     if sources is not None:
         settings = dataclasses.replace(settings, sources=SourceSelection.from_text(sources, "--sources"))
     settings.check_home(writable=True)
+    progress_settings()  # a bad ALBUM_PIPELINE_PROGRESS(_SECONDS) is refused before any work
     try:
         run_config = apply_overrides(run_config_for(profile), overrides or [])
     except ValueError as error:
@@ -151,7 +154,8 @@ def run_pipeline(
     noun = "asset" if len(keys) == 1 else "assets"
     print(f"materializing {len(keys)} {noun} with the `{profile}` profile into {settings.home}", flush=True)
     started = time.monotonic()
-    with open_dagster_instance(settings) as instance:
+    # The steps draw progress bars on a terminal (album_pipeline.progress); the console log goes above them.
+    with open_dagster_instance(settings) as instance, lines_above_bars():
         try:
             # The console keeps a failed step's traceback for --debug; the event log always has it.
             console = {"console": {"config": {"tracebacks": debug}}}

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from album_pipeline.automation import RetrainPolicy, RetrainPolicyError
 from album_pipeline.execution import ExecutionSettings, ExecutionSettingsError, executor_name, positive_count
 from album_pipeline.layout import HomeLayout
+from album_pipeline.progress import ProgressSettings
 from album_pipeline.sources.musicbrainz import (
     DEFAULT_COVERART_IMAGE_HOSTS,
     DEFAULT_COVERART_URL,
@@ -47,6 +48,8 @@ MAX_CONCURRENT_VAR = "ALBUM_PIPELINE_MAX_CONCURRENT"
 K8S_IMAGE_VAR = "ALBUM_PIPELINE_K8S_IMAGE"
 K8S_NAMESPACE_VAR = "ALBUM_PIPELINE_K8S_NAMESPACE"
 K8S_GPUS_VAR = "ALBUM_PIPELINE_K8S_GPUS"
+PROGRESS_VAR = "ALBUM_PIPELINE_PROGRESS"
+PROGRESS_SECONDS_VAR = "ALBUM_PIPELINE_PROGRESS_SECONDS"
 NAPSTER_SOURCE = "napster"
 MUSICBRAINZ_SOURCE = "musicbrainz"
 # In the labelled manifest's priority order: among equal copies of a picture the first source's row is kept.
@@ -201,6 +204,32 @@ def _parsed(environ: Mapping[str, str], variable: str, parse: Callable[[str, str
     """``parse(value, variable)`` of a set variable; ``default`` when it is unset or blank, like every setting."""
     text = environ.get(variable, "").strip()
     return parse(text, variable) if text else default
+
+
+def progress_settings(environ: Mapping[str, str] | None = None) -> ProgressSettings:
+    """Progress bars (``ALBUM_PIPELINE_PROGRESS``: auto, on, off) and the seconds between progress lines in a
+    step's log (``ALBUM_PIPELINE_PROGRESS_SECONDS``); read where progress starts, so it needs no Settings."""
+    environ = os.environ if environ is None else environ
+    default = ProgressSettings()
+    try:
+        return ProgressSettings(
+            bars=_parsed(environ, PROGRESS_VAR, lambda text, _: text, default.bars),
+            log_seconds=_parsed(environ, PROGRESS_SECONDS_VAR, _seconds, default.log_seconds),
+        )
+    except ValueError as error:
+        raise ConfigurationError(
+            f"{error}; set {PROGRESS_VAR} to auto, on or off and {PROGRESS_SECONDS_VAR} to seconds (e.g. 30), "
+            "or unset them."
+        ) from None
+
+
+def _seconds(text: str, variable: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"{variable}={text!r} is not a number of seconds; set it to e.g. 30."
+        ) from None
 
 
 def _retrain_policy(text: str, variable: str) -> RetrainPolicy:

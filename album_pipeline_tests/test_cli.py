@@ -37,7 +37,14 @@ def test_unknown_asset_names_are_a_clear_error(monkeypatch, tmp_path, capsys):
     assert "unknown assets ['napster_cover']" in capsys.readouterr().err
 
 
-def test_cli_runs_persist_in_the_instance_the_ui_opens(monkeypatch, tmp_path):
+def test_a_bad_progress_setting_is_refused_before_any_work(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ALBUM_PIPELINE_PROGRESS", "loud")
+    assert main(["run", "--profile", "demo", "--select", "napster_covers"]) == 2
+    assert "ALBUM_PIPELINE_PROGRESS to auto, on or off" in capsys.readouterr().err
+
+
+def test_cli_runs_persist_in_the_instance_the_ui_opens(monkeypatch, tmp_path, capsys):
     from album_pipeline.testing.emulators.composition import running_emulators
 
     monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(tmp_path / "home"))
@@ -49,6 +56,10 @@ def test_cli_runs_persist_in_the_instance_the_ui_opens(monkeypatch, tmp_path):
         selection = ["--select", "napster_covers,labeled_manifest"]
         minimum = ["--set", "labeled_manifest.min_covers_per_genre=6"]
         assert main(["run", "--profile", "demo", *selection, *minimum]) == 0
+    # The crawl's progress reaches the step's log (the console here; no bar: stderr is no terminal).
+    logged = capsys.readouterr().err
+    assert "napster: list top albums: done, " in logged and "napster: fetch covers: done, " in logged
+    assert "|" not in "".join(line for line in logged.splitlines() if "napster: fetch covers" in line)
     labeled = pd.read_parquet(tmp_path / "home" / "manifests" / "labeled.parquet")
     assert set(labeled["genre"]) == set(DEFAULT_GENRES)
     # A fresh instance object on the same folder (as after restarting `album-pipeline ui`) sees the run.

@@ -47,6 +47,7 @@ from album_pipeline.data.results import (
 )
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import GenreClass, validate_genre_map
+from album_pipeline.progress import Progress
 from album_pipeline.recovery import set_aside
 from album_pipeline.sources.http import (
     BodyError,
@@ -58,7 +59,6 @@ from album_pipeline.sources.http import (
     UntrustedURLError,
 )
 
-PROGRESS_EVERY = 250
 # Reasons that say a source has no cover for an album: recorded, but not failures of the crawl.
 NOT_FAILURES = frozenset({"no_images", "no_cover_art"})
 
@@ -126,8 +126,11 @@ def crawl_covers(
     *,
     failures: FailureLog | None = None,
     log: Log | None = None,
+    progress_bar: bool | None = None,
 ) -> IngestResult:
-    """Fetch, validate and store the candidates' covers; rows for the stored ones, failures for the rest."""
+    """Fetch, validate and store the candidates' covers; rows for the stored ones, failures for the rest.
+
+    Progress (covers fetched, failures) goes to ``log`` at a steady cadence and to a bar on a terminal."""
     options = options or CrawlOptions()
     say = safe_log(log)
     failures = failures or FailureLog(source)
@@ -142,7 +145,15 @@ def crawl_covers(
     fetched_bytes = 0
     consecutive_unavailable = 0
     results = ordered_parallel_map(lambda c: fetch_image(c.url), to_fetch, options.download_workers)
-    for done, (candidate, outcome) in enumerate(results, start=1):
+    shown = Progress(
+        f"{source}: fetch covers",
+        len(to_fetch),
+        unit="covers",
+        log=say,
+        progress_bar=progress_bar,
+        detail=lambda: f"{len(failures.rows)} failures",
+    )
+    for candidate, outcome in shown.counting(results):
         url = candidate.url or ""
         if isinstance(outcome, bytes):
             consecutive_unavailable = 0
@@ -167,8 +178,6 @@ def crawl_covers(
                     f"stopping. The {len(outcomes)} covers stored so far are kept: run again once the host "
                     "is back and the crawl resumes where it stopped."
                 )
-        if done % PROGRESS_EVERY == 0:
-            say(f"{source}: {done}/{len(to_fetch)} covers fetched, {len(failures.rows)} failures so far")
 
     rows = _rows(source, candidates, outcomes, options.split_fractions)
     rows = _drop_placeholders(rows, options.placeholder_min_albums, failures)

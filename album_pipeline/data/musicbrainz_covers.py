@@ -26,6 +26,7 @@ from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.results import IngestResult, Log, safe_log
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import GenreClass, classes_in_order, strongest_class
+from album_pipeline.progress import Progress
 
 # Shaped like napster_covers.py (imports, an options class): each source's crawl in its own module.
 from album_pipeline.sources.musicbrainz import (
@@ -103,15 +104,27 @@ def crawl_musicbrainz(
     *,
     options: MusicBrainzCrawlOptions | None = None,
     log: Log | None = None,
+    progress_bar: bool | None = None,
 ) -> IngestResult:
-    """Find album release groups by each class's MusicBrainz tags and store their Cover Art Archive fronts."""
+    """Find album release groups by each class's MusicBrainz tags and store their Cover Art Archive fronts.
+
+    Progress (albums listed, covers fetched) goes to ``log`` at a steady cadence and to a bar on a terminal."""
     classes = classes_fed_by(genre_map, "musicbrainz_tags", "MusicBrainz tag")
     options = options or MusicBrainzCrawlOptions()
     say = safe_log(log)
     musicbrainz.check()
-    listing = _release_groups(musicbrainz, classes, options, say)
+    listing = _release_groups(musicbrainz, classes, options, say, progress_bar)
     candidates = _musicbrainz_candidates(coverart, listing.groups, classes, options.thumbnail_size)
-    result = crawl_covers(MUSICBRAINZ, candidates, coverart.fetch_image, store, state, options, log=say)
+    result = crawl_covers(
+        MUSICBRAINZ,
+        candidates,
+        coverart.fetch_image,
+        store,
+        state,
+        options,
+        log=say,
+        progress_bar=progress_bar,
+    )
     result.stats["albums_per_genre"] = {
         genre.name: sum(1 for classes_of in listing.listed_in.values() if genre.name in classes_of)
         for genre in classes
@@ -123,7 +136,11 @@ def crawl_musicbrainz(
 
 
 def _release_groups(
-    musicbrainz: MusicBrainzClient, classes: Sequence[GenreClass], options: MusicBrainzCrawlOptions, say: Log
+    musicbrainz: MusicBrainzClient,
+    classes: Sequence[GenreClass],
+    options: MusicBrainzCrawlOptions,
+    say: Log,
+    progress_bar: bool | None,
 ) -> _Listing:
     """Up to ``albums_per_genre`` kept release groups per class, over its tags.
 
@@ -133,7 +150,11 @@ def _release_groups(
     excluded_types = set(options.excluded_secondary_types)
     class_of_tag = {tag: genre.name for genre in classes for tag in genre.musicbrainz_tags}
     wanted = options.albums_per_genre
-    for genre in classes:
+    # Each class fills its share of the count; one whose tags run out of albums early jumps to its end.
+    shown = Progress(
+        "musicbrainz: list albums", len(classes) * wanted, unit="albums", log=say, progress_bar=progress_bar
+    )
+    for number, genre in enumerate(shown.counting(classes, each=wanted)):
         listed: set[str] = set()
         for tag in genre.musicbrainz_tags:
             hits = musicbrainz.iter_release_groups(tag, max_results=wanted * MAX_HITS_PER_ALBUM)
@@ -152,6 +173,7 @@ def _release_groups(
                 listing.groups.setdefault(mbid, group)
                 listing.listed_in[mbid].add(genre.name)
                 listed.add(mbid)
+                shown.reach(number * wanted + len(listed))
         say(f"musicbrainz: class {genre.name} ({', '.join(genre.musicbrainz_tags)}): {len(listed)} albums")
     skipped = listing.excluded_counts()
     if skipped:

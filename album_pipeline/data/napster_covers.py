@@ -25,6 +25,7 @@ from album_pipeline.data.crawl_state import STORED, CrawlState
 from album_pipeline.data.results import FailureLog, IngestResult, Log, safe_log
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import GenreClass, classes_in_order
+from album_pipeline.progress import Progress
 from album_pipeline.sources.http import SourceAuthError, SourceError
 from album_pipeline.sources.napster import MAX_PAGE_SIZE, NapsterClient, album_flag, check_page_size
 from album_pipeline.sources.napster_genres import NapsterGenreTree, class_of_genre
@@ -75,17 +76,28 @@ def crawl_napster(
     *,
     options: NapsterCrawlOptions | None = None,
     log: Log | None = None,
+    progress_bar: bool | None = None,
 ) -> IngestResult:
-    """Crawl the top albums of every class's Napster genres and store one validated cover per album."""
+    """Crawl the top albums of every class's Napster genres and store one validated cover per album.
+
+    Progress (albums listed, covers fetched) goes to ``log`` at a steady cadence and to a bar on a terminal."""
     classes = classes_fed_by(genre_map, "napster_shortcuts", "Napster shortcut")
     options = options or NapsterCrawlOptions()
     say = safe_log(log, client.scrub)
     client.check()  # fail fast on a bad key or an unreachable API, before any paging
     failures = FailureLog(NAPSTER)
-    albums, genre_mapping = _napster_albums(client, classes, options, say)
+    albums, genre_mapping = _napster_albums(client, classes, options, say, progress_bar)
     candidates = _napster_candidates(client, albums, classes, state, options, failures, say)
     result = crawl_covers(
-        NAPSTER, candidates, client.fetch_image, store, state, options, failures=failures, log=say
+        NAPSTER,
+        candidates,
+        client.fetch_image,
+        store,
+        state,
+        options,
+        failures=failures,
+        log=say,
+        progress_bar=progress_bar,
     )
     result.stats["albums_per_genre"] = {
         genre.name: sum(1 for album in albums.values() if genre.name in album.classes) for genre in classes
@@ -97,7 +109,11 @@ def crawl_napster(
 
 
 def _napster_albums(
-    client: NapsterClient, classes: Sequence[GenreClass], options: NapsterCrawlOptions, say: Log
+    client: NapsterClient,
+    classes: Sequence[GenreClass],
+    options: NapsterCrawlOptions,
+    say: Log,
+    progress_bar: bool | None,
 ) -> tuple[dict[str, _Album], list[dict]]:
     """Distinct albums (keyed by lower-cased id: the API mixes alb./Alb.), each with the classes listing it,
     and the genre mapping their own genre ids went through."""
@@ -110,7 +126,15 @@ def _napster_albums(
     tree = client.genre_tree()  # once per crawl: albums mostly name sub-genres of the classes' genres
     albums_per_genre = options.albums_per_genre
     albums: dict[str, _Album] = {}
-    for genre in classes:
+    # Each class fills its share of the count; one that runs out of top albums early jumps to its end.
+    shown = Progress(
+        "napster: list top albums",
+        len(classes) * albums_per_genre,
+        unit="albums",
+        log=say,
+        progress_bar=progress_bar,
+    )
+    for number, genre in enumerate(shown.counting(classes, each=albums_per_genre)):
         listed: set[str] = set()
         for shortcut in genre.napster_shortcuts:
             top = client.iter_top_albums(
@@ -125,6 +149,7 @@ def _napster_albums(
                 album = albums.setdefault(album_id.lower(), _Album(album_id, raw))
                 album.classes.add(genre.name)
                 listed.add(album_id.lower())
+                shown.reach(number * albums_per_genre + len(listed))
         say(f"napster: class {genre.name} ({', '.join(genre.napster_shortcuts)}): {len(listed)} top albums")
     class_by_genre_id = {
         genre_ids[shortcut].lower(): genre.name for genre in classes for shortcut in genre.napster_shortcuts

@@ -130,6 +130,7 @@ def _build(context, layout, name: str, genres, config: TrainingDataConfig) -> dg
         out_dir,
         genres,
         warn=context.log.warning,
+        log=context.log.info,
         resolution=options.resolution,
         workers=options.workers,
         shard_size=options.shard_size,
@@ -234,7 +235,9 @@ def _tracking_store(mlflow: MlflowTracking, layout) -> TrackingStore:
     return TrackingStore(mlflow.tracking_uri, mlflow.experiment_name, layout.mlflow_artifacts_dir)
 
 
-def _log_progress(context):
+def _log_entry(context):
+    """Each ``log_every`` entry (losses, images/s); the steps, rate and time left come through ``progress_log``
+    at a steady time cadence, however long ``log_every`` steps take."""
     return lambda entry: context.log.info(format_log_entry(entry))
 
 
@@ -266,7 +269,8 @@ def pretrained_generator(
         stage="pretrained",
         use_labels=False,
         options=config.to_core(TrainingTracking),
-        log=_log_progress(context),
+        log=_log_entry(context),
+        progress_log=context.log.info,
         warn=context.log.warning,
         tags={"dagster_run_id": context.run.run_id},
     )
@@ -309,7 +313,8 @@ def finetuned_generator(
         use_labels=True,
         options=config.to_core(TrainingTracking),
         init_checkpoint=pretrained,
-        log=_log_progress(context),
+        log=_log_entry(context),
+        progress_log=context.log.info,
         warn=context.log.warning,
         tags={"dagster_run_id": context.run.run_id},
     )

@@ -399,6 +399,8 @@ def train_tracked(
     warn: Callable[[str], None] | None = None,
     tags: Mapping[str, str] | None = None,
     process_group: ProcessGroupInfo = SINGLE_PROCESS,
+    progress_log: Callable[[str], None] | None = None,
+    progress_bar: bool | None = None,
 ) -> tuple[TrainingSummary, TrainingRun]:
     """``train_gan`` with its MLflow run (see the module docstring); a run started from ``init_checkpoint``
     is a child of the run that trained it."""
@@ -438,6 +440,8 @@ def train_tracked(
             warn=warn,
             observer=run,
             process_group=process_group,
+            progress_log=progress_log,
+            progress_bar=progress_bar,
         )
         run.record_summary(summary)
     return summary, run

@@ -106,9 +106,10 @@ def run_stage(
     process_group: ProcessGroupInfo,
     log: Callable[[dict], None] | None,
     warn: Callable[[str], None] | None,
+    progress_log: Callable[[str], None] | None = None,
 ) -> TrainingSummary:
     """Train ``stage`` as its asset does: on the home's shards, into the stage's checkpoint folder."""
-    observers = {"log": log, "warn": warn, "process_group": process_group}
+    observers = {"log": log, "warn": warn, "process_group": process_group, "progress_log": progress_log}
     if stage == "pretrain":
         data = load_shards(layout.training_data("unlabeled"))
         arch = GanArchitecture(**arch_settings, num_genres=len(data.genres), resolution=data.resolution)
@@ -189,5 +190,9 @@ def _train_reporting_to_dagster(train: Callable[..., TrainingSummary]) -> None:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        summary = train(log=lambda entry: pipes.log.info(format_log_entry(entry)), warn=pipes.log.warning)
+        summary = train(
+            log=lambda entry: pipes.log.info(format_log_entry(entry)),
+            warn=pipes.log.warning,
+            progress_log=pipes.log.info,
+        )
         pipes.report_asset_materialization(metadata=summary_metadata(summary))

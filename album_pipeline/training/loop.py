@@ -29,6 +29,7 @@ from album_pipeline.data.shards import ShardSet
 from album_pipeline.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from album_pipeline.model.checkpoint import save_checkpoint
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, sample_inputs
+from album_pipeline.progress import Progress
 from album_pipeline.training import checkpointing, rng
 from album_pipeline.training.augment import AdaSettings, DiffAugment, parse_policy
 from album_pipeline.training.checkpointing import GanModules
@@ -88,6 +89,8 @@ def train_gan(
     warn: Callable[[str], None] | None = None,
     process_group: ProcessGroupInfo = SINGLE_PROCESS,
     observer: TrainingObserver | None = None,
+    progress_log: Callable[[str], None] | None = None,
+    progress_bar: bool | None = None,
 ) -> TrainingSummary:
     """Train the GAN on ``data`` and return where its final checkpoint is.
 
@@ -98,7 +101,9 @@ def train_gan(
     (``album_pipeline.recovery``) with a warning through ``warn`` (default: a logger). ``log`` receives each
     averaged log entry; ``observer`` samples the generator at the steps it asks for, outside the timed region.
     Under torchrun, ``process_group`` says which rank this is (``training.distributed``): each rank trains on
-    its share of every batch, and rank 0 alone logs, samples and writes checkpoints.
+    its share of every batch, and rank 0 alone logs, samples and writes checkpoints. Progress (steps,
+    images/s, time left) goes to ``progress_log`` at a steady time cadence, whatever ``log_every`` is, and to
+    a bar on a terminal.
     """
     # -- inputs ------------------------------------------------------------------------------------------
     data = _training_rows(data, arch, use_labels)
@@ -164,8 +169,17 @@ def train_gan(
     # when the global batch splits into even shares, and an odd share only leaves its last fake unpaired.
     draw_genres = paired_fake_genres if config.mode_seeking_weight > 0 else sample_fake_genres
     window = _LogWindow(batch_size)
-    with closing(batches):  # stops the loader's reader thread, also when a step raises
-        for step in range(start.step, config.steps):
+    shown = Progress(
+        "finetune" if use_labels else "pretrain",
+        config.steps,
+        unit="steps",
+        log=progress_log if process_group.is_main else None,
+        progress_bar=progress_bar if process_group.is_main else False,
+        initial=start.step,
+        rate_of=("images", batch_size),
+    )
+    with closing(batches), shown:  # closing: stops the loader's reader thread, also when a step raises
+        for step in shown.counting(range(start.step, config.steps)):
             batch = next(batches)
             real, labels = batch if use_labels else (batch, None)
             noise_std = config.instance_noise * max(0.0, 1.0 - step / config.steps)

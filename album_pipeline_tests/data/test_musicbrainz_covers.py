@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from album_pipeline.data.crawl_state import CrawlState
 from album_pipeline.data.musicbrainz_covers import MusicBrainzCrawlOptions, crawl_musicbrainz
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import DEFAULT_GENRE_MAP, DEFAULT_GENRES
+from album_pipeline.settings import PROGRESS_SECONDS_VAR
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.musicbrainz import CoverArtClient, MusicBrainzClient
 from album_pipeline.testing.emulators.musicbrainz import MusicBrainzEmulator
@@ -28,7 +30,7 @@ def musicbrainz() -> Iterator[MusicBrainzEmulator]:
         yield server
 
 
-def _crawl_musicbrainz(server: MusicBrainzEmulator, home: Path, albums: int = 1000, **options):
+def _crawl_musicbrainz(server: MusicBrainzEmulator, home: Path, albums: int = 1000, log=None, **options):
     session = make_session(backoff_factor=0)
     with CrawlState(home / "mb_state.sqlite") as state:
         return crawl_musicbrainz(
@@ -38,6 +40,7 @@ def _crawl_musicbrainz(server: MusicBrainzEmulator, home: Path, albums: int = 10
             state,
             DEFAULT_GENRE_MAP,
             options=MusicBrainzCrawlOptions(albums_per_genre=albums, **options),
+            log=log,
         )
 
 
@@ -92,6 +95,22 @@ def test_excluded_groups_do_not_count_toward_albums_per_genre(musicbrainz, tmp_p
     result = _crawl_musicbrainz(musicbrainz, tmp_path, albums=20)
     assert result.stats["albums_per_genre"] == dict.fromkeys(DEFAULT_GENRES, 20)
     assert result.stats["excluded_release_groups"] > 0
+
+
+def test_the_crawl_reports_albums_listed_and_covers_fetched(musicbrainz, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(PROGRESS_SECONDS_VAR, "1e-9")  # a progress line at every update
+    messages: list[str] = []
+    result = _crawl_musicbrainz(musicbrainz, tmp_path, albums=5, log=messages.append)
+    listed = [line for line in messages if line.startswith("musicbrainz: list albums: ")]
+    wanted = 5 * len(DEFAULT_GENRES)
+    assert listed[0] == f"musicbrainz: list albums: 0 of {wanted} albums (0%)"
+    counts = [int(re.search(r"(\d+) of", line)[1]) for line in listed]
+    assert counts == sorted(counts) and {5, 10} <= set(counts)  # each class fills its share in turn
+    assert listed[-1].startswith(f"musicbrainz: list albums: done, {wanted} of {wanted} albums (100%) in ")
+    fetched = [line for line in messages if line.startswith("musicbrainz: fetch covers: ")]
+    total = result.stats["fetched"]
+    assert len(fetched) == 1 + total + 1 and "failures" in fetched[1] and "left" in fetched[1]
+    assert fetched[-1].startswith(f"musicbrainz: fetch covers: done, {total} of {total} covers (100%)")
 
 
 def test_options_refuse_a_thumbnail_size_the_archive_does_not_offer() -> None:

@@ -22,6 +22,7 @@ from album_pipeline.data.shards import (
     manifest_mismatches,
 )
 from album_pipeline.data.shards import decode as shard_decode
+from album_pipeline.settings import PROGRESS_SECONDS_VAR
 from album_pipeline.testing.shards import write_shard_set_from_arrays
 
 GENRES = ("rock", "jazz", "pop")
@@ -213,6 +214,23 @@ def test_a_rebuild_decodes_only_new_images_and_leaves_existing_shards_untouched(
 
     again = build_shards(grown, home, out_dir, GENRES, resolution=8, shard_size=2)
     assert (again.decoded, again.reused) == (0, 6) and decoded == ["e.png", "f.png"]
+
+
+def test_a_build_reports_the_images_it_decodes_and_a_rebuild_with_nothing_new_stays_quiet(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv(PROGRESS_SECONDS_VAR, "1e-9")  # a progress line at every update
+    home, out_dir = tmp_path / "home", tmp_path / "unlabeled"
+    covers = _covers(home, "abcdef")
+    lines: list[str] = []
+    build_shards(covers, home, out_dir, GENRES, resolution=8, shard_size=2, log=lines.append)
+    assert lines[0] == "training shards unlabeled: decode: 0 of 6 images (0%)"
+    assert [int(line.split(" of ")[0].rsplit(" ", 1)[1]) for line in lines] == [0, 2, 4, 6, 6]  # per chunk
+    assert "images/s" in lines[1] and "left" in lines[1]
+    assert lines[-1].startswith("training shards unlabeled: decode: done, 6 of 6 images (100%) in ")
+    lines.clear()
+    build_shards(covers, home, out_dir, GENRES, resolution=8, shard_size=2, log=lines.append)
+    assert lines == []
 
 
 def test_relabelling_and_resplitting_rewrite_only_the_index(tmp_path, decoded):

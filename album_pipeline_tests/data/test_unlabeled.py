@@ -13,6 +13,7 @@ import pytest
 from album_pipeline.data.manifest import MANIFEST_SCHEMA, read_manifest, read_manifest_table
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.layout import HomeLayout
+from album_pipeline.settings import PROGRESS_SECONDS_VAR
 from album_pipeline.sources.http import make_session
 from album_pipeline.sources.omacir import OmacirClient
 from album_pipeline.testing.emulators.archive import ArchiveEmulator
@@ -76,6 +77,11 @@ def test_omacir_rows_are_the_valid_unique_images(archive_server, item, tmp_path:
     )
     assert len(read_manifest(layout.unlabeled_failures)) == len(result.failures)
     assert any("MB/s" in message and "valid" in message for message in messages)  # per-archive progress
+    for archive in item.archives:  # each download and extraction starts and ends a progress report
+        for step in ("download", "extract"):
+            reports = [line for line in messages if line.startswith(f"omacir: {step} {archive.name}: ")]
+            assert reports[0].startswith(f"omacir: {step} {archive.name}: 0B of ")
+            assert reports[-1].startswith(f"omacir: {step} {archive.name}: done, ")
     # A rerun finds the archives complete and downloads nothing.
     before = len(archive_server.requests)
     again = ingest_omacir(_omacir(archive_server), tmp_path)
@@ -158,13 +164,22 @@ def test_gif_and_png_are_kept_or_converted_to_jpeg_as_configured(item, tmp_path:
             assert image.format == "JPEG" and image.size == (row.width, row.height)
 
 
-def test_progress_bar_shows_on_request(item, tmp_path: Path, capsys) -> None:
+def test_progress_bar_shows_on_request(item, tmp_path: Path, capsys, monkeypatch) -> None:
     from album_pipeline.data.unlabeled import extract_archive
 
+    monkeypatch.setenv(PROGRESS_SECONDS_VAR, "1e-9")  # a progress line at every update
+    lines: list[str] = []
     extract_archive(
-        item.path("album_covers_b.tar"), "album_covers_b.tar", ImageStore(tmp_path), progress_bar=True
+        item.path("album_covers_b.tar"),
+        "album_covers_b.tar",
+        ImageStore(tmp_path),
+        progress_bar=True,
+        log=lines.append,
     )
     assert "extract album_covers_b.tar" in capsys.readouterr().err
+    reports = [line for line in lines if line.startswith("omacir: extract album_covers_b.tar: ")]
+    assert len(reports) > 3 and all("members read" in line and "valid" in line for line in reports)
+    assert "MB/s" in reports[2] and "left" in reports[2]
     extract_archive(
         item.path("album_covers_b.tar"), "album_covers_b.tar", ImageStore(tmp_path), progress_bar=False
     )

@@ -10,6 +10,7 @@ import torch
 
 from album_pipeline.model.checkpoint import load_checkpoint, load_generator_with_genres
 from album_pipeline.model.networks import GanArchitecture, generate_covers
+from album_pipeline.settings import PROGRESS_SECONDS_VAR
 from album_pipeline.training import loop
 from album_pipeline.training.loop import TrainingConfig, train_gan
 from album_pipeline_tests.training.conftest import GENRES
@@ -41,6 +42,26 @@ def test_a_few_steps_stay_finite_and_write_a_loadable_checkpoint(tmp_path, preci
     assert genres == GENRES and not generator.training
     covers = generate_covers(generator, [0, 4], seed=1)
     assert covers.shape == (2, 64, 64, 3) and covers.dtype == torch.uint8
+
+
+def test_progress_shows_steps_images_per_second_and_time_left(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setenv(PROGRESS_SECONDS_VAR, "1e-9")  # a progress line at every step, whatever log_every is
+    lines: list[str] = []
+    config = replace(FAST, steps=4, log_every=4)
+    train_gan(
+        dataset(), TINY, config, tmp_path, use_labels=True, progress_log=lines.append, progress_bar=True
+    )
+    assert lines[0] == "finetune: 0 of 4 steps (0%)"
+    assert re.fullmatch(r"finetune: 1 of 4 steps \(25%\), [\d.,]+ images/s, about \d+ s left", lines[1])
+    assert [int(line.split(" of ")[0].rsplit(" ", 1)[1]) for line in lines] == [0, 1, 2, 3, 4, 4]
+    assert lines[-1].startswith("finetune: done, 4 of 4 steps (100%) in ")
+    bar = capsys.readouterr().err
+    assert "finetune" in bar and "4/4" in bar and "images/s" in bar
+    lines.clear()  # a finished run trains nothing and shows nothing
+    train_gan(
+        dataset(), TINY, config, tmp_path, use_labels=True, progress_log=lines.append, progress_bar=True
+    )
+    assert lines == [] and capsys.readouterr().err == ""
 
 
 def test_pretraining_ignores_labels(tmp_path, dataset):

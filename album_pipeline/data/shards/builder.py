@@ -33,6 +33,7 @@ from album_pipeline.data.shards.reader import ShardSet, load_shards
 from album_pipeline.data.shards.writing import NewShard, commit, exclusive_build, next_shard_number
 from album_pipeline.data.storage import ImageStore
 from album_pipeline.genres import genre_index
+from album_pipeline.progress import Progress
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,6 +83,8 @@ def build_shards(
     options: ShardBuildOptions | None = None,
     *,
     warn: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    progress_bar: bool | None = None,
     **settings: Any,
 ) -> ShardBuild:
     """Bring the shard set in ``out_dir`` up to date with ``manifest``, decoding only the images it lacks.
@@ -96,7 +99,8 @@ def build_shards(
     the usual ``if __name__ == "__main__":`` guard.
 
     ``options`` (or the keywords ``resolution=``, ``workers=``, ``shard_size=``, which override its fields)
-    say how: see ShardBuildOptions.
+    say how: see ShardBuildOptions. The images decoded so far go to ``log`` at a steady cadence and to a bar
+    on a terminal.
     """
     started = time.perf_counter()
     options = dataclasses.replace(options or ShardBuildOptions(), **settings)
@@ -127,9 +131,17 @@ def build_shards(
                 sources.append(next(fresh_paths))
             else:
                 sources.append((int(shard_numbers[position]), int(shard_rows[position])))
-        new_numbers, new_rows = _write_new_shards(
-            shard_dir, options, sources, index["image_id"].take(pa.array(moved))
+        shown = Progress(
+            f"training shards {out_dir.name}: decode",
+            len(decode_paths),
+            unit="images",
+            log=log,
+            progress_bar=progress_bar,
         )
+        with shown:
+            new_numbers, new_rows = _write_new_shards(
+                shard_dir, options, sources, index["image_id"].take(pa.array(moved)), shown.advance
+            )
         shard_numbers[moved], shard_rows[moved] = new_numbers, new_rows
         dropped = commit(
             out_dir, shard_dir, index.drop_columns(["path"]), shard_numbers, shard_rows, genres, resolution
@@ -337,6 +349,7 @@ def _write_new_shards(
     options: ShardBuildOptions,
     sources: list[str | tuple[int, int]],
     image_ids: pa.ChunkedArray,
+    on_decoded: Callable[[int], None],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Write new shards holding ``sources`` in order (a path decodes, a (shard, row) copies): their places."""
     count = len(sources)
@@ -372,7 +385,7 @@ def _write_new_shards(
                         paths=decode_paths[chunk : chunk + CHUNK_SIZE],
                     )
                 )
-        decode_new_shards(shard_dir, resolution, shards, options.workers)
+        decode_new_shards(shard_dir, resolution, shards, options.workers, on_decoded)
     except BaseException:
         for shard in shards:
             if not shard.finished:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import NamedTuple
@@ -50,14 +50,19 @@ def decode_image(path: Path | str, resolution: int) -> np.ndarray:
 
 
 def decode_new_shards(
-    shard_dir: Path, resolution: int, shards: Sequence[NewShard], workers: int | None
+    shard_dir: Path,
+    resolution: int,
+    shards: Sequence[NewShard],
+    workers: int | None,
+    on_decoded: Callable[[int], None] = lambda images: None,
 ) -> None:
-    """Fill ``shards`` (their copies and decode tasks) and finish each; ``workers`` None: by input size."""
+    """Fill ``shards`` (their copies and decode tasks) and finish each; ``workers`` None: by input size.
+    ``on_decoded(images)`` hears of each decoded chunk."""
     task_count = sum(len(shard.decode_tasks) for shard in shards)
     decode_count = sum(len(task.rows) for shard in shards for task in shard.decode_tasks)
     count = worker_count(workers, decode_count, task_count)
     if count > 1:
-        decode_in_pool(shard_dir, resolution, shards, count)
+        decode_in_pool(shard_dir, resolution, shards, count, on_decoded)
         return
     upcoming = [task for shard in shards for task in shard.decode_tasks][1:] + [None]
     for shard in shards:
@@ -66,11 +71,17 @@ def decode_new_shards(
             following = upcoming.pop(0)
             if following is not None:
                 read_ahead(following.paths)  # the disk reads the next chunk while this one decodes
-            decode_into_shard(task)
+            on_decoded(decode_into_shard(task))
         shard.finish()
 
 
-def decode_in_pool(shard_dir: Path, resolution: int, shards: Sequence[NewShard], workers: int) -> None:
+def decode_in_pool(
+    shard_dir: Path,
+    resolution: int,
+    shards: Sequence[NewShard],
+    workers: int,
+    on_decoded: Callable[[int], None] = lambda images: None,
+) -> None:
     # forkserver: forking a process that runs torch or Dagster threads can deadlock the children.
     context = multiprocessing.get_context("forkserver")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
@@ -93,7 +104,7 @@ def decode_in_pool(shard_dir: Path, resolution: int, shards: Sequence[NewShard],
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for future in done:
-                future.result()  # a worker's error (say, a broken image) stops the build here
+                on_decoded(future.result())  # a worker's error (say, a broken image) stops the build here
                 if look_ahead < len(tasks):
                     read_ahead(tasks[look_ahead].paths)
                     look_ahead += 1

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from album_pipeline.atomic import atomic_path
 from album_pipeline.data.results import Log, safe_log
-from album_pipeline.data.unlabeled.progress import byte_progress_bar
 from album_pipeline.layout import HomeLayout
+from album_pipeline.progress import Progress
 from album_pipeline.recovery import set_aside
 from album_pipeline.sources.http import SourceError
 from album_pipeline.sources.omacir import ArchiveFile, OmacirClient, partial_download
@@ -161,23 +161,21 @@ def download_archive(
     partial = partial_download(download_dir, archive.name)
     previous = [partial.stat().st_size if partial.exists() else 0]
     fetched = [0]
-    last_reported = [-1]
-    bar = byte_progress_bar(archive.size, archive.name, progress_bar, initial=previous[0])
+    shown = Progress(
+        f"omacir: download {archive.name}",
+        archive.size,
+        unit="B",
+        log=say,
+        progress_bar=progress_bar,
+        initial=previous[0],
+    )
 
     def progress(done: int, total: int | None) -> None:
         # ``done`` counts bytes on disk; a restart from zero (server ignored Range) makes it drop.
-        step = done - previous[0] if done >= previous[0] else done
-        fetched[0] += step
+        fetched[0] += done - previous[0] if done >= previous[0] else done
         previous[0] = done
-        bar.update(step)
-        if total:
-            tenth = done * 10 // total
-            if tenth > last_reported[0]:
-                last_reported[0] = tenth
-                say(f"omacir: {archive.name}: {done / 1e6:,.1f} of {total / 1e6:,.1f} MB downloaded")
+        shown.reach(done)
 
-    try:
+    with shown:
         path = client.download(archive, download_dir, progress=progress)
-    finally:
-        bar.close()
     return path, fetched[0]

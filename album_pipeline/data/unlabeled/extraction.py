@@ -26,11 +26,10 @@ from album_pipeline.data.images import (
 from album_pipeline.data.manifest import EXTRACTED_SCHEMA, assign_split
 from album_pipeline.data.results import FailureLog, IngestResult, Log, frame_of, safe_log
 from album_pipeline.data.storage import ImageStore, image_id_of
-from album_pipeline.data.unlabeled.progress import byte_progress_bar
+from album_pipeline.progress import Progress
 from album_pipeline.sources.omacir import DEFAULT_MAX_MEMBER_BYTES, iter_tar_images
 
 OMACIR = "omacir"
-PROGRESS_EVERY = 1000  # members between progress lines in the log
 CONVERTED_JPEG_QUALITY = 95
 
 
@@ -87,20 +86,21 @@ def extract_archive(
     started = time.monotonic()
     members = 0
     tar_path = Path(tar_path)
-    bar = byte_progress_bar(tar_path.stat().st_size, f"extract {archive_name}", progress_bar)
+    shown = Progress(
+        f"omacir: extract {archive_name}",
+        tar_path.stat().st_size,
+        unit="B",
+        log=say,
+        progress_bar=progress_bar,
+        detail=lambda: f"{members:,} members read, {len(rows):,} valid",
+    )
 
     def refused(member: str, reason: str) -> None:
         failures.add(f"{archive_name}/{member}", f"unsafe_member:{reason}")
 
-    position = [0]
-
-    def advance(offset: int) -> None:
-        bar.update(offset - position[0])
-        position[0] = offset
-
     try:
         for member in iter_tar_images(
-            tar_path, max_member_bytes=options.max_member_bytes, on_refused=refused, on_position=advance
+            tar_path, max_member_bytes=options.max_member_bytes, on_refused=refused, on_position=shown.reach
         ):
             members += 1
             source_id = f"{archive_name}/{member.name}"
@@ -112,13 +112,11 @@ def extract_archive(
                     {**verdict, "source": OMACIR, "source_id": source_id, "genre": None,
                      "archive": archive_name, "member": member.name}
                 )  # fmt: skip
-            if members % PROGRESS_EVERY == 0:
-                say(f"omacir: {archive_name}: {members:,} members read, {len(rows):,} valid images")
     except (tarfile.TarError, EOFError, OSError) as error:  # a damaged tar ends early; what was read stays
         say(f"omacir: {archive_name} could not be read to the end: {type(error).__name__}: {error}")
         failures.add(archive_name, "archive_unreadable")
     finally:
-        bar.close()
+        shown.close()
     seconds = time.monotonic() - started
     size = tar_path.stat().st_size
     stats = {

@@ -1,17 +1,18 @@
 """The retrain sensor on a real (temporary, persistent) Dagster instance: a grown manifest whose blocking checks
 passed asks for exactly one retrain run, and nothing else does."""
 
-from __future__ import annotations
+import logging
 
 import dagster as dg
 import pytest
 
-from album_pipeline.automation import RetrainPolicy
+from album_pipeline.automation import LastMaterialization, RetrainPolicy, retrain_run_config
 from album_pipeline.defs.automation import (
     COVERS_TAG,
     RETRAIN_SENSOR,
     TRAINED_TAG,
     build_retrain_sensor,
+    last_training_run_config,
     manifest_blocking_checks,
 )
 from album_pipeline.defs.training import TRAINED_COVERS
@@ -53,12 +54,16 @@ def _materialize(instance, asset) -> bool:
 class Sensor:
     """Evaluates the sensor as the daemon does, carrying its cursor from one tick to the next."""
 
-    def __init__(self, instance, policy: RetrainPolicy = RetrainPolicy()) -> None:
+    def __init__(self, instance, policy: RetrainPolicy = RetrainPolicy(), definitions=None) -> None:
         self.instance, self.definition, self.cursor = instance, build_retrain_sensor(policy), None
+        self.definitions = definitions  # the code location the daemon evaluates the sensor in
 
     def tick(self) -> list[dg.RunRequest] | str:
         context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, sensor_name=RETRAIN_SENSOR
+            instance=self.instance,
+            cursor=self.cursor,
+            sensor_name=RETRAIN_SENSOR,
+            definitions=self.definitions,
         )
         result = self.definition(context)
         if isinstance(result, dg.SkipReason):
@@ -126,3 +131,107 @@ def test_the_definitions_hold_the_sensor_stopped_with_the_configured_fraction():
         "generator_evaluation",
         "registered_generator",
     }
+
+
+class _Steps(dg.Config):
+    steps: int = 1
+    batch_size: int = 1
+
+
+class _Tracking(dg.ConfigurableResource):
+    experiment: str = "default"
+
+
+def _training_definitions(job_config: dict | None = None) -> dg.Definitions:
+    """Stand-ins for a crawl and the finetune, and a job ``training`` of both (``job_config``: its own config)."""
+
+    @dg.asset(name="napster_covers")
+    def crawl(config: _Steps) -> None:
+        return None
+
+    @dg.asset(name="finetuned_generator")
+    def finetune(config: _Steps, tracking: _Tracking) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={TRAINED_COVERS: 1_000})
+
+    job = dg.define_asset_job("training", config=job_config)
+    return dg.Definitions(assets=[crawl, finetune], jobs=[job], resources={"tracking": _Tracking()})
+
+
+def _trained(instance, run_config: dict, definitions: dg.Definitions | None = None) -> str:
+    """One run of the ``training`` job with ``run_config``; the run's id."""
+    job = (definitions or _training_definitions()).resolve_job_def("training")
+    return job.execute_in_process(run_config=run_config, instance=instance).run_id
+
+
+LAST_TRAINING = {
+    "ops": {
+        "napster_covers": {"config": {"steps": 3}},
+        "finetuned_generator": {"config": {"steps": 12, "batch_size": 16}},
+    },
+    "resources": {"tracking": {"config": {"experiment": "tiny"}}},
+}
+
+
+def test_the_retrain_runs_with_the_config_of_the_run_that_trained_last(instance):
+    _trained(instance, LAST_TRAINING)
+    _materialize(instance, _manifest(1_500))
+    (request,) = Sensor(instance).tick()
+    # Only the retrained assets' settings: the crawl is not part of the retrain.
+    assert request.run_config == {
+        "ops": {"finetuned_generator": {"config": {"steps": 12, "batch_size": 16}}},
+        "resources": {"tracking": {"config": {"experiment": "tiny"}}},
+    }
+
+
+def test_a_deleted_training_run_falls_back_to_the_defaults_and_says_so(instance, caplog):
+    run_id = _trained(instance, LAST_TRAINING)
+    instance.delete_run(run_id)
+    _materialize(instance, _manifest(1_500))
+    (request,) = Sensor(instance).tick()
+    assert request.run_config == {}
+    notes = retrain_run_config(
+        [LastMaterialization("finetuned_generator", run_id), LastMaterialization("registered_generator")]
+    ).notes
+    assert notes == (
+        f"finetuned_generator: run {run_id}, which materialized it last, is no longer on the instance: it "
+        "retrains with its defaults",
+        "registered_generator was never materialized: it retrains with its defaults",
+    )
+
+
+def test_a_job_with_its_own_config_launched_without_one_retrains_with_the_jobs_settings(instance):
+    # Such a launch stores {}: the job's config is what ran. (A partitioned job's config, the profile jobs',
+    # applies through a partition only, and a launch for one stores it.)
+    definitions = _training_definitions(job_config=LAST_TRAINING)
+    _trained(instance, {}, definitions)
+    _materialize(instance, _manifest(1_500))
+    (request,) = Sensor(instance, definitions=definitions).tick()
+    assert request.run_config == {
+        "ops": {"finetuned_generator": {"config": {"steps": 12, "batch_size": 16}}},
+        "resources": {"tracking": {"config": {"experiment": "tiny"}}},
+    }
+    # An entry the launch sets replaces the job's whole, as in the run (batch_size: the class's default).
+    _trained(instance, {"ops": {"finetuned_generator": {"config": {"steps": 30}}}}, definitions)
+    (request,) = Sensor(instance, definitions=definitions).tick()
+    assert request.run_config == {
+        "ops": {"finetuned_generator": {"config": {"steps": 30}}},
+        "resources": {"tracking": {"config": {"experiment": "tiny"}}},
+    }
+
+
+def test_settings_the_current_code_refuses_fall_back_to_the_defaults(caplog, monkeypatch):
+    from album_pipeline.definitions import build_definitions
+
+    # The daemon keeps a tick's log with the tick; here it goes to Python logging, where caplog sees it.
+    monkeypatch.setattr(dg.SensorEvaluationContext, "log", property(lambda _: logging.getLogger("tick")))
+
+    definitions = build_definitions()
+    with dg.instance_for_test() as instance:
+        _trained(instance, {"ops": {"finetuned_generator": {"config": {"steps": 0}}}})
+        _materialize(instance, _manifest(1_500))
+        context = dg.build_sensor_context(instance=instance, definitions=definitions)
+        assert last_training_run_config(context) == {}
+    assert (
+        "finetuned_generator: its last settings are refused now (`finetuned_generator`: steps must be at least "
+        "1, got 0.); it retrains with its defaults"
+    ) in caplog.text

@@ -16,20 +16,13 @@ from PIL import Image
 
 from album_pipeline.definitions import build_definitions
 from album_pipeline.genres import DEFAULT_GENRES
-from album_pipeline.layout import HomeLayout
 from album_pipeline.metrics import names
 from album_pipeline.model.networks import generate_covers
 from album_pipeline.registry.mlflow_registry import load_champion
 from album_pipeline.settings import Settings
-from album_pipeline.testing.emulators.faults import TRANSIENT_FAULTS, FaultPlan
+from album_pipeline_tests.defs.conftest import SECRET_KEY
 
 pytestmark = pytest.mark.integration
-
-# Distinctive, so that finding it anywhere is proof of a leak.
-SECRET_KEY = "napster-secret-7c1f3a9e5b2d4f60"
-
-# "slow" would only cost the default 30 s timeout here; the acceptance tests cover it with a short timeout.
-FAST_FAULTS = tuple(kind for kind in TRANSIENT_FAULTS if kind != "slow")
 
 TINY_GAN = {"batch_size": 16, "lr_discriminator": 2e-4, "checkpoint_every": 10, "log_every": 5}
 TINY_RUN_CONFIG = {
@@ -54,33 +47,6 @@ TINY_RUN_CONFIG = {
 
 
 TINY_RUN_CONFIG_NAPSTER = {"ops": {"napster_covers": TINY_RUN_CONFIG["ops"]["napster_covers"]}}
-
-
-@pytest.fixture(scope="module")
-def emulators(tmp_path_factory):
-    from album_pipeline.testing.emulators.composition import running_emulators
-
-    with running_emulators(
-        albums_per_genre=24,
-        archive_letters=("a",),
-        images_per_archive=180,
-        release_groups_per_genre=12,
-        musicbrainz_rate_limit=None,
-        api_key=SECRET_KEY,
-        # Every labelled-source request target fails once in ten (then behaves): errors and retries get logged.
-        faults=FaultPlan(rate=0.1, seed=1, slow_seconds=35.0, kinds=FAST_FAULTS),
-        cache_dir=tmp_path_factory.mktemp("emulator_cache"),
-    ) as running:
-        yield running
-
-
-@pytest.fixture
-def pipeline_env(emulators, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
-    for name, value in emulators.environment().items():
-        monkeypatch.setenv(name, value)
-    return HomeLayout(home)
 
 
 def _files_containing(folder: Path, secret: str) -> list[str]:

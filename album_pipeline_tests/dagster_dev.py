@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,18 +60,31 @@ def free_port() -> int:
 
 
 @contextmanager
-def dagster_dev(home: Path, timeout: float = 120) -> Iterator[DagsterGraphQLClient]:
-    """`dagster dev` (webserver, daemon, code server) on ``home``; yields a GraphQL client once it serves the
-    stand-in location, and kills the whole process group on the way out."""
-    port = free_port()
-    env = dict(os.environ, DAGSTER_HOME=str(home), PYTHONPATH=f"{home}{os.pathsep}{REPOSITORY}")
+def dagster_dev(
+    home: Path,
+    timeout: float = 120,
+    *,
+    module: str = STAND_IN_MODULE,
+    port: int | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[DagsterGraphQLClient]:
+    """`dagster dev` (webserver, daemon, code server) on ``home`` serving ``module`` (the stand-in unless told
+    otherwise; the browser tests serve the real definitions), with ``environment`` added to this process's;
+    yields a GraphQL client once it serves the location, and kills the whole process group on the way out."""
+    port = port or free_port()
+    env = dict(
+        os.environ,
+        **(environment or {}),
+        DAGSTER_HOME=str(home),
+        PYTHONPATH=f"{home}{os.pathsep}{REPOSITORY}",
+    )
     command = [
         sys.executable,
         "-m",
         "dagster",
         "dev",
         "-m",
-        STAND_IN_MODULE,
+        module,
         "-h",
         "127.0.0.1",
         "-p",

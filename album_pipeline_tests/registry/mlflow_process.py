@@ -32,6 +32,12 @@ def mlflow_cli() -> str | None:
     return shutil.which("mlflow", path=search_path())
 
 
+def tracking_server_arguments(command: str, backend_store_uri: str, port: int, *options: str) -> list[str]:
+    """`mlflow server` on loopback with one worker (light on a two-core machine), with ``options`` added."""
+    arguments = [command, "server", "--backend-store-uri", backend_store_uri, *options]
+    return [*arguments, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

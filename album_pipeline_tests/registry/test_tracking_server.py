@@ -14,7 +14,12 @@ from album_pipeline.registry.champion import CHALLENGER_ALIAS
 from album_pipeline.registry.mlflow_registry import load_champion, log_and_register, sqlite_tracking_uri
 from album_pipeline.settings import MLFLOW_URI_VAR, Settings
 from album_pipeline_tests.registry.gate_metrics import collapsed_metrics, passing_metrics
-from album_pipeline_tests.registry.mlflow_process import free_port, mlflow_cli, running
+from album_pipeline_tests.registry.mlflow_process import (
+    free_port,
+    mlflow_cli,
+    running,
+    tracking_server_arguments,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +41,13 @@ def server(tmp_path_factory) -> Server:
         pytest.skip("the `mlflow` command is not installed (it comes with `pip install mlflow`)")
     root = tmp_path_factory.mktemp("tracking_server")
     port, log = free_port(), root / "server.log"
-    arguments = [
+    arguments = tracking_server_arguments(
         command,
-        "server",
-        "--backend-store-uri",
         sqlite_tracking_uri(root / "mlflow.db"),
+        port,
         "--artifacts-destination",
         str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    )
     url = f"http://127.0.0.1:{port}"
     with running(arguments, ready_url=f"{url}/health", log=log, cwd=root):
         yield Server(url, root / "artifacts", log)

@@ -23,12 +23,23 @@ from album_pipeline_tests.processes import stop_process_group
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 STAND_IN_MODULE = "instance_stand_in"
-# One asset in pool `gpu` that holds its step long enough for a second run's step to try to start meanwhile.
+# Two assets in pool `gpu`: one that holds its step long enough for a second run's step to try to start
+# meanwhile, and one that really trains the GAN (the project's train_gan, a few steps at tiny widths on random
+# covers), for the test that two training runs never overlap.
 STAND_IN_SOURCE = textwrap.dedent(
     """
+    import tempfile
     import time
+    from pathlib import Path
 
     import dagster as dg
+    import numpy as np
+
+    from album_pipeline.model.networks import GanArchitecture
+    from album_pipeline.testing.shards import write_shard_set_from_arrays
+    from album_pipeline.training.loop import TrainingConfig, train_gan
+
+    GENRES = ("rock", "jazz", "pop", "rap-hip-hop", "classical")
 
 
     @dg.asset(pool="gpu")
@@ -36,12 +47,32 @@ STAND_IN_SOURCE = textwrap.dedent(
         time.sleep(3)
 
 
+    @dg.asset(pool="gpu")
+    def tiny_training() -> dg.MaterializeResult:
+        with tempfile.TemporaryDirectory() as folder:
+            images = np.random.default_rng(0).integers(0, 256, (40, 64, 64, 3), dtype=np.uint8)
+            data = write_shard_set_from_arrays(Path(folder) / "shards", images, np.arange(40) % 5, GENRES)
+            summary = train_gan(
+                data,
+                GanArchitecture(num_genres=5, noise_dim=8, generator_width=16, discriminator_width=4),
+                TrainingConfig(steps=40, batch_size=8, log_every=10, checkpoint_every=40, precision="fp32"),
+                Path(folder) / "checkpoints",
+                use_labels=True,
+            )
+        return dg.MaterializeResult(metadata={"steps": summary.steps_this_run})
+
+
     defs = dg.Definitions(
-        assets=[stand_in_training], jobs=[dg.define_asset_job("stand_in_training_job", "stand_in_training")]
+        assets=[stand_in_training, tiny_training],
+        jobs=[
+            dg.define_asset_job("stand_in_training_job", "stand_in_training"),
+            dg.define_asset_job("tiny_training_job", "tiny_training"),
+        ],
     )
     """
 )
 STAND_IN_JOB = "stand_in_training_job"
+TRAINING_JOB = "tiny_training_job"
 
 
 def stand_in_home(folder: Path) -> Path:

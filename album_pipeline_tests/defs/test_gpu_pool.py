@@ -7,7 +7,7 @@ from album_pipeline.defs.evaluation import generator_evaluation, genre_classifie
 from album_pipeline.defs.instance import CRAWL_POOL, GPU_POOL, INSTANCE_YAML, POOL_LIMITS, open_instance
 from album_pipeline.defs.training import finetuned_generator, pretrained_generator
 from album_pipeline.layout import DAGSTER_INSTANCE_FILE
-from album_pipeline_tests.dagster_dev import STAND_IN_JOB, dagster_dev, stand_in_home, wait_for_runs
+from album_pipeline_tests.dagster_dev import TRAINING_JOB, dagster_dev, stand_in_home, wait_for_runs
 
 
 @pytest.mark.parametrize(
@@ -67,17 +67,19 @@ def _step_spans(instance, run_id: str) -> tuple[float, float]:
 
 
 @pytest.mark.integration
-def test_two_queued_runs_of_a_gpu_step_never_overlap(tmp_path, monkeypatch):
+def test_two_queued_training_runs_never_overlap(tmp_path, monkeypatch):
     """Two runs launched at once through `dagster dev` (queued run coordinator and daemon, the repository's
-    dagster.yaml, the CLI's pool limits) of a stand-in asset in pool `gpu` whose step sleeps 3 s."""
+    dagster.yaml, the CLI's pool limits) of an asset in pool `gpu` that trains the GAN with train_gan."""
     home = stand_in_home(tmp_path / "home")
     monkeypatch.chdir(home)  # the storage path in dagster.yaml is relative to the working directory
     open_instance(home).dispose()
     with dagster_dev(home) as client:
-        run_ids = [client.submit_job_execution(STAND_IN_JOB) for _ in range(2)]
-        assert wait_for_runs(client, run_ids) == dict.fromkeys(run_ids, "SUCCESS")
+        run_ids = [client.submit_job_execution(TRAINING_JOB) for _ in range(2)]
+        assert wait_for_runs(client, run_ids, timeout=300) == dict.fromkeys(run_ids, "SUCCESS")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         (first_start, first_end), (second_start, second_end) = sorted(
             _step_spans(instance, run_id) for run_id in run_ids
         )
-    assert first_end <= second_start, "the second run's gpu step started before the first one's ended"
+        trained = instance.get_latest_materialization_event(dg.AssetKey("tiny_training"))
+        assert trained.asset_materialization.metadata["steps"].value == 40
+    assert first_end <= second_start, "the second run's training started before the first one's ended"

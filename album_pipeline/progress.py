@@ -10,6 +10,7 @@ with the count, the rate and the time left; in a log or under `dagster dev` the 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import threading
 import time
@@ -101,20 +102,41 @@ def terminal_bar(
 def lines_above_bars() -> Iterator[None]:
     """While it lasts, whole lines written to stderr (Dagster's console log under `album-pipeline run`) are
     printed above the progress bars rather than onto the end of a bar's line."""
-    terminal = sys.stderr
-    sys.stderr = above = _LinesAboveBars(terminal)
+    original = sys.stderr
+    # Dagster captures each step's output by pointing file descriptor 2 at a pipe into its compute log, so
+    # stderr stops being a terminal inside a step. Lines and bars go to a copy of the terminal's descriptor
+    # taken now, which the capture leaves alone.
+    terminal = _own_copy(original) if _is_terminal(original) else None
+    sys.stderr = above = _LinesAboveBars(terminal or original, captured=original)
     try:
         yield
     finally:
         above.flush()
-        sys.stderr = terminal
+        sys.stderr = original
+        if terminal is not None:
+            terminal.close()
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty() and stream.fileno() >= 0
+    except (AttributeError, OSError, ValueError):  # pytest's capture, StringIO: not a terminal
+        return False
+
+
+def _own_copy(stream: IO[str]) -> IO[str]:
+    stream.flush()
+    return open(os.dup(stream.fileno()), "w", buffering=1, encoding=stream.encoding, errors="replace")  # noqa: SIM115
 
 
 class _LinesAboveBars(io.TextIOBase):
     """stderr that clears the bars, writes a line and draws them again (tqdm.external_write_mode)."""
 
-    def __init__(self, terminal: IO[str]) -> None:
+    def __init__(self, terminal: IO[str], captured: IO[str]) -> None:
         self.terminal = terminal
+        # What Dagster's capture redirects (it asks sys.stderr for its descriptor): the original stderr, so
+        # that the copy in ``terminal`` stays on the terminal.
+        self.captured = captured
         self._inside = threading.local()
         self._pending = ""  # the start of a line (print writes the newline on its own)
 
@@ -143,7 +165,7 @@ class _LinesAboveBars(io.TextIOBase):
         return self.terminal.isatty()
 
     def fileno(self) -> int:
-        return self.terminal.fileno()
+        return self.captured.fileno()
 
 
 class Progress:

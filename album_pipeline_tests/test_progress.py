@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 
 import pytest
@@ -136,3 +137,55 @@ def test_lines_written_to_stderr_go_above_a_bar_not_onto_its_line(monkeypatch) -
     before, line, after = drawn.partition("INFO - a Dagster log line\n")
     assert line and "extract a.tar" in before and "extract a.tar" in after  # the bar is drawn again below
     assert before.rstrip(" ").endswith("\r")  # the bar's line was cleared before the log line was written
+
+
+def _terminal(columns: int = 120) -> tuple[int, int]:
+    """A pseudo-terminal (its two ends) of a real size, as `album-pipeline run` finds on a user's screen."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    reader, writer = pty.openpty()
+    fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    os.set_blocking(reader, False)
+    return reader, writer
+
+
+def _drawn(reader: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(reader, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_a_dagster_step_draws_its_bar_on_the_terminal_despite_dagsters_output_capture(monkeypatch, tmp_path):
+    # Dagster points the descriptor behind sys.stderr at its compute log while a step runs; the bars must
+    # still reach the terminal that `album-pipeline run` was started from.
+    import dagster as dg
+
+    reader, writer = _terminal()
+    terminal = open(writer, "w", buffering=1)  # noqa: SIM115 - closed below
+    monkeypatch.setattr(sys, "stderr", terminal)
+
+    @dg.asset
+    def counted() -> None:
+        assert sys.stderr.isatty()
+        with Progress("pack covers", 8, unit="covers") as shown:
+            for _ in range(8):
+                shown.advance()
+
+    try:
+        with dg.instance_for_test(temp_dir=str(tmp_path)) as instance, lines_above_bars():
+            assert dg.materialize([counted], instance=instance).success
+        drawn = _drawn(reader)
+    finally:
+        terminal.close()
+        os.close(reader)
+    assert "pack covers:" in drawn and "8/8" in drawn

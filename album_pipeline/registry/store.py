@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,11 @@ ARTIFACT_COLUMNS = (
     ("model_versions", "storage_location"),
     ("logged_models", "artifact_location"),
 )
+# What a server that is down behind a proxy, restarting or overloaded answers (RFC 9110, 15.6); a 500 is the
+# server's own answer about the request, and stays MLflow's message.
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+UNAVAILABLE_ERROR_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED"})
+_STATUS_IN_MESSAGE = re.compile(r"failed with error code (\d{3})\b")
 _WHAT_TO_DO = f"set {MLFLOW_URI_VAR} to a working store, or unset it to use the home's own mlflow.db"
 
 
@@ -153,14 +159,33 @@ def _check_reachable(tracking_uri: str) -> None:
 
 
 def _caused_by_network(error: BaseException) -> bool:
+    """A requests/urllib3 error anywhere in the chain: refused, reset, timed out, or retries exhausted."""
     import requests
+    import urllib3
 
     seen = error
     while seen is not None:
-        if isinstance(seen, requests.RequestException):
+        if isinstance(seen, requests.RequestException | urllib3.exceptions.HTTPError):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _answered_unavailable(error: BaseException) -> bool:
+    """The server (or a proxy before it) kept answering "unavailable" until MLflow's retries ran out.
+
+    MLflow before 3.18 raised the retries' ``requests`` error (seen by ``_caused_by_network``); 3.18 returns
+    the last response and raises an MlflowException that names its status in the message and maps 503 and 504
+    to an error code (502 maps to INTERNAL_ERROR, so only the message tells it apart from a 500).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(error, MlflowException):
+        return False
+    if error.error_code in UNAVAILABLE_ERROR_CODES:
+        return True
+    answered = _STATUS_IN_MESSAGE.search(str(error.message))
+    return answered is not None and int(answered.group(1)) in UNAVAILABLE_STATUSES
 
 
 @contextmanager
@@ -179,7 +204,7 @@ def translated_store_errors(tracking_uri: str) -> Iterator[None]:
             f"{_WHAT_TO_DO} (e.g. sqlite:////abs/path/mlflow.db or http://host:5000)"
         ) from None
     except MlflowException as error:
-        if not _caused_by_network(error):
+        if not (_caused_by_network(error) or _answered_unavailable(error)):
             raise
         raise RegistryStoreError(
             f"the MLflow tracking server at {redact_url(tracking_uri)} stopped answering; check that it is "

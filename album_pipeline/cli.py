@@ -264,8 +264,10 @@ def generate(
     model_uri: str | None = None,
     seed: int = 0,
     traverse: bool = False,
+    beside_real: bool = False,
 ) -> int:
-    """Covers from the registered champion generator (MLflow registry) into the folder ``out``."""
+    """Covers from the registered champion generator (MLflow registry) into the folder ``out``; with
+    ``beside_real``, also a grid of them beside real held-out covers of each genre."""
     from album_pipeline.metrics.evaluate import OutputRefused
     from album_pipeline.model.sampling import parse_genre_mix, write_cover_folder
     from album_pipeline.registry.mlflow_registry import (
@@ -277,6 +279,8 @@ def generate(
 
     out = Path(out)
     check_generate_arguments(count, out, seed)
+    if beside_real and genre is not None:
+        raise ConfigurationError("--beside-real draws a row for every genre; leave out --genre.")
     # MLflow's download progress bars would bury the one line `generate` prints (or its error).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = Settings.from_environ()
@@ -305,8 +309,45 @@ def generate(
         raise ConfigurationError(
             f"cannot write into {out}: {error.strerror}; choose another --out."
         ) from None
+    if beside_real:
+        written.append(_write_beside_real(settings, generator, genres, out, count, seed))
     print(f"generated {count} covers for each of {', '.join(specs)}: {len(written)} PNG files in {out}")
     return 0
+
+
+def _write_beside_real(
+    settings: Settings, generator, genres: tuple[str, ...], out: Path, count: int, seed: int
+):
+    """beside_real.png in ``out``: the covers ``generate`` drew, each genre's row followed by as many of the
+    home's real held-out covers of that genre."""
+    import numpy as np
+
+    from album_pipeline.data.shards import load_shards
+    from album_pipeline.layout import BESIDE_REAL_FILE
+    from album_pipeline.model.sampling import beside_real_grid, draw_covers, heldout_examples, write_png
+
+    folder = HomeLayout(settings.home).training_data("labeled")
+    try:
+        data = load_shards(folder)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigurationError(
+            f"--beside-real needs the home's labelled training shards ({error}); run `album-pipeline demo` or "
+            "`album-pipeline run` first, or set ALBUM_PIPELINE_HOME to the home that has them."
+        ) from None
+    missing = [genre for genre in genres if genre not in data.genres]
+    if missing:
+        raise ConfigurationError(
+            f"--beside-real: the home's labelled covers have no genre {', '.join(missing)} (they have "
+            f"{', '.join(data.genres)}); set ALBUM_PIPELINE_HOME to the home the model was trained from."
+        )
+    side = generator.arch.resolution
+    try:
+        real = heldout_examples(data.subset("test"), data.genres, genres, count, seed=seed, resolution=side)
+    except ValueError as error:
+        raise ConfigurationError(f"--beside-real: {error} with --count.") from None
+    one_hot = np.eye(len(genres))
+    generated = [draw_covers(generator, np.tile(row, (count, 1)), seed=seed) for row in one_hot]
+    return write_png(out / BESIDE_REAL_FILE, beside_real_grid(generated, real))
 
 
 def print_outputs(settings: Settings, elapsed: float) -> None:
@@ -411,7 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model-uri", help="an MLflow model URI (default models:/NAME@champion)")
     gen.add_argument("--seed", type=int, default=0, help="the same seed draws the same covers")
     gen.add_argument(
-        "--traverse", action="store_true", help="also write traversal_GENRE.png: each latent code swept -1..1"
+        "--traverse",
+        action="store_true",
+        help="also write traversal_GENRE.png: each latent code (without codes, a noise direction) swept",
+    )
+    gen.add_argument(
+        "--beside-real",
+        action="store_true",
+        help="also write beside_real.png: a row per genre, the generated covers then as many real held-out "
+        "covers (the home's labelled test split)",
     )
 
     serve = commands.add_parser(
@@ -421,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench = commands.add_parser("bench", help="measure the training step's speed on this device")
     benches = bench.add_subparsers(dest="bench", required=True)
-    train = benches.add_parser("train", help="images/s of the seed-architecture training step (D + G step)")
+    train = benches.add_parser("train", help="images/s of the training step (D + G step)")
     train.add_argument("--batch", type=int, default=128)
     train.add_argument("--steps", type=int, default=5, help="timed steps per measurement (default 5)")
     train.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
@@ -436,6 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto, as training)"
     )
     train.add_argument("--widths", default="seed", help="seed (G 512, D 64) or demo (the demo's widths)")
+    train.add_argument("--architecture", default="seed", help="seed (default) or projection")
+    train.add_argument(
+        "--blocks", default="residual", help="projection's blocks: residual (default) or plain"
+    )
+    train.add_argument(
+        "--resolution", type=int, default=64, help="image side: 64 (default), or 128, 256 with projection"
+    )
     train.add_argument(
         "--compare-seed",
         action="store_true",
@@ -455,7 +511,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "ui":
         return run_ui(args.with_emulators, args.port)
     if args.command == "generate":
-        return generate(args.genre, args.count, args.out, args.model_uri, args.seed, args.traverse)
+        return generate(
+            args.genre, args.count, args.out, args.model_uri, args.seed, args.traverse, args.beside_real
+        )
     if args.command == "bench":
         from album_pipeline.training.bench import BenchSettings, run_bench
 

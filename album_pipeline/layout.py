@@ -29,6 +29,9 @@ CHAMPION_SAMPLES_DIR = "champion_samples"  # what `album-pipeline demo` draws: c
 # Inside the folder `album-pipeline generate --out` names: one PNG per cover, grid.png, one traversal per genre.
 COVER_FILE = "{genre}_{index:03d}.png"
 TRAVERSAL_FILE = "traversal_{genre}.png"
+BESIDE_REAL_FILE = (
+    "beside_real.png"  # `generate --beside-real`: a row per genre, generated then held-out covers
+)
 OMACIR_LISTING_FILE = "archives.json"
 MLFLOW_DB_FILE = "mlflow.db"
 DAGSTER_DIR = "dagster"

@@ -1,14 +1,18 @@
 """The `album-pipeline` command: clear failures, asset selection, persistent history, registry lookups."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from PIL import Image
 
 from album_pipeline.cli import dagster_home, main, resolve_selection
 from album_pipeline.definitions import defs
 from album_pipeline.genres import DEFAULT_GENRES
+from album_pipeline.layout import HomeLayout
 from album_pipeline.model.networks import GanArchitecture, Generator
+from album_pipeline.model.sampling import GRID_PADDING
 from album_pipeline.settings import Settings
+from album_pipeline.testing.shards import write_shard_set_from_arrays
 from album_pipeline_tests.registry.gate_metrics import passing_metrics
 
 
@@ -143,6 +147,42 @@ def test_generate_is_deterministic_in_its_seed_and_mixes_genres(monkeypatch, tmp
     mixed = draw("mix", "--seed", "5", "--genre", "jazz:0.5,rock:0.5")
     assert sorted(mixed) == ["grid.png", "jazz-0.5_rock-0.5_000.png", "jazz-0.5_rock-0.5_001.png"]
     assert mixed["jazz-0.5_rock-0.5_000.png"] not in (first["jazz_000.png"], first["rock_000.png"])
+
+
+def test_generate_beside_real_draws_a_row_per_genre_of_generated_then_held_out_covers(
+    monkeypatch, tmp_path, capsys
+):
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALBUM_PIPELINE_HOME", str(home))
+    register_tiny_champion(home)
+    out = tmp_path / "beside"
+    assert main(["generate", "--count", "2", "--beside-real", "--out", str(out)]) == 2
+    assert "--beside-real needs the home's labelled training shards" in capsys.readouterr().err
+
+    # Held-out covers of one flat colour per genre (index * 40), so each row's real half is recognisable.
+    genres = list(DEFAULT_GENRES)
+    labels = np.repeat(np.arange(len(genres)), 3)
+    images = np.repeat((labels * 40).astype(np.uint8), 64 * 64 * 3).reshape(-1, 64, 64, 3)
+    write_shard_set_from_arrays(
+        HomeLayout(home).training_data("labeled"), images, labels, genres, splits=["test"] * len(labels)
+    )
+    assert main(["generate", "--count", "2", "--beside-real", "--out", str(out)]) == 0
+    with Image.open(out / "beside_real.png") as image:
+        grid = np.asarray(image.convert("RGB"))
+    step = 64 + GRID_PADDING
+    assert grid.shape == (GRID_PADDING + len(genres) * step, GRID_PADDING + 5 * step, 3)
+
+    def cover(row: int, column: int) -> np.ndarray:
+        top, left = GRID_PADDING + row * step, GRID_PADDING + column * step
+        return grid[top : top + 64, left : left + 64]
+
+    for row, genre in enumerate(genres):
+        with Image.open(out / f"{genre}_000.png") as generated:
+            assert np.array_equal(cover(row, 0), np.asarray(generated))
+        assert (cover(row, 2) == 255).all()  # the white tile between generated and real
+        assert (cover(row, 3) == row * 40).all() and (cover(row, 4) == row * 40).all()
+    assert main(["generate", "--count", "4", "--beside-real", "--out", str(tmp_path / "x")]) == 2
+    assert "has 3 held-out covers, fewer than the 4 asked for" in capsys.readouterr().err
 
 
 def test_generate_without_a_registered_model_says_what_to_run(monkeypatch, tmp_path, capsys):

@@ -4,7 +4,9 @@
 #   benchmarks/ablation.sh DEMO_HOME NAME [--set ASSET.FIELD=VALUE ...]
 # e.g. benchmarks/ablation.sh ~/demo aug --set pretrained_generator.augment=color,translation,cutout \
 #        --set finetuned_generator.augment=color,translation,cutout
-# The copy is DEMO_HOME-ablation/NAME; one line of results is appended to DEMO_HOME-ablation/results.tsv.
+# The copy is DEMO_HOME-ablation/NAME; one line of results is appended to DEMO_HOME-ablation/results.tsv:
+# name, genre accuracy, diversity / real's, coverage / real's, near-copy share, fd_genre_classifier,
+# precision / real's, the arguments.
 # OMP_NUM_THREADS=1 lets two of these share 2 cores without the threads of one stalling the other's.
 set -euo pipefail
 BASE=$(realpath "$1"); NAME=$2; shift 2
@@ -23,6 +25,7 @@ home, name, args = sys.argv[1:]
 m = json.load(open(f"{home}/evaluation/metrics.json"))["metrics"]
 ratio = lambda key: m[key] / m["heldout/" + key]
 print("\t".join([name, f"{m['genre_accuracy']:.3f}", f"{ratio('diversity'):.3f}", f"{ratio('coverage'):.3f}",
-                 f"{m['near_copy_share']:.3f}", f"{m['fd_genre_classifier']:.2f}", args]))
+                 f"{m['near_copy_share']:.3f}", f"{m['fd_genre_classifier']:.2f}", f"{ratio('precision'):.3f}",
+                 args]))
 PY
 tail -1 "$OUT/results.tsv"

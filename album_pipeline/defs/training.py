@@ -53,7 +53,7 @@ class GanTrainingConfig(CoreConfig):
     log_every: int = core_field(TrainingConfig, "log_every")
     channels_last: bool | None = core_field(TrainingConfig, "channels_last")
     threads: int | None = core_field(TrainingConfig, "threads")
-    adversarial_loss: str = core_field(TrainingConfig, "adversarial_loss")
+    adversarial_loss: str | None = core_field(TrainingConfig, "adversarial_loss")
     augment: str = core_field(TrainingConfig, "augment")
     augment_probability: float = core_field(TrainingConfig, "augment_probability")
     ada_target: float | None = core_field(TrainingConfig, "ada_target")
@@ -82,14 +82,16 @@ class PretrainConfig(GanTrainingConfig):
         "Weight of the genre losses (seed: 10). When pretraining, 0 keeps the genre out of the unlabelled "
         "stage so that finetuning binds styles to real genres (the demo does this).",
     )
+    architecture: str = core_field(GanArchitecture, "architecture")
+    blocks: str = core_field(GanArchitecture, "blocks")
     generator_width: int = core_field(GanArchitecture, "generator_width")
     discriminator_width: int = core_field(GanArchitecture, "discriminator_width")
     noise_dim: int = core_field(GanArchitecture, "noise_dim")
-    latent_dim: int = core_field(GanArchitecture, "latent_dim")
+    latent_dim: int | None = core_field(GanArchitecture, "latent_dim")
     genre_embedding_dim: int = core_field(GanArchitecture, "genre_embedding_dim")
-    dropout: float = core_field(GanArchitecture, "dropout")
+    dropout: float | None = core_field(GanArchitecture, "dropout")
     minibatch_std_group: int = core_field(GanArchitecture, "minibatch_std_group")
-    discriminator_norm: str = core_field(GanArchitecture, "discriminator_norm")
+    discriminator_norm: str | None = core_field(GanArchitecture, "discriminator_norm")
 
 
 class FinetuneConfig(GanTrainingConfig):
@@ -252,7 +254,8 @@ def pretrained_generator(
     mlflow: MlflowTracking,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    """The AC-GAN pretrained on unlabelled covers; the genre acts as a categorical code until finetuning."""
+    """The GAN pretrained on unlabelled covers (``architecture``: the seed's AC-GAN, whose genre acts as a
+    categorical code until finetuning, or the projection GAN, which learns one "any cover" class)."""
     layout = home.layout
     data = load_shards(layout.training_data("unlabeled"))
     arch = config.to_core(GanArchitecture, num_genres=len(genres.genres), resolution=data.resolution)
@@ -291,7 +294,8 @@ def finetuned_generator(
     mlflow: MlflowTracking,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    """The pretrained AC-GAN finetuned on the labelled train split, now conditioned on real genres."""
+    """The pretrained GAN (of the pretrained checkpoint's architecture) finetuned on the labelled train split,
+    now conditioned on real genres."""
     layout = home.layout
     pretrained = layout.final_checkpoint("pretrained")
     # An input, not a resume file: unreadable, it is an error that says which asset writes it again.

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from album_pipeline.metrics.genre_classifier import accuracy_by_genre, images_to_tensor
+from album_pipeline.model.architectures import build_discriminator, has_genre_head
 from album_pipeline.model.checkpoint import UnreadableCheckpoint, load_checkpoint
 from album_pipeline.model.networks import Discriminator, GanArchitecture
 
@@ -22,8 +23,9 @@ SEED_REPORTED = (
 )
 
 
-def load_discriminator(path: Path, device: str | torch.device = "cpu") -> Discriminator:
-    """The discriminator of a GAN checkpoint (its ``discriminator`` state dict and ``arch``), in eval mode."""
+def load_discriminator(path: Path, device: str | torch.device = "cpu") -> Discriminator | None:
+    """The discriminator of a GAN checkpoint (its ``discriminator`` state dict and ``arch``), in eval mode;
+    None where its architecture has no genre head to judge with (the projection discriminator)."""
     payload = load_checkpoint(path, map_location=device)
     if "discriminator" not in payload or "arch" not in payload:
         raise UnreadableCheckpoint(
@@ -31,7 +33,10 @@ def load_discriminator(path: Path, device: str | torch.device = "cpu") -> Discri
             "it holds no discriminator weights",
             "pass a checkpoint written by train_gan (materialize finetuned_generator)",
         )
-    discriminator = Discriminator(GanArchitecture(**payload["arch"]))
+    arch = GanArchitecture(**payload["arch"])
+    if not has_genre_head(arch):
+        return None
+    discriminator = build_discriminator(arch)
     discriminator.load_state_dict(payload["discriminator"])
     return discriminator.to(device).eval()
 

@@ -430,7 +430,8 @@ def _notes(threshold: float, resolution: int, with_discriminator: bool) -> list[
     notes.append(
         f"d_genre_accuracy: the finetuned discriminator's genre head; {SEED_REPORTED}"
         if with_discriminator
-        else "d_genre_accuracy omitted: no discriminator was given"
+        else "d_genre_accuracy omitted: no discriminator with a genre head was given (the seed's AC-GAN has "
+        "one; the projection discriminator projects genres instead of classifying them)"
     )
     return notes
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from album_pipeline.atomic import atomic_path
+from album_pipeline.model.architectures import build_generator
 from album_pipeline.model.networks import GanArchitecture, Generator
 
 CHECKPOINT_FORMAT = "album_pipeline.gan_checkpoint/1"
@@ -103,7 +104,7 @@ def load_generator_with_genres(
             "pass a checkpoint written by train_gan"
         )
     arch = GanArchitecture(**payload["arch"])
-    generator = Generator(arch)
+    generator = build_generator(arch)
     use_ema = prefer_ema and GENERATOR_EMA in payload
     generator.load_state_dict(payload[GENERATOR_EMA if use_ema else "generator"])
     generator.to(device).eval()

@@ -1,4 +1,6 @@
-"""The seed project's DCGAN-style AC-GAN at 64x64, with its known defects fixed.
+"""The architecture settings of every network (``GanArchitecture``), and the seed project's DCGAN-style AC-GAN
+at 64x64 (architecture ``seed``), with its known defects fixed; ``model.projection`` holds the other
+(``projection``), and ``model.architectures`` builds either by name.
 
 Generator: genre embedding + 2 latent codes + noise -> 1 dense layer -> 4 transposed convs -> 64x64 RGB.
 Discriminator: 4 strided convs -> three dense heads: real/fake logit, genre logits, latent-code regression.
@@ -17,25 +19,59 @@ from torch import nn
 
 from album_pipeline.model.pixels import to_uint8
 
-# Four stride-2 stages from 4x4 make 64x64; other sizes need other stacks.
-SUPPORTED_RESOLUTIONS = (64,)
+ARCHITECTURES = ("seed", "projection")
+# The seed's four stride-2 stages from 4x4 make 64x64 only; the projection GAN adds a block per doubling.
+RESOLUTIONS = {"seed": (64,), "projection": (64, 128, 256)}
+SUPPORTED_RESOLUTIONS = tuple(sorted({side for sides in RESOLUTIONS.values() for side in sides}))
 DISCRIMINATOR_NORMS = ("batch", "spectral")
+BLOCK_KINDS = ("residual", "plain")
+# The defaults that differ between architectures (a field left at None takes its architecture's): the
+# projection GAN has no InfoGAN codes by default (their regression head adds a classification pull of its
+# own), spectral norm on every D layer (its projection term needs it) and no dropout.
+ARCHITECTURE_DEFAULTS = {
+    "seed": {"latent_dim": 2, "discriminator_norm": "batch", "dropout": 0.3},
+    "projection": {"latent_dim": 0, "discriminator_norm": "spectral", "dropout": 0.0},
+}
 
 
 @dataclass(frozen=True)
 class GanArchitecture:
+    architecture: str = field(
+        default="seed",
+        metadata={
+            "doc": "seed (the seed project's DCGAN-style AC-GAN, 64 px: transposed convs, genre classifier head) "
+            "or projection (resize-conv generator with class-conditional batch norm, spectral-norm "
+            "discriminator with a projection term, 64/128/256 px)."
+        },
+    )
     num_genres: int = 5
     noise_dim: int = 100
-    latent_dim: int = field(default=2, metadata={"doc": "InfoGAN continuous codes, regressed by D."})
+    latent_dim: int | None = field(
+        default=None,
+        metadata={"doc": "InfoGAN continuous codes, regressed by D (default: seed 2, projection 0)."},
+    )
     genre_embedding_dim: int = 10
     generator_width: int = field(
         default=512, metadata={"doc": "Channels after G's dense layer (seed: 512); halve at each upsampling."}
     )
     discriminator_width: int = field(
-        default=64, metadata={"doc": "Channels of D's first conv (seed: 64); double at each conv."}
+        default=64,
+        metadata={
+            "doc": "Channels of D's first conv at 64 px (seed: 64); double at each downsampling (projection: "
+            "a block of half the width in front for each doubling of the image)."
+        },
     )
-    dropout: float = 0.3
-    resolution: int = 64  # one of SUPPORTED_RESOLUTIONS
+    dropout: float | None = field(
+        default=None, metadata={"doc": "Dropout before D's heads (default: seed 0.3; projection has none)."}
+    )
+    resolution: int = 64  # one of RESOLUTIONS[architecture]
+    blocks: str = field(
+        default="residual",
+        metadata={
+            "doc": "projection only: residual (BigGAN's blocks, with shortcuts) or plain ([x2, conv, CBN, "
+            "ReLU] in G, strided convs in D)."
+        },
+    )
     minibatch_std_group: int = field(
         default=0,
         metadata={
@@ -43,19 +79,30 @@ class GanArchitecture:
             "much a batch varies, so a generator that draws one cover per genre is caught. 0 turns it off."
         },
     )
-    discriminator_norm: str = field(
-        default="batch",
+    discriminator_norm: str | None = field(
+        default=None,
         metadata={
-            "doc": "batch (DCGAN's batch norm in D, the seed's) or spectral (spectral norm on every D layer "
-            "instead, SNGAN's; pair it with the hinge loss)."
+            "doc": "batch (DCGAN's batch norm in D, the seed's default) or spectral (spectral norm on every D "
+            "layer instead, SNGAN's; pair it with the hinge loss). projection: spectral only."
         },
     )
 
     def __post_init__(self) -> None:
-        check_resolution(self.resolution)
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        for name, default in ARCHITECTURE_DEFAULTS[self.architecture].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)  # frozen: resolved once, stored in to_dict()
+        check_resolution(self.resolution, self.architecture)
         if self.num_genres < 1:
             raise ValueError("num_genres must be at least 1")
-        if self.generator_width % 8 or self.generator_width < 8:
+        if self.latent_dim < 0:
+            raise ValueError(f"latent_dim must be 0 (no codes) or more, got {self.latent_dim}")
+        if self.blocks not in BLOCK_KINDS:
+            raise ValueError(f"blocks must be one of {BLOCK_KINDS}, got {self.blocks!r}")
+        if self.architecture == "projection":
+            self._check_projection()
+        elif self.generator_width % 8 or self.generator_width < 8:
             raise ValueError(f"generator_width must be a multiple of 8, got {self.generator_width}")
         if self.minibatch_std_group < 0 or self.minibatch_std_group == 1:
             raise ValueError(
@@ -66,17 +113,40 @@ class GanArchitecture:
                 f"discriminator_norm must be one of {DISCRIMINATOR_NORMS}, got {self.discriminator_norm!r}"
             )
 
+    def _check_projection(self) -> None:
+        if self.discriminator_norm != "spectral":
+            raise ValueError(
+                "the projection discriminator has spectral norm on every layer; leave discriminator_norm unset "
+                f"(or 'spectral'), got {self.discriminator_norm!r}"
+            )
+        if self.dropout:
+            raise ValueError(
+                f"the projection discriminator has no dropout; leave dropout unset, got {self.dropout}"
+            )
+        doublings = self.resolution.bit_length() - 3
+        if self.generator_width % 2**doublings:
+            raise ValueError(
+                f"generator_width must halve {doublings} times to {self.resolution} px, so be a multiple of "
+                f"{2**doublings}, got {self.generator_width}"
+            )
+        if (self.discriminator_width * 8) % 2 ** (doublings - 1):
+            raise ValueError(
+                f"discriminator_width x 8 must halve {doublings - 1} times for the blocks in front at "
+                f"{self.resolution} px, so be a multiple of {2 ** (doublings - 1)}, got "
+                f"{self.discriminator_width * 8}"
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def check_resolution(resolution: int) -> None:
-    """Refuse an image side the networks cannot make or judge."""
-    if resolution not in SUPPORTED_RESOLUTIONS:
-        sides = ", ".join(f"{side}x{side}" for side in SUPPORTED_RESOLUTIONS)
-        raise ValueError(
-            f"resolution {resolution} is not supported: the networks make {sides} images (SUPPORTED_RESOLUTIONS)"
-        )
+def check_resolution(resolution: int, architecture: str | None = None) -> None:
+    """Refuse an image side the networks (of ``architecture``, or of any) cannot make or judge."""
+    sides = RESOLUTIONS[architecture] if architecture is not None else SUPPORTED_RESOLUTIONS
+    if resolution not in sides:
+        made = ", ".join(f"{side}x{side}" for side in sides)
+        whose = f"the {architecture} architecture makes" if architecture else "the networks make"
+        raise ValueError(f"resolution {resolution} is not supported: {whose} {made} images")
 
 
 def _transposed(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
@@ -195,12 +265,12 @@ def sample_inputs(
 
 @torch.no_grad()
 def generate_covers(
-    generator: Generator,
+    generator: nn.Module,
     genres: torch.Tensor | list[int],
     seed: int = 0,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """uint8 images (N, 64, 64, 3) for the given genre indices, deterministic in ``seed``."""
+    """uint8 images (N, R, R, 3) for the given genre indices, deterministic in ``seed``."""
     device = next(generator.parameters()).device
     genres = torch.as_tensor(genres, dtype=torch.long)
     rng = torch.Generator(device="cpu").manual_seed(seed)
@@ -216,5 +286,6 @@ def generate_covers(
     finally:
         generator.train(was_training)
     if not chunks:
-        return torch.empty(0, 64, 64, 3, dtype=torch.uint8)
+        side = generator.arch.resolution
+        return torch.empty(0, side, side, 3, dtype=torch.uint8)
     return torch.cat(chunks)

@@ -30,6 +30,10 @@ from album_pipeline.model.pixels import check_image_batch, to_uint8
 # a request is held in memory at once, and a served model must not be made to draw without bound.
 MAX_COUNT = 256
 TRAVERSAL_STEPS = 8  # columns of a traversal grid: each code at 8 evenly spaced values from -1 to 1
+# Without codes, a traversal's rows follow random unit directions of the noise: as many rows as the seed has
+# codes, each 2 standard deviations either side of the shared noise (a noise vector's coordinates are N(0, 1)).
+NOISE_DIRECTIONS = 2
+NOISE_SWEEP = 2.0
 GRID_PADDING = 2  # pixels between covers in a grid, as in the evaluation's grid
 
 _MIX_HELP = "give one genre (e.g. jazz) or weights for several (e.g. jazz:0.5,rock:0.5)"
@@ -106,7 +110,8 @@ def _render(
 ) -> np.ndarray:
     """uint8 (N, H, W, 3) images for per-image genre weights, codes and noise, in eval mode."""
     device = next(generator.parameters()).device
-    table = generator.genre_embedding.weight
+    # The genres' rows (a projection generator has one more, its "any cover" class, mixed into none).
+    table = generator.genre_embedding.weight[: generator.arch.num_genres]
     was_training = generator.training
     generator.eval()
     chunks = []
@@ -162,19 +167,28 @@ def traversal_grid(generator: Generator, genre: int | np.ndarray, *, seed: int =
     """A uint8 (H, W, 3) grid: row k sweeps latent code k over [-1, 1] (``TRAVERSAL_STEPS`` columns).
 
     ``genre`` is a genre index or a weight vector (``parse_genre_mix``). Every cover shares one noise vector
-    and the other codes stay at 0, so a row shows what its code alone changes.
+    and the other codes stay at 0, so a row shows what its code alone changes. A generator without codes
+    (the projection GAN's default) is swept along ``NOISE_DIRECTIONS`` random directions of its noise instead,
+    from ``-NOISE_SWEEP`` to ``+NOISE_SWEEP`` standard deviations around that shared vector.
     """
     arch = generator.arch
-    if arch.latent_dim < 1:
-        raise ValueError("this generator has no latent codes to traverse (latent_dim is 0)")
     mix = np.eye(arch.num_genres)[genre] if isinstance(genre, int | np.integer) else np.asarray(genre)
-    count = arch.latent_dim * TRAVERSAL_STEPS
     sweep = torch.linspace(-1, 1, TRAVERSAL_STEPS)
-    latent = torch.zeros(count, arch.latent_dim)
-    for code in range(arch.latent_dim):
-        latent[code * TRAVERSAL_STEPS : (code + 1) * TRAVERSAL_STEPS, code] = sweep
     rng = torch.Generator(device="cpu").manual_seed(check_seed(seed))
-    noise = torch.randn(1, arch.noise_dim, generator=rng).expand(count, -1)
+    base = torch.randn(1, arch.noise_dim, generator=rng)
+    if arch.latent_dim > 0:
+        count = arch.latent_dim * TRAVERSAL_STEPS
+        latent = torch.zeros(count, arch.latent_dim)
+        for code in range(arch.latent_dim):
+            latent[code * TRAVERSAL_STEPS : (code + 1) * TRAVERSAL_STEPS, code] = sweep
+        noise = base.expand(count, -1)
+    else:
+        count = NOISE_DIRECTIONS * TRAVERSAL_STEPS
+        latent = torch.zeros(count, 0)
+        directions = torch.randn(NOISE_DIRECTIONS, arch.noise_dim, generator=rng)
+        directions = directions / directions.norm(dim=1, keepdim=True)
+        offsets = NOISE_SWEEP * sweep[None, :, None] * directions[:, None, :]  # (directions, steps, noise)
+        noise = (base + offsets).reshape(count, arch.noise_dim)
     weights = _check_mixes(np.broadcast_to(mix, (count, arch.num_genres)), arch.num_genres)
     covers = _render(generator, weights, latent, noise, batch_size=256)
     return cover_grid(covers, columns=TRAVERSAL_STEPS)
@@ -275,3 +289,48 @@ def write_cover_folder(
             )
     written.append(write_png(folder / GRID_FILE, cover_grid(np.concatenate(drawn), columns=count)))
     return written
+
+
+def heldout_examples(
+    covers, genres: Sequence[str], wanted: Sequence[str], count: int, *, seed: int, resolution: int
+) -> list[np.ndarray]:
+    """``count`` real covers of each ``wanted`` genre (uint8 (count, R, R, 3) each), drawn without replacement
+    by ``seed`` from ``covers`` (a ShardSet or any ``metrics.samples.LabelledCovers`` whose labels index
+    ``genres``), resized to ``resolution`` where the covers were stored at another side."""
+    rng = np.random.default_rng(check_seed(seed))
+    labels = np.asarray(covers.labels)
+    examples = []
+    for genre in wanted:
+        rows = np.flatnonzero(labels == list(genres).index(genre))
+        if len(rows) < count:
+            raise ValueError(
+                f"genre {genre!r} has {len(rows)} held-out covers, fewer than the {count} asked for; ask for "
+                f"{len(rows)} or fewer"
+            )
+        chosen = np.sort(rng.choice(rows, size=count, replace=False))
+        examples.append(_resized(np.asarray(covers.read(chosen)), resolution))
+    return examples
+
+
+def _resized(images: np.ndarray, side: int) -> np.ndarray:
+    if images.shape[1] == side:
+        return images
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    resized = torch.nn.functional.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def beside_real_grid(generated: Sequence[np.ndarray], real: Sequence[np.ndarray]) -> np.ndarray:
+    """A uint8 (H, W, 3) grid of one row per genre: its generated covers, a white tile, then its real ones."""
+    rows = []
+    for made, actual in zip(generated, real, strict=True):
+        check_image_batch(made, "generated covers")
+        if made.shape != actual.shape:
+            raise ValueError(
+                f"each genre needs as many real covers as generated, of one size: {made.shape} "
+                f"against {actual.shape}"
+            )
+        rows.append(np.concatenate([made, np.full_like(made[:1], 255), actual]))
+    if not rows:
+        raise ValueError("a grid needs at least one genre")
+    return cover_grid(np.concatenate(rows), columns=2 * len(generated[0]) + 1)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from album_pipeline.model.architectures import build_generator
 from album_pipeline.model.networks import GanArchitecture, Generator
 from album_pipeline.model.sampling import MAX_COUNT, draw_covers, encode_png, parse_genre_mix
 from album_pipeline.registry.mlflow_registry import GENERATOR_ARTIFACT, GENRES_KEY, InvalidModelURI
@@ -230,7 +231,7 @@ def load_generator_data(data: Path, where: str) -> tuple[Generator, tuple[str, .
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError):
         raise _refuse(where, f"{WEIGHTS_FILE} is not a safetensors file") from None
-    generator = Generator(arch)
+    generator = build_generator(arch)
     try:
         generator.load_state_dict(state)
     except RuntimeError:

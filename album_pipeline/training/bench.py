@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
-from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, sample_inputs
+from album_pipeline.model.architectures import build_discriminator, build_generator
+from album_pipeline.model.networks import ARCHITECTURES, BLOCK_KINDS, GanArchitecture, sample_inputs
 from album_pipeline.settings import ConfigurationError
 from album_pipeline.training.compute import Compute, cpu_has_native_bf16, select_compute
 from album_pipeline.training.config import COMPILE_MODES, PRECISIONS, TrainingConfig
-from album_pipeline.training.losses import AcGanLoss, observed_metrics
+from album_pipeline.training.objectives import build_loss
 
 WIDTH_CHOICES = ("seed", "demo")
 SEED_WIDTHS = (GanArchitecture.generator_width, GanArchitecture.discriminator_width)
@@ -57,6 +58,11 @@ class BenchSettings:
     compare_seed: bool = field(
         default=False, metadata={"doc": "Also time the seed's own float32 step, alternating, and the ratio."}
     )
+    architecture: str = field(default="seed", metadata={"doc": "seed or projection, as in training."})
+    blocks: str = field(default="residual", metadata={"doc": "projection's blocks: residual or plain."})
+    resolution: int = field(
+        default=64, metadata={"doc": "Image side: 64 (seed), or 64, 128, 256 (projection)."}
+    )
 
     def __post_init__(self) -> None:
         if self.batch < 2:
@@ -85,6 +91,18 @@ class BenchSettings:
             raise ConfigurationError(
                 "--compile needs --warmup of at least 1, so that compiling is not timed."
             )
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigurationError(
+                f"--architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}."
+            )
+        if self.blocks not in BLOCK_KINDS:
+            raise ConfigurationError(
+                f"--blocks must be one of {', '.join(BLOCK_KINDS)}, got {self.blocks!r}."
+            )
+        try:
+            architecture(self)
+        except ValueError as error:
+            raise ConfigurationError(f"{error}.") from None
 
 
 @dataclass(frozen=True)
@@ -101,7 +119,7 @@ def run_bench(
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[Measurement]:
     """Time the project's step (and, with ``compare_seed``, the seed's), reporting a line per result."""
-    arch = architecture(settings.widths)
+    arch = architecture(settings)
     config = TrainingConfig(
         batch_size=settings.batch,
         precision=settings.precision,
@@ -115,11 +133,13 @@ def run_bench(
         raise ConfigurationError(f"{error}.") from None
     check_precision(settings.precision, compute)
     report(environment_line(compute))
-    batches = real_batches(settings.batch, arch.num_genres, compute)
+    batches = real_batches(settings.batch, arch, compute)
     project = project_step(arch, config, compute)
     compiled = f"compiled ({compute.compile_mode})" if compute.compile_mode else "eager"
     label = (
-        f"project step (widths {settings.widths}: G {arch.generator_width}, D {arch.discriminator_width}; "
+        f"project step ({arch.architecture}"
+        f"{f' {arch.blocks}' if arch.architecture == 'projection' else ''}, {arch.resolution} px, "
+        f"widths {settings.widths}: G {arch.generator_width}, D {arch.discriminator_width}; "
         f"batch {settings.batch}; {compute.precision}; {compiled}; "
         f"{'channels_last' if compute.channels_last else 'contiguous'})"
     )
@@ -140,14 +160,20 @@ def run_bench(
     return results
 
 
-def architecture(widths: str) -> GanArchitecture:
-    if widths == "seed":
-        return GanArchitecture()
+def architecture(settings: BenchSettings) -> GanArchitecture:
+    """The networks timed: the bench's architecture, blocks and resolution at the seed's or the demo's widths."""
+    chosen = {
+        "architecture": settings.architecture,
+        "blocks": settings.blocks,
+        "resolution": settings.resolution,
+    }
+    if settings.widths == "seed":
+        return GanArchitecture(**chosen)
     from album_pipeline.profiles import PROFILES
 
     demo = PROFILES["demo"]["ops"]["pretrained_generator"]["config"]
     return GanArchitecture(
-        generator_width=demo["generator_width"], discriminator_width=demo["discriminator_width"]
+        **chosen, generator_width=demo["generator_width"], discriminator_width=demo["discriminator_width"]
     )
 
 
@@ -197,13 +223,16 @@ def environment_line(compute: Compute) -> str:
     )
 
 
-def real_batches(batch: int, num_genres: int, compute: Compute) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def real_batches(
+    batch: int, arch: GanArchitecture, compute: Compute
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Random real images in [-1, 1] with genre labels, already on the device in the step's memory format."""
     generator = torch.Generator().manual_seed(0)
+    side = arch.resolution
     batches = []
     for _ in range(REAL_BATCHES):
-        images = torch.rand(batch, 3, 64, 64, generator=generator) * 2 - 1
-        labels = torch.randint(0, num_genres, (batch,), generator=generator)
+        images = torch.rand(batch, 3, side, side, generator=generator) * 2 - 1
+        labels = torch.randint(0, arch.num_genres, (batch,), generator=generator)
         images = images.to(compute.device).contiguous(memory_format=compute.memory_format)
         batches.append((images, labels.to(compute.device)))
     return batches
@@ -212,13 +241,15 @@ def real_batches(batch: int, num_genres: int, compute: Compute) -> list[tuple[to
 def project_step(arch: GanArchitecture, config: TrainingConfig, compute: Compute) -> Step:
     """``train_gan``'s finetuning step: the same networks, optimisers, losses and phase order."""
     torch.manual_seed(config.seed)
-    generator = Generator(arch).to(device=compute.device, memory_format=compute.memory_format).train()
-    discriminator = Discriminator(arch).to(device=compute.device, memory_format=compute.memory_format).train()
+    generator = build_generator(arch).to(device=compute.device, memory_format=compute.memory_format).train()
+    discriminator = build_discriminator(arch).to(device=compute.device, memory_format=compute.memory_format)
+    discriminator.train()
     optimizer_generator = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=config.betas)
     optimizer_discriminator = torch.optim.Adam(
         discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas
     )
-    loss = AcGanLoss(
+    loss = build_loss(
+        arch,
         compute.compiled(generator),
         compute.compiled(discriminator),
         config,
@@ -240,7 +271,7 @@ def project_step(arch: GanArchitecture, config: TrainingConfig, compute: Compute
         optimizer_generator.zero_grad(set_to_none=True)
         g_terms.total.backward()
         optimizer_generator.step()
-        observed_metrics(d_terms, g_terms, fake_genres, labels)  # train_gan computes these every step
+        loss.observed(d_terms, g_terms, fake_genres, labels)  # train_gan computes these every step
 
     return step
 

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from album_pipeline.data.shards import ShardSet
 from album_pipeline.layout import PREVIOUS_CHECKPOINT
+from album_pipeline.model.architectures import start_finetuning
 from album_pipeline.model.checkpoint import (
     CHECKPOINT_FORMAT,
     GENERATOR_EMA,
@@ -35,7 +37,7 @@ from album_pipeline.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator
+from album_pipeline.model.networks import GanArchitecture
 from album_pipeline.recovery import set_aside
 from album_pipeline.training.config import TrainingConfig
 from album_pipeline.training.ema import GeneratorEma
@@ -92,8 +94,8 @@ class GanModules:
     plain data, so that the checkpoint still loads with ``weights_only=True``.
     """
 
-    generator: Generator
-    discriminator: Discriminator
+    generator: nn.Module
+    discriminator: nn.Module
     optimizer_generator: torch.optim.Optimizer
     optimizer_discriminator: torch.optim.Optimizer
     generator_ema: GeneratorEma | None = None
@@ -270,15 +272,27 @@ def load_pretrained_weights(
         raise ValueError(
             f"{path} lacks generator/discriminator weights; pass a checkpoint written by train_gan"
         )
-    if pretrained.get("arch") != arch.to_dict():
+    if recorded_architecture(pretrained) != arch:
         raise ValueError(
             f"{path} was trained with architecture {pretrained.get('arch')}, not {arch.to_dict()}; "
             "finetune with the pretrained run's architecture"
         )
     modules.generator.load_state_dict(pretrained["generator"])
     modules.discriminator.load_state_dict(pretrained["discriminator"])
+    networks = [modules.generator, modules.discriminator]
     if modules.generator_ema is not None:
         modules.generator_ema.load_state_dict(pretrained.get(GENERATOR_EMA, pretrained["generator"]))
+        networks.append(modules.generator_ema.module)
+    start_finetuning(arch, *networks, pretrained_with_labels=bool(pretrained.get("use_labels", False)))
+
+
+def recorded_architecture(payload: dict[str, Any]) -> GanArchitecture | None:
+    """The GanArchitecture a checkpoint records (None where it records none that this code accepts), with the
+    defaults of fields added since filled in, so that an older checkpoint of the same networks compares equal."""
+    try:
+        return GanArchitecture(**payload["arch"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def run_key(

@@ -14,6 +14,9 @@ from album_pipeline.training.augment import parse_policy
 
 PRECISIONS = ("auto", "bf16", "fp32")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
+# Each architecture's own loss where adversarial_loss is left unset: the seed's BCE; the projection
+# discriminator's hinge (Miyato and Koyama 2018, BigGAN).
+DEFAULT_ADVERSARIAL_LOSS = {"seed": "bce", "projection": "hinge"}
 # torch.compile's modes; reduce-overhead records CUDA graphs, so it needs a CUDA device (training.compute).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -68,10 +71,11 @@ class TrainingConfig:
     )
     threads: int | None = _doc(None, "CPU threads for torch; default: every core this process may use.")
     # The techniques below are off at their defaults, so that a default run is the seed's loop.
-    adversarial_loss: str = _doc(
-        "bce",
-        "bce (the seed's, with label smoothing) or hinge (SNGAN's; real_label does not apply). The TTUR "
-        "rule (Heusel et al. 2017) is lr_discriminator above lr_generator, e.g. 4e-4 and 1e-4.",
+    adversarial_loss: str | None = _doc(
+        None,
+        "bce (with label smoothing) or hinge (SNGAN's; real_label does not apply); default: the "
+        "architecture's own (seed bce, projection hinge). The TTUR rule (Heusel et al. 2017) is "
+        "lr_discriminator above lr_generator, e.g. 4e-4 and 1e-4.",
     )
     augment: str = _doc(
         "",
@@ -133,7 +137,7 @@ class TrainingConfig:
             raise ValueError(f"real_label must be in (0, 1], got {self.real_label}")
         if self.instance_noise < 0:
             raise ValueError(f"instance_noise must be non-negative, got {self.instance_noise}")
-        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
+        if self.adversarial_loss is not None and self.adversarial_loss not in ADVERSARIAL_LOSSES:
             raise ValueError(
                 f"adversarial_loss must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial_loss!r}"
             )
@@ -165,6 +169,10 @@ class TrainingConfig:
             raise ValueError(
                 f"compile_mode {self.compile_mode!r} needs compile=True; set it, or drop the mode"
             )
+
+    def adversarial_loss_for(self, architecture: str) -> str:
+        """The adversarial loss a run of ``architecture`` trains with."""
+        return self.adversarial_loss or DEFAULT_ADVERSARIAL_LOSS[architecture]
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

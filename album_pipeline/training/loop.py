@@ -1,10 +1,11 @@
-"""The AC-GAN training loop: pretraining on unlabelled covers and finetuning on genre-labelled ones.
+"""The GAN training loop: pretraining on unlabelled covers and finetuning on genre-labelled ones.
 
 One function, ``train_gan``, read top to bottom: check the inputs, pick device and precision, build or
 restore the networks, then alternate a discriminator step and a generator step on streamed batches, logging
 averaged losses, updating the generator's moving average (``training.ema``) and checkpointing atomically as
 it goes. Its parts live beside it: the settings in ``training.config``, the losses in ``training.losses``,
-device and precision in ``training.compute``, the checkpoint payload, run key and resume in
+the networks by architecture name in ``model.architectures`` and each architecture's loss in
+``training.objectives``, device and precision in ``training.compute``, the checkpoint payload, run key and resume in
 ``training.checkpointing``. A resumed run restores every random state (``training.rng``) and the position in the
 data order, so it draws the noise and batches an uninterrupted run would.
 
@@ -27,8 +28,9 @@ import torch
 from album_pipeline.data.device_batches import training_batches
 from album_pipeline.data.shards import ShardSet
 from album_pipeline.layout import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+from album_pipeline.model.architectures import build_discriminator, build_generator
 from album_pipeline.model.checkpoint import save_checkpoint
-from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, sample_inputs
+from album_pipeline.model.networks import GanArchitecture, sample_inputs
 from album_pipeline.progress import Progress
 from album_pipeline.training import checkpointing, rng
 from album_pipeline.training.augment import AdaSettings, DiffAugment, parse_policy
@@ -37,7 +39,8 @@ from album_pipeline.training.compute import select_compute
 from album_pipeline.training.config import PRECISIONS, TrainingConfig
 from album_pipeline.training.distributed import SINGLE_PROCESS, ProcessGroupInfo
 from album_pipeline.training.ema import GeneratorEma
-from album_pipeline.training.losses import AcGanLoss, observed_metrics, paired_fake_genres
+from album_pipeline.training.losses import paired_fake_genres
+from album_pipeline.training.objectives import build_loss
 from album_pipeline.training.observer import TrainingObserver
 
 __all__ = ["PRECISIONS", "TrainingConfig", "TrainingSummary", "sample_fake_genres", "train_gan"]
@@ -124,7 +127,8 @@ def train_gan(
     history = start.history
     augment = modules.augment  # its state (ADA's probability) is checkpointed with the networks
     # The losses run the wrapped (DDP) and compiled networks; checkpoints and the EMA keep the plain modules.
-    loss = AcGanLoss(
+    loss = build_loss(
+        arch,
         compute.compiled(process_group.wrap(modules.generator, device)),
         compute.compiled(process_group.wrap(modules.discriminator, device)),
         config,
@@ -212,7 +216,7 @@ def train_gan(
                 )
 
             # -- observation: averaged losses, checkpoints -----------------------------------------------
-            window.add(observed_metrics(d_terms, g_terms, fake_genres, labels))
+            window.add(loss.observed(d_terms, g_terms, fake_genres, labels))
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
                 window.sums = process_group.average(window.sums)
@@ -303,8 +307,8 @@ def _build_modules(
     torch.manual_seed(
         config.seed
     )  # initial weights follow the config, not whatever ran earlier in the process
-    generator = Generator(arch).to(device=device, memory_format=memory_format)
-    discriminator = Discriminator(arch).to(device=device, memory_format=memory_format)
+    generator = build_generator(arch).to(device=device, memory_format=memory_format)
+    discriminator = build_discriminator(arch).to(device=device, memory_format=memory_format)
     return GanModules(
         generator,
         discriminator,

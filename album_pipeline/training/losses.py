@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from album_pipeline.model.networks import Discriminator, Generator
 from album_pipeline.training.augment import DiffAugment
 from album_pipeline.training.config import TrainingConfig
 
@@ -55,13 +55,17 @@ class GeneratorTerms:
     mode_seeking: torch.Tensor | None  # only with mode_seeking_weight
 
 
-class AcGanLoss:
-    """The loss of each phase for one run's networks and weights."""
+class GanLoss:
+    """What every architecture's loss holds: one run's (wrapped, compiled) networks, settings, autocast and
+    augmentation, and the adversarial loss its architecture trains with (``ARCHITECTURE``'s default unless
+    ``adversarial_loss`` is set). The loop calls ``discriminator_loss``, ``generator_loss`` and ``observed``."""
+
+    ARCHITECTURE = "seed"
 
     def __init__(
         self,
-        generator: Generator,
-        discriminator: Discriminator,
+        generator: nn.Module,
+        discriminator: nn.Module,
         config: TrainingConfig,
         *,
         use_labels: bool,
@@ -74,14 +78,23 @@ class AcGanLoss:
         self.use_labels = use_labels
         self.autocast = autocast
         self.augment = augment
+        self.adversarial = config.adversarial_loss_for(self.ARCHITECTURE)
+
+    def as_judged(self, images: torch.Tensor, noise_std: float) -> torch.Tensor:
+        """``images`` as the discriminator sees them: augmented (DiffAugment), then with instance noise."""
+        if self.augment is not None:
+            images = self.augment(images)
+        return with_instance_noise(images, noise_std)
+
+
+class AcGanLoss(GanLoss):
+    """The seed's AC-GAN loss of each phase for one run's networks and weights."""
 
     def judge(
         self, images: torch.Tensor, noise_std: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The discriminator's (real/fake logit, genre logits, latent estimate) for ``images``."""
-        if self.augment is not None:
-            images = self.augment(images)
-        return self.discriminator(with_instance_noise(images, noise_std))
+        return self.discriminator(self.as_judged(images, noise_std))
 
     def discriminator_loss(
         self,
@@ -103,10 +116,7 @@ class AcGanLoss:
             fake = self.generator(fake_genres, latent, noise)
             real_logit, real_genre_logits, _ = self.judge(real, noise_std)
             fake_logit, fake_genre_logits, fake_latent = self.judge(fake.detach(), noise_std)
-        if config.adversarial_loss == "hinge":
-            adversarial = F.relu(1.0 - real_logit.float()).mean() + F.relu(1.0 + fake_logit.float()).mean()
-        else:
-            adversarial = adversarial_loss(real_logit, config.real_label) + adversarial_loss(fake_logit, 0.0)
+        adversarial = discriminator_adversarial(real_logit, fake_logit, self.adversarial, config.real_label)
         genre_fake = F.cross_entropy(fake_genre_logits.float(), fake_genres)
         latent_error = F.mse_loss(fake_latent.float(), latent)
         genre = genre_fake
@@ -118,7 +128,7 @@ class AcGanLoss:
         r1 = None
         if regularise and config.r1_gamma > 0:
             r1 = self.r1_penalty(real, noise_std)
-            total = total + (config.r1_gamma / 2) * config.r1_interval * r1
+            total = total + lazy_r1_weight(config) * r1
         return DiscriminatorTerms(
             total=total,
             adversarial=adversarial,
@@ -135,11 +145,7 @@ class AcGanLoss:
 
     def r1_penalty(self, real: torch.Tensor, noise_std: float) -> torch.Tensor:
         """Mean squared norm of the real/fake logit's gradient with respect to the real images it judges."""
-        real = real.detach().requires_grad_(True)
-        with self.autocast():
-            real_logit, _, _ = self.judge(real, noise_std)
-        (gradient,) = torch.autograd.grad(real_logit.float().sum(), real, create_graph=True)
-        return gradient.float().square().sum(dim=(1, 2, 3)).mean()
+        return r1_penalty(real, lambda images: self.judge(images, noise_std)[0], self.autocast)
 
     def generator_loss(
         self,
@@ -154,22 +160,67 @@ class AcGanLoss:
         config = self.config
         with self.autocast():
             judged_logit, judged_genre_logits, judged_latent = self.judge(fake, noise_std)
-        if config.adversarial_loss == "hinge":
-            adversarial = -judged_logit.float().mean()
-        else:
-            adversarial = adversarial_loss(judged_logit, 1.0)
+        adversarial = generator_adversarial(judged_logit, self.adversarial)
         genre = F.cross_entropy(judged_genre_logits.float(), fake_genres)
         latent_error = F.mse_loss(judged_latent.float(), latent)
         total = adversarial + config.genre_loss_weight * genre + config.latent_loss_weight * latent_error
-        seeking = None
-        if config.mode_seeking_weight > 0:
-            if noise is None:
-                raise ValueError("mode_seeking_weight needs the generator's noise input to compare pairs")
-            seeking = mode_seeking(fake, torch.cat([latent, noise], dim=1))
+        seeking = mode_seeking_term(config, fake, latent, noise)
+        if seeking is not None:
             total = total + config.mode_seeking_weight * seeking
         return GeneratorTerms(
             total=total, adversarial=adversarial, genre=genre, latent=latent_error, mode_seeking=seeking
         )
+
+    def observed(
+        self, d: DiscriminatorTerms, g: GeneratorTerms, fake_genres: torch.Tensor, labels: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        return observed_metrics(d, g, fake_genres, labels)
+
+
+def discriminator_adversarial(
+    real_logit: torch.Tensor, fake_logit: torch.Tensor, kind: str, real_label: float
+) -> torch.Tensor:
+    """D's real/fake loss: hinge, or BCE with the real target smoothed to ``real_label``."""
+    if kind == "hinge":
+        return F.relu(1.0 - real_logit.float()).mean() + F.relu(1.0 + fake_logit.float()).mean()
+    return adversarial_loss(real_logit, real_label) + adversarial_loss(fake_logit, 0.0)
+
+
+def generator_adversarial(judged_logit: torch.Tensor, kind: str) -> torch.Tensor:
+    """G's real/fake loss on D's logits for its fakes (hinge: their negated mean; BCE: non-saturating)."""
+    if kind == "hinge":
+        return -judged_logit.float().mean()
+    return adversarial_loss(judged_logit, 1.0)
+
+
+def lazy_r1_weight(config: TrainingConfig) -> float:
+    """R1's weight on the steps that regularise: gamma / 2, scaled by the interval (lazy regularisation)."""
+    return (config.r1_gamma / 2) * config.r1_interval
+
+
+def r1_penalty(
+    real: torch.Tensor,
+    real_logit_of: Callable[[torch.Tensor], torch.Tensor],
+    autocast: Callable[[], AbstractContextManager],
+) -> torch.Tensor:
+    """Mean squared norm of the real/fake logit's gradient with respect to the real images it judges (the
+    forward pass under ``autocast``, the gradient outside it)."""
+    real = real.detach().requires_grad_(True)
+    with autocast():
+        real_logit = real_logit_of(real)
+    (gradient,) = torch.autograd.grad(real_logit.float().sum(), real, create_graph=True)
+    return gradient.float().square().sum(dim=(1, 2, 3)).mean()
+
+
+def mode_seeking_term(
+    config: TrainingConfig, fake: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor | None
+) -> torch.Tensor | None:
+    """MSGAN's term over the generator's inputs (codes and noise), or None when its weight is 0."""
+    if config.mode_seeking_weight <= 0:
+        return None
+    if noise is None:
+        raise ValueError("mode_seeking_weight needs the generator's noise input to compare pairs")
+    return mode_seeking(fake, torch.cat([latent, noise], dim=1))
 
 
 def paired_fake_genres(count: int, num_genres: int, device: torch.device | str) -> torch.Tensor:

@@ -11,9 +11,12 @@ import torch
 from PIL import Image
 
 from album_pipeline.metrics.evaluate import OutputRefused
+from album_pipeline.model.architectures import build_generator
 from album_pipeline.model.networks import GanArchitecture, Generator, generate_covers, sample_inputs
 from album_pipeline.model.sampling import (
     GRID_PADDING,
+    NOISE_DIRECTIONS,
+    NOISE_SWEEP,
     TRAVERSAL_STEPS,
     _render,
     draw_covers,
@@ -134,6 +137,30 @@ def test_a_traversal_has_a_row_per_code_sweeping_it_from_minus_one_to_one(genera
             assert np.array_equal(cover(code, column), _render(generator, mix, latent, noise, 1)[0])
         assert not np.array_equal(cover(code, 0), cover(code, TRAVERSAL_STEPS - 1))
     assert np.array_equal(traversal_grid(generator, 2, seed=4), grid)
+
+
+def test_a_generator_without_codes_is_traversed_along_noise_directions():
+    torch.manual_seed(0)
+    arch = GanArchitecture(architecture="projection", num_genres=len(GENRES), noise_dim=8, generator_width=32)
+    generator = build_generator(arch).eval()
+    grid = traversal_grid(generator, 1, seed=4)
+    step = 64 + GRID_PADDING
+    assert grid.shape == (GRID_PADDING + NOISE_DIRECTIONS * step, GRID_PADDING + TRAVERSAL_STEPS * step, 3)
+
+    def cover(row: int, column: int) -> np.ndarray:
+        top, left = GRID_PADDING + row * step, GRID_PADDING + column * step
+        return grid[top : top + 64, left : left + 64]
+
+    rng = torch.Generator().manual_seed(4)
+    base = torch.randn(1, arch.noise_dim, generator=rng)
+    directions = torch.randn(NOISE_DIRECTIONS, arch.noise_dim, generator=rng)
+    mix = torch.tensor(np.eye(len(GENRES))[1:2], dtype=torch.float32)
+    for row in range(NOISE_DIRECTIONS):
+        unit = directions[row] / directions[row].norm()
+        for column, sign in ((0, -1.0), (TRAVERSAL_STEPS - 1, 1.0)):
+            noise = base + sign * NOISE_SWEEP * unit
+            assert np.array_equal(cover(row, column), _render(generator, mix, torch.zeros(1, 0), noise, 1)[0])
+        assert not np.array_equal(cover(row, 0), cover(row, TRAVERSAL_STEPS - 1))
 
 
 def test_png_encoding_is_lossless_and_repeatable(generator):

@@ -13,6 +13,8 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +40,18 @@ def champion(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(champion):
+    root, uri, _ = champion
+    with serving(root, uri, MODEL) as url:
+        yield url
+
+
+@contextmanager
+def serving(root: Path, uri: str, model: str) -> Iterator[str]:
+    """`mlflow models serve` of ``models:/MODEL@champion`` in store ``uri`` on a free loopback port: its URL."""
     path = search_path()
     cli = shutil.which("mlflow", path=path)
     if cli is None or shutil.which("uvicorn", path=path) is None:
         pytest.skip("the mlflow CLI (and the uvicorn it serves with) is not installed")
-    root, uri, _ = champion
     port = free_port()
     package_root = str(Path(album_pipeline.__file__).resolve().parents[1])
     env = {
@@ -53,7 +62,7 @@ def server(champion):
     }
     env.pop("MLFLOW_REGISTRY_URI", None)
     log = root / "serve.log"
-    command = [cli, "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local"]
+    command = [cli, "models", "serve", "-m", f"models:/{model}@champion", "--env-manager", "local"]
     url = f"http://127.0.0.1:{port}"
     with running(
         [*command, "-h", "127.0.0.1", "-p", str(port)], ready_url=f"{url}/ping", log=log, cwd=root, env=env
@@ -61,7 +70,7 @@ def server(champion):
         yield url
 
 
-def _post(url: str, records: list[dict]) -> tuple[int, dict]:
+def post_records(url: str, records: list[dict]) -> tuple[int, dict]:
     body = json.dumps({"dataframe_records": records}).encode()
     request = urllib.request.Request(
         f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}, method="POST"
@@ -79,7 +88,7 @@ def test_a_post_returns_the_covers_asked_for_as_pngs(server, champion):
         {"genre": "jazz", "count": 3, "seed": 7, "codes": []},
         {"genre": "rock:0.5,classical:0.5", "count": 2, "seed": 1, "codes": [0.5, -0.5]},
     ]
-    status, payload = _post(server, records)
+    status, payload = post_records(server, records)
     assert status == 200, payload
     predictions = payload["predictions"]
     assert [(row["request"], row["cover"]) for row in predictions] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
@@ -97,6 +106,6 @@ def test_a_post_returns_the_covers_asked_for_as_pngs(server, champion):
 
 
 def test_an_unknown_genre_is_a_400_naming_the_valid_ones(server):
-    status, payload = _post(server, [{"genre": "polka", "count": 1}])
+    status, payload = post_records(server, [{"genre": "polka", "count": 1}])
     assert status == 400
     assert "unknown genre 'polka'; the model knows rock, jazz, classical" in payload["message"]

@@ -19,8 +19,10 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from torch import nn
 
-from album_pipeline.model.networks import GanArchitecture, Generator
+from album_pipeline.model.architectures import build_generator
+from album_pipeline.model.networks import GanArchitecture
 from album_pipeline.model.sampling import draw_covers, parse_genre_mix
 from album_pipeline.registry.mlflow_registry import (
     InvalidModelURI,
@@ -45,13 +47,16 @@ class Plant:
         return (Path.touch, (self.marker,))
 
 
-def register_tiny_generator(root: Path, model_name: str, seed: int = 0) -> tuple[str, Generator, Path]:
-    """A tiny generator registered as champion in an sqlite store under ``root``: (tracking URI, the generator,
-    the logged model's folder in the artifact store)."""
+def register_tiny_generator(
+    root: Path, model_name: str, seed: int = 0, arch: GanArchitecture | None = None
+) -> tuple[str, nn.Module, Path]:
+    """A tiny generator (the seed's unless ``arch`` says otherwise) registered as champion in an sqlite store
+    under ``root``: (tracking URI, the generator, the logged model's folder in the artifact store)."""
     note = root / "note.txt"
     note.write_text("evaluation stand-in")
     torch.manual_seed(seed)
-    generator = Generator(GanArchitecture(num_genres=len(GENRES), generator_width=8, noise_dim=16)).eval()
+    arch = arch or GanArchitecture(num_genres=len(GENRES), generator_width=8, noise_dim=16)
+    generator = build_generator(arch).eval()
     uri = sqlite_tracking_uri(root / "mlflow.db")
     log_and_register(
         tracking_uri=uri,

@@ -13,16 +13,18 @@ GENRES = ("rock", "jazz", "pop", "rap-hip-hop", "classical")
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Callable[..., ShardSet]:
-    """Random 64x64 covers as a shard set; one per (count, labelled) for the whole module (they are read-only)."""
-    made: dict[tuple[int, bool], ShardSet] = {}
+    """Random covers (64x64 unless asked) as a shard set; one per (count, labelled, resolution) for the whole
+    module (they are read-only)."""
+    made: dict[tuple[int, bool, int], ShardSet] = {}
 
-    def make(count: int = 24, labelled: bool = True) -> ShardSet:
-        if (count, labelled) not in made:
+    def make(count: int = 24, labelled: bool = True, resolution: int = 64) -> ShardSet:
+        key = (count, labelled, resolution)
+        if key not in made:
             rng = np.random.default_rng(0)
-            images = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
+            images = rng.integers(0, 256, (count, resolution, resolution, 3), dtype=np.uint8)
             labels = np.arange(count) % len(GENRES) if labelled else np.full(count, -1)
-            folder = tmp_path_factory.mktemp(f"shards-{count}-{labelled}")
-            made[count, labelled] = write_shard_set_from_arrays(folder, images, labels, GENRES)
-        return made[count, labelled]
+            folder = tmp_path_factory.mktemp(f"shards-{count}-{labelled}-{resolution}")
+            made[key] = write_shard_set_from_arrays(folder, images, labels, GENRES)
+        return made[key]
 
     return make

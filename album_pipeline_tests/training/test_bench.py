@@ -21,6 +21,37 @@ def test_bench_train_prints_the_steps_speed_with_the_cpu_flags_and_threads(capsy
     assert re.search(r"\d+ threads; CPU flags: avx2 (yes|no), avx512_bf16 (yes|no)", out)
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--architecture", "projection"], "projection residual, 64 px"),
+        (
+            ["--architecture", "projection", "--blocks", "plain", "--resolution", "128"],
+            "projection plain, 128 px",
+        ),
+    ],
+)
+def test_bench_train_times_the_projection_step_at_its_resolution(capsys, options, named):
+    assert main([*TINY, "--widths", "demo", *options]) == 0
+    out = capsys.readouterr().out
+    assert f"project step ({named}, widths demo" in out and float(SPEED.findall(out)[0]) > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--architecture", "stylegan"], "--architecture must be one of seed, projection, got 'stylegan'."),
+        (
+            ["--resolution", "128"],
+            "resolution 128 is not supported: the seed architecture makes 64x64 images.",
+        ),
+    ],
+)
+def test_a_bad_architecture_is_one_sentence(capsys, options, message):
+    assert main([*TINY, *options]) == 2
+    assert capsys.readouterr().err.strip() == f"album-pipeline: {message}"
+
+
 def test_a_bad_precision_is_one_sentence(capsys):
     assert main([*TINY, "--precision", "fp16"]) == 2
     err = capsys.readouterr().err.strip()

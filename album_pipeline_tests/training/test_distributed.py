@@ -98,8 +98,10 @@ def test_two_processes_train_as_one_whose_batch_norms_see_each_share_apart(
     assert stdout.count("step=1 ") == 1  # rank 0 alone logs
     distributed = load_checkpoint(two.final_checkpoint("pretrained"))
 
-    monkeypatch.setattr(loop, "Generator", lambda arch: per_share_batch_norm(Generator(arch), 2))
-    monkeypatch.setattr(loop, "Discriminator", lambda arch: per_share_batch_norm(Discriminator(arch), 2))
+    monkeypatch.setattr(loop, "build_generator", lambda arch: per_share_batch_norm(Generator(arch), 2))
+    monkeypatch.setattr(
+        loop, "build_discriminator", lambda arch: per_share_batch_norm(Discriminator(arch), 2)
+    )
     data = load_shards(two.training_data("unlabeled"))
     reference = train_gan(data, ARCH, CONFIG, tmp_path / "reference", use_labels=False)
     single = load_checkpoint(reference.checkpoint_path)

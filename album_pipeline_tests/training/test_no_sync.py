@@ -20,8 +20,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from album_pipeline.model.networks import GanArchitecture
-from album_pipeline.training import loop
 from album_pipeline.training.loop import TrainingConfig, train_gan
+from album_pipeline.training.losses import AcGanLoss
 from album_pipeline_tests.training.conftest import GENRES
 
 TINY = GanArchitecture(num_genres=len(GENRES), noise_dim=8, generator_width=16, discriminator_width=4)
@@ -74,9 +74,11 @@ def config_for(steps: int, **changes) -> TrainingConfig:
     return replace(config, **changes)
 
 
-def host_reads(tmp_path: Path, data, steps: int, use_labels: bool, **changes) -> Counter[str]:
+def host_reads(
+    tmp_path: Path, data, steps: int, use_labels: bool, arch: GanArchitecture = TINY, **changes
+) -> Counter[str]:
     with HostReads() as counter:
-        train_gan(data, TINY, config_for(steps, **changes), tmp_path / f"run-{steps}", use_labels=use_labels)
+        train_gan(data, arch, config_for(steps, **changes), tmp_path / f"run-{steps}", use_labels=use_labels)
     return counter.reads
 
 
@@ -96,17 +98,33 @@ def test_the_training_step_reads_nothing_back_from_the_device(tmp_path, dataset,
     assert long == short
 
 
-def test_the_guard_sees_a_read_hidden_in_the_step(tmp_path, dataset, monkeypatch):
-    observed_metrics = loop.observed_metrics
+@pytest.mark.parametrize("use_labels", [False, True])
+def test_the_projection_step_reads_nothing_back_from_the_device(tmp_path, dataset, use_labels):
+    arch = GanArchitecture(
+        architecture="projection",
+        num_genres=len(GENRES),
+        noise_dim=8,
+        generator_width=32,
+        discriminator_width=4,
+    )
+    data = dataset(labelled=use_labels)
+    changes = {"augment": "color,translation,cutout", "mode_seeking_weight": 1.0}
+    short = host_reads(tmp_path, data, SHORT, use_labels, arch, **changes)
+    long = host_reads(tmp_path, data, LONG, use_labels, arch, **changes)
+    assert long - short == Counter(), f"host reads inside the training step: {dict(long - short)}"
 
-    def syncing_metrics(*args):
-        metrics = observed_metrics(*args)
+
+def test_the_guard_sees_a_read_hidden_in_the_step(tmp_path, dataset, monkeypatch):
+    observed = AcGanLoss.observed
+
+    def syncing_metrics(self, *args):
+        metrics = observed(self, *args)
         if metrics["loss_d"] > 100:  # Tensor.__bool__: waits for the loss to be computed
             raise AssertionError("unexpected")
         metrics["loss_g"].item()
         return metrics
 
-    monkeypatch.setattr(loop, "observed_metrics", syncing_metrics)
+    monkeypatch.setattr(AcGanLoss, "observed", syncing_metrics)
     per_step = host_reads(tmp_path, dataset(), LONG, True) - host_reads(tmp_path, dataset(), SHORT, True)
     assert {read.split(" (")[0]: count for read, count in per_step.items()} == {
         "__bool__ in syncing_metrics": LONG - SHORT,

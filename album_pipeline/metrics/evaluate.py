@@ -45,6 +45,7 @@ from album_pipeline.metrics.grids import (
 from album_pipeline.metrics.judging import Reference, Sample, SampleSettings, accuracy_metrics, sample_metrics
 from album_pipeline.metrics.memorisation import closest_covers, near_copy_threshold, nearest_neighbours
 from album_pipeline.metrics.samples import CoverSource, GeneratorCovers, LabelledCovers
+from album_pipeline.model.architectures import is_generator
 from album_pipeline.model.networks import Discriminator, Generator
 from album_pipeline.model.pixels import check_image_batch
 
@@ -214,7 +215,7 @@ def _check_inputs(
     genres: Sequence[str],
     heldout: LabelledCovers,
 ) -> tuple[CoverSource, tuple[str, ...]]:
-    if isinstance(covers, Generator):
+    if is_generator(covers):
         covers = GeneratorCovers(covers)
     num_genres = getattr(covers, "num_genres", len(tuple(genres)))
     genres = check_genres(num_genres, genres)

@@ -28,6 +28,11 @@ def build_discriminator(arch: GanArchitecture) -> nn.Module:
     return DISCRIMINATORS[arch.architecture](arch)
 
 
+def is_generator(candidate: object) -> bool:
+    """Whether ``candidate`` is a generator network of any architecture."""
+    return isinstance(candidate, tuple(GENERATORS.values()))
+
+
 def has_genre_head(arch: GanArchitecture) -> bool:
     """Whether D classifies genres (and so can be reported as a genre judge): the seed's AC-GAN only."""
     return arch.architecture == "seed"

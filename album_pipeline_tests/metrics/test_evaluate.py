@@ -21,6 +21,7 @@ from album_pipeline.metrics.floors import QualityFloors
 from album_pipeline.metrics.frechet import FeatureExtractor
 from album_pipeline.metrics.genre_classifier import GenreClassifier, accuracy, predict_genres
 from album_pipeline.metrics.samples import InMemoryCovers
+from album_pipeline.model.architectures import build_generator
 from album_pipeline.model.networks import Discriminator, GanArchitecture, Generator, generate_covers
 
 GENRES = ("rock", "jazz", "pop")
@@ -146,6 +147,14 @@ def test_a_cover_source_stands_in_for_the_generator(tmp_path):
     assert asked == [(np.repeat(np.arange(3), 6).tolist(), 9)]
     assert report.metrics[names.NEAR_COPY_SHARE] == 1.0 and report.near_copies_found
     assert report.metrics[names.DIVERSITY] == 0.0
+
+
+def test_a_projection_generator_is_evaluated_and_its_missing_genre_head_said(tmp_path):
+    torch.manual_seed(0)
+    arch = GanArchitecture(architecture="projection", num_genres=len(GENRES), noise_dim=8, generator_width=32)
+    report = evaluate(tmp_path, EvaluationConfig(samples_per_genre=10), generator=build_generator(arch).eval())
+    assert report.metrics["generated_count"] == 30 and "d_genre_accuracy" not in report.metrics
+    assert any("no discriminator with a genre head" in note for note in report.notes)
 
 
 def test_grid_has_one_row_per_genre(tmp_path):

@@ -2,8 +2,7 @@
 everything that builds a generator or discriminator from a checkpoint's ``arch`` goes through here.
 
 What the architectures differ in, beyond their networks, is told here too: whether D has a genre classifier
-head (the seed's AC-GAN; the projection discriminator has none), and how finetuning starts from an unlabelled
-pretraining (the projection GAN copies its "any cover" class to every genre).
+head (the seed's AC-GAN; the projection discriminator has none), and how many conditioning classes they have.
 """
 
 from __future__ import annotations
@@ -36,16 +35,3 @@ def is_generator(candidate: object) -> bool:
 def has_genre_head(arch: GanArchitecture) -> bool:
     """Whether D classifies genres (and so can be reported as a genre judge): the seed's AC-GAN only."""
     return arch.architecture == "seed"
-
-
-def conditioning_classes(arch: GanArchitecture) -> int:
-    """Rows of the genre embeddings: the genres, and for the projection GAN one "any cover" class more."""
-    return arch.num_genres + (1 if arch.architecture == "projection" else 0)
-
-
-def start_finetuning(arch: GanArchitecture, *networks: nn.Module, pretrained_with_labels: bool) -> None:
-    """Prepare pretrained networks for finetuning on genres: the projection GAN, pretrained on unlabelled
-    covers as one "any cover" class, starts every genre from that class. The seed's genre rows are its own
-    (its pretraining drew fake genres as an InfoGAN categorical code), so it keeps them."""
-    if arch.architecture == "projection" and not pretrained_with_labels:
-        projection.start_genres_from_any_cover(*networks)

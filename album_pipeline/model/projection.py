@@ -14,8 +14,11 @@ Blocks are ``residual`` (BigGAN's: normalise, activate, resample, convolve twice
 Conditioning: one genre embedding feeds every conditional batch norm through a linear map to its gain and bias
 (BigGAN's shared embedding), so mixing genre embeddings mixes every batch-norm parameter with them, and
 ``model.sampling``'s genre mixes work as for the seed. The embeddings have one row more than there are genres:
-``any_cover_class`` (the last), the one class unlabelled pretraining uses for every cover. Finetuning starts
-each genre's row from it (``start_genres_from_any_cover``).
+``any_cover_class`` (the last), the one class unlabelled pretraining uses for every cover, so that pretraining
+trains every weight but the genres' rows. Finetuning starts each genre from its own (untrained, random) row:
+copying the "any cover" row into every genre made them identical, and Adam, which moves a weight by about the
+learning rate a step, had not separated them after the demo's 550 steps (genre accuracy 0.21 against 0.95;
+BENCHMARKS.md, "Architectures").
 """
 
 from __future__ import annotations
@@ -193,21 +196,3 @@ class ProjectionDiscriminator(nn.Module):
         logit = self.real_fake_head(pooled).squeeze(1) + projection
         latent = self.latent_head(pooled) if self.latent_head is not None else None
         return logit, latent
-
-
-@torch.no_grad()
-def start_genres_from_any_cover(*networks: nn.Module) -> None:
-    """Set every genre's conditioning row to the "any cover" row that unlabelled pretraining trained, in G's
-    genre embedding and D's projection, so that finetuning departs from the pretrained covers for each genre."""
-    for network in networks:
-        for table in _conditioning_tables(network):
-            table[: network.arch.num_genres] = table[network.arch.num_genres]
-
-
-def _conditioning_tables(network: nn.Module) -> list[torch.Tensor]:
-    if isinstance(network, ProjectionGenerator):
-        return [network.genre_embedding.weight]
-    if isinstance(network, ProjectionDiscriminator):
-        # Spectral norm keeps the raw weight as ``original``; its (cached) normalised view follows from it.
-        return [network.genre_projection.parametrizations.weight.original]
-    raise TypeError(f"{type(network).__name__} is not a projection network")

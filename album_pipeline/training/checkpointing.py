@@ -29,7 +29,6 @@ from torch import nn
 
 from album_pipeline.data.shards import ShardSet
 from album_pipeline.layout import PREVIOUS_CHECKPOINT
-from album_pipeline.model.architectures import start_finetuning
 from album_pipeline.model.checkpoint import (
     CHECKPOINT_FORMAT,
     GENERATOR_EMA,
@@ -279,11 +278,8 @@ def load_pretrained_weights(
         )
     modules.generator.load_state_dict(pretrained["generator"])
     modules.discriminator.load_state_dict(pretrained["discriminator"])
-    networks = [modules.generator, modules.discriminator]
     if modules.generator_ema is not None:
         modules.generator_ema.load_state_dict(pretrained.get(GENERATOR_EMA, pretrained["generator"]))
-        networks.append(modules.generator_ema.module)
-    start_finetuning(arch, *networks, pretrained_with_labels=bool(pretrained.get("use_labels", False)))
 
 
 def recorded_architecture(payload: dict[str, Any]) -> GanArchitecture | None:

@@ -43,6 +43,8 @@ def test_stage_defaults_are_the_seed_scale_and_finetuning_runs_fewer_steps():
 
 
 def test_the_demo_profile_builds_the_settings_the_ablation_chose():
+    """The projection GAN with plain blocks, DiffAugment and D at G's learning rate (issue 23's measurements);
+    the seed's genre weights stay for architecture=seed."""
     ops = run_config_for("demo")["ops"]
     demo_gan = dict(
         batch_size=64,
@@ -51,12 +53,11 @@ def test_the_demo_profile_builds_the_settings_the_ablation_chose():
         checkpoint_every=100,
         log_every=50,
         augment="color,translation,cutout",
-        mode_seeking_weight=1.0,
     )
     pretrain = PretrainConfig(**ops["pretrained_generator"]["config"])
     assert pretrain.to_core(TrainingConfig) == TrainingConfig(steps=150, genre_loss_weight=0.0, **demo_gan)
     assert pretrain.to_core(GanArchitecture, num_genres=5, resolution=64) == GanArchitecture(
-        num_genres=5, generator_width=128, discriminator_width=32
+        architecture="projection", blocks="plain", num_genres=5, generator_width=128, discriminator_width=32
     )
     finetune = FinetuneConfig(**ops["finetuned_generator"]["config"])
     assert finetune.to_core(TrainingConfig) == TrainingConfig(

@@ -82,7 +82,9 @@ def test_pretraining_judges_every_cover_as_any_cover_and_finetuning_by_genre(tmp
     assert set(torch.cat(seen).tolist()) == set(range(len(GENRES)))
 
 
-def test_finetuning_starts_every_genre_from_the_pretrained_any_cover_class(tmp_path, dataset):
+def test_finetuning_starts_from_the_pretrained_weights_and_each_genre_from_its_own_row(tmp_path, dataset):
+    """Pretraining trains everything but the genres' rows; they keep their distinct initial values, so that
+    finetuning separates genres from its first step (copied from the "any cover" row they did not separate)."""
     pretrained = train_gan(dataset(labelled=False), TINY, FAST, tmp_path / "pre", use_labels=False)
     frozen = replace(FAST, steps=1, lr_generator=0.0, lr_discriminator=0.0)
     finetuned = train_gan(
@@ -94,21 +96,13 @@ def test_finetuning_starts_every_genre_from_the_pretrained_any_cover_class(tmp_p
         init_checkpoint=pretrained.checkpoint_path,
     )
     before, after = load_checkpoint(pretrained.checkpoint_path), load_checkpoint(finetuned.checkpoint_path)
-    for network, table in (
-        ("generator", "genre_embedding.weight"),
-        ("generator_ema", "genre_embedding.weight"),
-        ("discriminator", "genre_projection.parametrizations.weight.original"),
-    ):
-        any_cover = before[network][table][ANY_COVER]
-        assert not torch.equal(before[network][table][0], any_cover)  # pretraining left the genres untrained
-        for genre in range(len(GENRES)):
-            if network == "generator_ema":  # one EMA step moved the rows, each by a vectorised or scalar lerp
-                torch.testing.assert_close(after[network][table][genre], after[network][table][ANY_COVER])
-            else:
-                assert torch.equal(after[network][table][genre], any_cover), (network, genre)
-    for name, value in before["generator"].items():  # everything else is the pretrained weights
-        if "genre_embedding" not in name and "running" not in name and "num_batches" not in name:
-            assert torch.equal(value, after["generator"][name]), name
+    for network in ("generator", "discriminator"):
+        for name, value in before[network].items():
+            # Batch norm statistics and spectral norm's power-iteration vectors (_u, _v) move in any forward pass.
+            if not any(moving in name for moving in ("running", "num_batches", "._u", "._v")):
+                assert torch.equal(value, after[network][name]), f"{network}.{name} was not loaded"
+    rows = after["generator"]["genre_embedding.weight"][: len(GENRES)]
+    assert torch.cdist(rows, rows).add(torch.eye(len(GENRES))).min() > 0.1  # every genre its own row
 
 
 def test_an_interrupted_run_resumes_to_the_very_weights_of_an_uninterrupted_one(tmp_path, dataset):

@@ -123,7 +123,7 @@ class GanArchitecture:
             raise ValueError(
                 f"the projection discriminator has no dropout; leave dropout unset, got {self.dropout}"
             )
-        doublings = self.resolution.bit_length() - 3
+        doublings = upsampling_blocks(self.resolution)
         if self.generator_width % 2**doublings:
             raise ValueError(
                 f"generator_width must halve {doublings} times to {self.resolution} px, so be a multiple of "
@@ -138,6 +138,11 @@ class GanArchitecture:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def upsampling_blocks(resolution: int) -> int:
+    """Doublings from 4x4 to ``resolution`` (4 at 64 px, 5 at 128, 6 at 256)."""
+    return resolution.bit_length() - 3
 
 
 def check_resolution(resolution: int, architecture: str | None = None) -> None:
@@ -197,7 +202,7 @@ class Discriminator(nn.Module):
         channels = [3, width, width * 2, width * 4, width * 8]
         for index, (cin, cout) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
             conv = nn.Conv2d(cin, cout, 5, stride=2, padding=2, bias=index == 0 or spectral)
-            layers.append(_spectral(conv) if spectral else conv)
+            layers.append(spectrally_normalised(conv) if spectral else conv)
             if index > 0 and not spectral:  # no batch norm on the input layer, as in DCGAN
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.LeakyReLU(0.1, inplace=True))
@@ -209,7 +214,7 @@ class Discriminator(nn.Module):
         heads = [nn.Linear(feature_count, 1), nn.Linear(feature_count, arch.num_genres)]
         heads.append(nn.Linear(feature_count, arch.latent_dim))
         if spectral:
-            heads = [_spectral(head) for head in heads]
+            heads = [spectrally_normalised(head) for head in heads]
         self.real_fake_head, self.genre_head, self.latent_head = heads
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -225,7 +230,7 @@ class Discriminator(nn.Module):
         )
 
 
-def _spectral(layer: nn.Module) -> nn.Module:
+def spectrally_normalised(layer: nn.Module) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer)
 
 

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from album_pipeline.model.networks import GanArchitecture, MinibatchStd
-
-
-def upsampling_blocks(resolution: int) -> int:
-    """Doublings from 4x4 to ``resolution`` (4 at 64 px, 5 at 128, 6 at 256)."""
-    return resolution.bit_length() - 3
+from album_pipeline.model.networks import (
+    GanArchitecture,
+    MinibatchStd,
+    spectrally_normalised,
+    upsampling_blocks,
+)
 
 
 def generator_channels(arch: GanArchitecture) -> list[int]:
@@ -51,10 +51,6 @@ def discriminator_channels(arch: GanArchitecture) -> list[int]:
 def any_cover_class(arch: GanArchitecture) -> int:
     """The conditioning index of "any cover", used for every image when pretraining without labels."""
     return arch.num_genres
-
-
-def _spectral(layer: nn.Module) -> nn.Module:
-    return nn.utils.parametrizations.spectral_norm(layer)
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -138,7 +134,7 @@ class PlainDiscriminatorBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, first: bool):
         super().__init__()
-        self.conv = _spectral(nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1))
+        self.conv = spectrally_normalised(nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(self.conv(features), 0.1)
@@ -153,9 +149,9 @@ class ResidualDiscriminatorBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, first: bool):
         super().__init__()
         self.first = first
-        self.conv1 = _spectral(nn.Conv2d(in_channels, out_channels, 3, padding=1))
-        self.conv2 = _spectral(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.shortcut = _spectral(nn.Conv2d(in_channels, out_channels, 1))
+        self.conv1 = spectrally_normalised(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.conv2 = spectrally_normalised(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.shortcut = spectrally_normalised(nn.Conv2d(in_channels, out_channels, 1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         hidden = features if self.first else F.relu(features)
@@ -179,9 +175,11 @@ class ProjectionDiscriminator(nn.Module):
         )
         self.minibatch_std = MinibatchStd(arch.minibatch_std_group) if arch.minibatch_std_group else None
         features = channels[-1] + (1 if self.minibatch_std is not None else 0)
-        self.real_fake_head = _spectral(nn.Linear(features, 1))
-        self.genre_projection = _spectral(nn.Embedding(arch.num_genres + 1, features))
-        self.latent_head = _spectral(nn.Linear(features, arch.latent_dim)) if arch.latent_dim else None
+        self.real_fake_head = spectrally_normalised(nn.Linear(features, 1))
+        self.genre_projection = spectrally_normalised(nn.Embedding(arch.num_genres + 1, features))
+        self.latent_head = (
+            spectrally_normalised(nn.Linear(features, arch.latent_dim)) if arch.latent_dim else None
+        )
 
     def forward(self, images: torch.Tensor, genres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(real/fake logit (N,), latent estimate (N, latent_dim) or None) for images in [-1, 1] of the given
